@@ -1,0 +1,79 @@
+"""Answer normalisation before equivalence checking (pure string functions).
+
+Each rule removes a way of writing the same value that math-verify does not see through on its own:
+thousands separators, currency and percent signs, degree marks, units, spacing commands, ``\\dfrac``,
+assignment prefixes such as ``x =``, multiple-choice wrappers and scientific notation.
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad|~")
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_ASSIGNMENT = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=[^=])")
+_TRAILING_UNITS = re.compile(r"^(-?[\d.,/]+(?:\s*\\?%)?)\s*[a-zA-Z][a-zA-Z\s.]*$")
+_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
+_SCI_E = re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)$")
+_SCI_TIMES = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?$")
+_NUMBER = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+_SIMPLE_FRAC = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}$|^(-?\d+)\s*/\s*(-?\d+)$")
+
+
+def normalize(answer: str) -> str:
+    """Canonical text of an answer. Idempotent: normalize(normalize(x)) == normalize(x)."""
+    s = answer.strip()
+    s = re.sub(r"^\\boxed\{(.*)\}$", r"\1", s, flags=re.DOTALL)
+    s = _strip_delimiters(s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\displaystyle", "")
+    s = s.replace("\\left", "").replace("\\right", "")
+    s = _SPACING.sub(" ", s)
+    s = s.replace("{,}", ",")  # LaTeX thousands separator 1{,}000
+    s = re.sub(r"\^\s*\{?\\circ\}?|°|\\degree", "", s)
+    s = s.replace("\\%", "%")
+    s = s[:-1].strip() if s.endswith("%") else s
+    s = s.replace("\\$", "").replace("$", "").strip()
+    s = _TEXT_CMD.sub(lambda m: m.group(1), s) if _TEXT_CMD.fullmatch(s.strip()) else _drop_text_units(s)
+    s = s.strip().rstrip(".").strip()
+    m = _TRAILING_UNITS.match(s)
+    if m and not re.search(r"[a-zA-Z]", m.group(1)):
+        s = m.group(1).strip()
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    s = _ASSIGNMENT.sub("", s) if s.count("=") == 1 else s
+    choice = _CHOICE.match(s)
+    if choice:
+        s = choice.group(1).upper()
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _strip_delimiters(s: str) -> str:
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
+            return s[len(left):-len(right)].strip()
+    return s
+
+
+def _drop_text_units(s: str) -> str:
+    """``10\\text{ cm}`` -> ``10``; a \\text{} that is the whole answer is kept (text answers)."""
+    without = _TEXT_CMD.sub("", s).strip()
+    return without if without and re.search(r"\d", without) else _TEXT_CMD.sub(lambda m: m.group(1), s)
+
+
+def as_number(s: str) -> Fraction | None:
+    """Exact value of a plain number, simple fraction or scientific notation; None for anything else."""
+    s = s.replace(" ", "")
+    if _NUMBER.match(s):
+        return Fraction(s)
+    m = _SCI_E.match(s) or _SCI_TIMES.match(s)
+    if m:
+        return Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+    m = _SIMPLE_FRAC.match(s)
+    if m:
+        sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else ("", m.group(4), m.group(5))
+        if int(den) == 0:
+            return None
+        value = Fraction(int(num), int(den))
+        return -value if sign else value
+    return None

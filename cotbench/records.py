@@ -1,0 +1,75 @@
+"""Typed records passed between pipeline stages. Units are in the field names."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark item, as a task adapter yields it."""
+
+    task: str
+    problem_id: str
+    question: str
+    gold: str  # the reference final answer, already extracted (e.g. "72", "\\frac{1}{2}")
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # MATH level/subject, source line, ...
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to complete. It carries its own valve strength so a backend may mix α values in a batch."""
+
+    request_id: str
+    prompt: str  # fully rendered text (chat template already applied)
+    alpha: float | None  # None: no valve
+    sampling: SamplingSettings
+    add_special_tokens: bool = False  # True only for plain-text prompts without a chat template
+
+
+@dataclass(frozen=True)
+class Generation:
+    request_id: str
+    text: str
+    n_prompt_tokens: int
+    n_generated_tokens: int  # exact, model tokenizer; includes the EOS token it emitted, never padding
+    finish_reason: str  # "stop" (EOS or stop string) or "length" (hit max_new_tokens)
+    latency_s: float  # wall time of the batch this row was generated in
+
+
+@dataclass(frozen=True)
+class Grade:
+    """A verdict. An unreadable answer is data (`extracted is None`), not an exception."""
+
+    correct: bool
+    extracted: str | None
+    gold: str
+    protocol: str
+    reason: str  # why it was judged so, e.g. "numeric match", "no answer found", "timeout"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Everything stored about one (model, valve, α, task, problem) generation."""
+
+    key: str
+    model: str
+    valve: str  # "" when there is no valve
+    alpha: float | None
+    problem: Problem
+    prompt: str
+    generation: Generation
+    grade: Grade | None = None
