@@ -1,0 +1,29 @@
+"""What a generation backend must do. ``hf`` implements it; vLLM or an OpenAI-compatible server can
+plug in later without touching the runner, because every request carries its own α."""
+from __future__ import annotations
+
+from typing import Iterator, Protocol, Sequence
+
+from cotbench.prompts import Messages
+from cotbench.records import Generation, GenerationRequest
+
+
+class Backend(Protocol):
+    model_id: str  # what the user asked for, as recorded in results ("HuggingFaceTB/SmolLM2-135M-Instruct")
+    valve_id: str  # "" without a valve, else "<name>@<fingerprint>"
+
+    def render(self, messages: Messages) -> tuple[str, bool]:
+        """(prompt text, add_special_tokens): the chat template when the model has one, else plain text."""
+        ...
+
+    def n_params(self) -> int:
+        """Exact parameter count of the base model; valve parameters are not added."""
+        ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
+        """Generations batch by batch, in any order; each ``request_id`` exactly once."""
+        ...
+
+    def describe(self) -> dict:
+        """Settings that determine outputs beyond the request (dtype, device, ...), for the run record."""
+        ...

@@ -1,0 +1,157 @@
+"""transformers backend: batched ``generate`` on CPU or CUDA, α switched in place between groups."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
+from cotbench.errors import ConfigError
+from cotbench.prompts import Messages, render_plain
+from cotbench.records import Generation, GenerationRequest, SamplingSettings
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for, but torch sees no CUDA GPU. Use --device cpu.")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
+    if dtype == "auto":
+        # fp32 on CPU: bf16 matmuls are slow on CPUs without AMX; bf16 on GPUs that support it.
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+class HFBackend:
+    def __init__(self, model: str, valve: str | None = None, device: str = "auto", dtype: str = "auto",
+                 batch_size: int = 16):
+        from cotbench.valve.apply import attach_valve, valve_fingerprint
+
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        source = resolve_model(model)
+        self.model_id = source.display_name
+        self.model, self.tokenizer = load_model_and_tokenizer(source, self.dtype, self.device)
+        self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
+        self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.valve_id = ""
+        if valve:
+            self.model = attach_valve(self.model, valve)
+            self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
+        self._eos_ids = self._collect_eos_ids()
+
+    def _collect_eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        config_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(config_eos if isinstance(config_eos, list) else [config_eos])
+        return {i for i in ids if i is not None}
+
+    def render(self, messages: Messages) -> tuple[str, bool]:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
+        return render_plain(messages), True
+
+    def n_params(self) -> int:
+        return self._n_params
+
+    def describe(self) -> dict:
+        return {"backend": "hf", "device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
+        groups: dict[tuple, list[GenerationRequest]] = defaultdict(list)
+        for request in requests:
+            groups[(request.alpha, request.sampling, request.add_special_tokens)].append(request)
+        for (alpha, sampling, special), group in groups.items():
+            with self._at_alpha(alpha):
+                # Longest prompts first, so each batch pads little and memory peaks early.
+                group = sorted(group, key=lambda r: len(r.prompt), reverse=True)
+                for start in range(0, len(group), self.batch_size):
+                    yield self._generate_batch(group[start:start + self.batch_size], sampling, special)
+
+    def _at_alpha(self, alpha: float | None):
+        from cotbench.valve.apply import valve_strength
+
+        if alpha is None or not self.valve_id:
+            return nullcontext()
+        return valve_strength(self.model, alpha)
+
+    def _generate_batch(self, batch: list[GenerationRequest], sampling: SamplingSettings,
+                        add_special_tokens: bool) -> list[Generation]:
+        import torch
+
+        encoded = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
+                                 add_special_tokens=add_special_tokens).to(self.device)
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                      eos_token_id=sorted(self._eos_ids), do_sample=not sampling.greedy)
+        if not sampling.greedy:
+            torch.manual_seed(sampling.seed)
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, **kwargs)
+        elapsed = time.perf_counter() - started
+        prompt_width = encoded["input_ids"].shape[1]
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for row, request in enumerate(batch):
+            new_ids = output[row, prompt_width:].tolist()
+            n, finish = self._generated_length(new_ids, sampling)
+            text = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)
+            if sampling.stop:
+                text = _cut_at_stop(text, sampling.stop)
+            results.append(Generation(request.request_id, text, int(prompt_lengths[row]), n, finish, elapsed))
+        return results
+
+    def _generated_length(self, ids: list[int], sampling: SamplingSettings) -> tuple[int, str]:
+        """Tokens the model produced for this row (EOS included, padding excluded) and why it stopped."""
+        for i, token in enumerate(ids):
+            if token in self._eos_ids:
+                return i + 1, "stop"
+        if sampling.stop:
+            n = _shortest_prefix_with_stop(self.tokenizer, ids, sampling.stop)
+            if n is not None:
+                return n, "stop"
+        return len(ids), "length" if len(ids) >= sampling.max_new_tokens else "stop"
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def _shortest_prefix_with_stop(tokenizer, ids: list[int], stops: tuple[str, ...]) -> int | None:
+    """Binary search: containing a stop string is monotone in the prefix length."""
+    def has_stop(n: int) -> bool:
+        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    if not has_stop(len(ids)):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
+    return lo

@@ -1,0 +1,199 @@
+"""RunConfig: every setting of a sweep, from the CLI or a YAML/TOML file; it checks itself when built."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cotbench.adapters import DataOptions
+from cotbench.errors import ConfigError
+from cotbench.prompts import DEFAULT_INSTRUCTION, PromptConfig
+from cotbench.records import SamplingSettings
+
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid of issue #3's monotonicity check
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "smollm2"  # the embedded SmolLM2-135M-Instruct: works offline on a fresh machine
+    valve: str | None = None  # PEFT LoRA adapter directory
+    alphas: tuple[float, ...] | None = None  # None: DEFAULT_ALPHAS with a valve, no α without one
+    tasks: tuple[str, ...] = ("arithmetic",)  # the embedded task needs no data files
+    limit: int | None = None  # first N problems of each task
+    # Data
+    split: str | None = None
+    data_dir: str | None = None
+    data_file: str | None = None
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str | None = None
+    answer_format: str = "auto"
+    n_generated: int = 40  # embedded task size: ~3 min for the default run on a 2-core CPU
+    difficulty: int = 2  # embedded task: two operations keep a 135M model's accuracy off the floor
+    # Prompt
+    instruction: str = DEFAULT_INSTRUCTION
+    system_prompt: str | None = None
+    n_shot: int = 0
+    token_budget: int | None = None
+    # Generation
+    backend: str = "hf"
+    max_new_tokens: int = 512  # GSM8K chains of small models fit; raise it for MATH/AIME
+    temperature: float = 0.0  # greedy, as in the paper's tables
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    batch_size: int = 16  # fills two CPU cores for a 135M model; raise it on a GPU
+    device: str = "auto"
+    dtype: str = "auto"
+    # Grading and metrics
+    protocol: str = "math"
+    grade_timeout_s: float = 5.0  # math-verify's default per comparison
+    grade_workers: int = 1  # processes; 0 grades inline on the main thread
+    params_b: float | None = None  # None: exact count of the base model; set 32 to match the paper's nominal size
+    out: str | None = None  # None: runs/<model>[-<valve>]
+
+    def __post_init__(self):
+        problems = []
+        for name in ("alphas", "tasks", "stop"):  # "0,0.5,1" or a list from a file -> tuple
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,) if name == "stop" else _split(value)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if self.alphas is not None:
+            parsed = []
+            for a in self.alphas:
+                try:
+                    value = float(a)
+                except (TypeError, ValueError):
+                    problems.append(f"alpha {a!r} is not a number; give alphas like 0,0.5,1 (negatives and >1 are allowed)")
+                    continue
+                if not math.isfinite(value):
+                    problems.append(f"alpha {a!r} is not a finite number")
+                parsed.append(value)
+            object.__setattr__(self, "alphas", tuple(parsed))
+            if self.valve is None and self.alphas:
+                problems.append("alphas were given but no valve: pass --valve DIR (α scales the valve)")
+        for name, low in (("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("n_generated", 1),
+                          ("difficulty", 1), ("n_shot", 0), ("grade_workers", 0), ("token_budget", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                problems.append(f"{name} must be a whole number >= {low}, got {value!r}")
+        for name in ("temperature", "grade_timeout_s", "params_b", "top_p"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                problems.append(f"{name} must be a non-negative number, got {value!r}")
+        if self.params_b == 0:
+            problems.append("params_b must be > 0 (billions of parameters)")
+        if not self.tasks:
+            problems.append("no tasks given")
+        from cotbench.adapters import TASKS
+        from cotbench.grading import PROTOCOLS
+        from cotbench.backends import BACKENDS
+
+        for task in self.tasks:
+            if task not in TASKS:
+                problems.append(_registry_message(TASKS, task))
+        if self.protocol not in PROTOCOLS:
+            problems.append(_registry_message(PROTOCOLS, self.protocol))
+        if self.backend not in BACKENDS:
+            problems.append(_registry_message(BACKENDS, self.backend))
+        if "jsonl" in self.tasks and not self.data_file:
+            problems.append("task 'jsonl' needs --data FILE")
+        if problems:
+            raise ConfigError(problems)
+
+    # -- views used by the pipeline stages
+    def sweep_alphas(self) -> tuple[float | None, ...]:
+        if self.valve is None:
+            return (None,)
+        return self.alphas or DEFAULT_ALPHAS
+
+    def data_options(self) -> DataOptions:
+        return DataOptions(
+            data_dir=Path(self.data_dir) if self.data_dir else None, split=self.split,
+            data_file=Path(self.data_file) if self.data_file else None, question_field=self.question_field,
+            answer_field=self.answer_field, id_field=self.id_field, answer_format=self.answer_format,
+            n_generated=self.n_generated, difficulty=self.difficulty, seed=self.seed)
+
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(self.instruction, self.system_prompt, self.n_shot, self.token_budget)
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(self.max_new_tokens, float(self.temperature), float(self.top_p), self.seed, self.stop)
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        slug = Path(self.model).name.replace(".gguf", "")
+        return Path("runs") / (slug + (f"-{Path(self.valve).name}" if self.valve else ""))
+
+    def identity(self) -> dict[str, Any]:
+        """Settings a run directory must keep: changing any would mix incomparable samples in its summary."""
+        keep = ("model", "valve", "instruction", "system_prompt", "n_shot", "token_budget", "max_new_tokens",
+                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b")
+        return {k: _jsonable(getattr(self, k)) for k in keep}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _jsonable(v) for k, v in asdict(self).items()}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _registry_message(registry, name: str) -> str:
+    try:
+        registry.get(name)
+    except KeyError as exc:
+        return str(exc)
+    return ""
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(RunConfig))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a .yaml/.yml/.toml/.json file; unknown keys are an error, not silently ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: use .yaml, .toml or .json")
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"config file {path} cannot be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError([f"config file {path}: unknown setting '{k}'" for k in unknown]
+                          + [f"known settings: {', '.join(CONFIG_KEYS)}"])
+    return data
+
+
+def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """File settings first, then explicit overrides (CLI flags)."""
+    settings = load_config_file(file) if file else {}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**settings)

@@ -1,0 +1,67 @@
+"""leaderboard.csv: one row per model × valve × α × task, sorted by ACU within task. Adding a run
+replaces that run's rows instead of duplicating them; the paper's published rows come from a source file."""
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from cotbench.errors import CotbenchError
+from cotbench.metrics import acu
+
+COLUMNS = ["task", "model", "valve", "alpha", "params_b", "n", "accuracy_pct", "mean_tokens", "acu", "protocol",
+           "source", "date"]
+KEY = ["task", "model", "valve", "alpha"]
+PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
+
+
+def paper_rows() -> pd.DataFrame:
+    rows = pd.read_csv(PAPER_ROWS, keep_default_na=False, na_values={"alpha": [""]})
+    rows["acu"] = [round(acu(a, p, t), 3) for a, p, t in zip(rows["accuracy_pct"], rows["params_b"], rows["mean_tokens"])]
+    rows["date"] = "2025-02-13"  # arXiv v1 of the paper
+    return rows[COLUMNS]
+
+
+def read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return paper_rows()
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu")})
+    except Exception as exc:
+        raise CotbenchError(f"cannot read leaderboard {path}: {exc}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise CotbenchError(f"{path} is not a cotbench leaderboard (missing columns: {', '.join(missing)}).")
+    return frame[COLUMNS]
+
+
+def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
+    rows = summary.copy()
+    rows["source"] = source
+    rows["date"] = date.today().isoformat()
+    for col, digits in (("accuracy_pct", 2), ("mean_tokens", 1), ("acu", 4), ("params_b", 4)):
+        rows[col] = rows[col].round(digits)
+    return rows[COLUMNS]
+
+
+def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
+    def keys(frame):
+        return frame[KEY].astype(str).agg("|".join, axis=1)
+
+    kept = board[~keys(board).isin(set(keys(new_rows)))]
+    merged = pd.concat([kept, new_rows], ignore_index=True) if len(kept) else new_rows.copy()
+    merged = merged.sort_values(["task", "acu"], ascending=[True, False], na_position="last")
+    return merged.reset_index(drop=True)[COLUMNS]
+
+
+def write(board: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    board.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def add_summary(path: Path, summary: pd.DataFrame, source: str) -> pd.DataFrame:
+    board = merge(read(path), rows_from_summary(summary, source))
+    write(board, path)
+    return board

@@ -1,0 +1,44 @@
+"""Everything a run directory shows: samples.jsonl, summary.csv, curves (PNG, SVG) and report.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cotbench.report.plots import plot_curves
+from cotbench.report.tables import format_table, summary_frame, write_samples_jsonl
+from cotbench.store import Store
+
+
+def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFrame:
+    """Rebuild every output from the store (``keys``: the samples of the last run; None: all stored)."""
+    out = store.run_dir
+    run = store.get_meta("run") or {}
+    samples = store.samples(keys)
+    params_b = run.get("params_b")
+    write_samples_jsonl(samples, out / "samples.jsonl")
+    summary = summary_frame(samples, params_b) if params_b else pd.DataFrame()
+    summary.to_csv(out / "summary.csv", index=False)
+    plots = plot_curves(summary, out) if len(summary) else []
+    (out / "report.md").write_text(_report(summary, run, plots), encoding="utf-8")
+    return summary
+
+
+def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
+    config = run.get("config", {})
+    lines = ["# cotbench report", "",
+             f"- model: `{run.get('model_id', config.get('model'))}` ({run.get('n_params', 0):,} parameters; "
+             f"ACU uses params_b = {run.get('params_b')})",
+             f"- valve: `{run.get('valve_id') or 'none'}`",
+             f"- tasks: {', '.join(config.get('tasks', []))}; limit: {config.get('limit')}; "
+             f"max_new_tokens: {config.get('max_new_tokens')}; grading protocol: `{config.get('protocol')}`",
+             f"- backend: `{json.dumps(run.get('backend', {}))}`", "",
+             "ACU = 100 × accuracy[%] / (params[billions] × mean generated tokens), as printed in the CoT-Valve paper.",
+             "Generated tokens are counted with the model's own tokenizer: every token produced, the final EOS "
+             "included, padding and prompt excluded.", "", "## Summary", ""]
+    lines.append(format_table(summary) if len(summary) else "_no graded samples yet_")
+    for path in plots:
+        if path.suffix == ".png":
+            lines += ["", f"![{path.stem}]({path.name})"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,40 @@
+"""ACU-vs-length and accuracy-vs-length curves: one line per model/valve, α written on each point."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def plot_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    written = []
+    tasks = sorted(summary["task"].unique())
+    for metric, label, stem in (("acu", "ACU", "acu_vs_tokens"), ("accuracy_pct", "accuracy (%)", "accuracy_vs_tokens")):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            rows = summary[summary["task"] == task]
+            for (model, valve), curve in rows.groupby(["model", "valve"], sort=True):
+                curve = curve.sort_values("mean_tokens")
+                name = model.split(" (")[0] + (f" + {valve}" if valve else "")
+                ax.plot(curve["mean_tokens"], curve[metric], marker="o", label=name)
+                for _, r in curve.iterrows():
+                    if not pd.isna(r["alpha"]):
+                        ax.annotate(f"α={r['alpha']:g}", (r["mean_tokens"], r[metric]), textcoords="offset points",
+                                    xytext=(4, 4), fontsize=8)
+            ax.set_title(task)
+            ax.set_xlabel("mean generated tokens")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        for ext in ("png", "svg"):
+            path = out_dir / f"{stem}.{ext}"
+            fig.savefig(path, dpi=120)
+            written.append(path)
+        plt.close(fig)
+    return written

@@ -1,0 +1,70 @@
+"""Stored samples -> summary rows (one per model × valve × α × task) and per-sample records."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from cotbench.metrics import Outcome, summarize
+from cotbench.records import Sample
+
+SUMMARY_COLUMNS = ["model", "valve", "alpha", "task", "n", "accuracy_pct", "mean_tokens", "median_tokens",
+                   "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct", "params_b", "acu",
+                   "protocol", "n_ungraded"]
+
+
+def summary_frame(samples: Sequence[Sample], params_b: float) -> pd.DataFrame:
+    groups: dict[tuple, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.model, s.valve, s.alpha, s.problem.task), []).append(s)
+    rows = []
+    for (model, valve, alpha, task), members in groups.items():
+        graded = [s for s in members if s.grade is not None]
+        if not graded:
+            continue
+        outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length")
+                    for s in graded]
+        stats = asdict(summarize(outcomes, params_b))
+        protocols = sorted({s.grade.protocol for s in graded})
+        rows.append({"model": model, "valve": valve, "alpha": alpha, "task": task, **stats,
+                     "protocol": ",".join(protocols), "n_ungraded": len(members) - len(graded)})
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return frame.sort_values(["task", "model", "valve", "alpha"], na_position="first").reset_index(drop=True)
+
+
+def sample_record(s: Sample) -> dict:
+    g = s.grade
+    return {
+        "key": s.key, "model": s.model, "valve": s.valve, "alpha": s.alpha, "task": s.problem.task,
+        "problem_id": s.problem.problem_id, "question": s.problem.question, "metadata": dict(s.problem.metadata),
+        "prompt": s.prompt, "response": s.generation.text, "extracted": g.extracted if g else None,
+        "gold": s.problem.gold, "correct": g.correct if g else None, "reason": g.reason if g else None,
+        "protocol": g.protocol if g else None, "n_prompt_tokens": s.generation.n_prompt_tokens,
+        "n_generated_tokens": s.generation.n_generated_tokens, "finish_reason": s.generation.finish_reason,
+        "latency_s": round(s.generation.latency_s, 4),
+    }
+
+
+def write_samples_jsonl(samples: Sequence[Sample], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for s in samples:
+            handle.write(json.dumps(sample_record(s), ensure_ascii=False) + "\n")
+    tmp.replace(path)  # never leave a half-written file under the final name
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """Markdown table of the main columns, numbers rounded for reading."""
+    cols = ["task", "model", "valve", "alpha", "n", "accuracy_pct", "mean_tokens", "p90_tokens",
+            "truncation_pct", "params_b", "acu"]
+    view = frame[cols].copy()
+    view["alpha"] = view["alpha"].map(lambda a: "-" if pd.isna(a) else f"{a:g}")
+    view["valve"] = view["valve"].replace("", "-")
+    for col, digits in (("accuracy_pct", 1), ("mean_tokens", 1), ("p90_tokens", 1), ("truncation_pct", 1),
+                        ("params_b", 4), ("acu", 3)):
+        view[col] = view[col].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    header = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in view.itertuples(index=False))

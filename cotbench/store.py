@@ -1,0 +1,136 @@
+"""SQLite store of a run directory: each sample is written as soon as it is generated and again when
+graded, so ``kill -9`` loses at most the batch in flight and a rerun skips what is done."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from cotbench.errors import RunDirError
+from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
+
+SCHEMA_VERSION = 1
+DB_NAME = "samples.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT PRIMARY KEY, model TEXT NOT NULL, valve TEXT NOT NULL, alpha REAL, task TEXT NOT NULL,
+    problem_id TEXT NOT NULL, question TEXT NOT NULL, gold TEXT NOT NULL, metadata TEXT NOT NULL,
+    prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
+    n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
+    extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, created_at TEXT NOT NULL
+);
+"""
+
+
+def sample_key(model: str, valve: str, alpha: float | None, problem: Problem, prompt: str,
+               sampling: SamplingSettings, backend: dict) -> str:
+    """Hash of everything that determines a generation (not its grading: that can be redone)."""
+    material = json.dumps([model, valve, alpha, problem.task, problem.problem_id, problem.gold, prompt,
+                           list(sampling.__dict__.values()), backend], sort_keys=True, default=str)
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+class Store:
+    def __init__(self, run_dir: str | Path, create: bool = True):
+        self.run_dir = Path(run_dir)
+        path = self.run_dir / DB_NAME
+        if not create and not path.is_file():
+            raise RunDirError(f"{self.run_dir} is not a cotbench run directory (no {DB_NAME}). "
+                              "Pass the --out directory of an earlier `cotbench run`.")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise RunDirError(f"cannot open run directory {self.run_dir}: {exc}") from None
+        self.db.execute("PRAGMA journal_mode=WAL")  # readers (cotbench report) never block the writer
+        self.db.executescript(_SCHEMA)
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        found = self.get_meta("schema_version")
+        if found is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif found != SCHEMA_VERSION:
+            raise RunDirError(f"{self.run_dir} was written by a cotbench store of schema {found}; this version "
+                              f"reads schema {SCHEMA_VERSION}. Use a new --out directory.")
+
+    def get_meta(self, name: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, name: str, value: Any) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, json.dumps(value)))
+
+    def claim(self, identity: dict[str, Any]) -> None:
+        """Refuse a run directory written with settings that would make its samples incomparable."""
+        stored = self.get_meta("identity")
+        if stored is None:
+            self.set_meta("identity", identity)
+            return
+        diffs = [f"{k}: stored {stored.get(k)!r}, now {identity.get(k)!r}"
+                 for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+        if diffs:
+            raise RunDirError(f"run directory {self.run_dir} was written by an incompatible config ("
+                              + "; ".join(diffs) + "). Use a new --out directory, or the same settings to resume.")
+
+    def done_keys(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(f"SELECT key FROM samples WHERE key IN ({marks})", chunk))
+        return found
+
+    def put_generations(self, samples: Sequence[Sample]) -> None:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rows = [(s.key, s.model, s.valve, s.alpha, s.problem.task, s.problem.problem_id, s.problem.question,
+                 s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
+                 s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
+                 s.generation.latency_s, now) for s in samples]
+        with self.db:  # one transaction per batch
+            self.db.executemany(
+                "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
+                "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
+                "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def put_grades(self, grades: Sequence[tuple[str, Grade]]) -> None:
+        with self.db:
+            self.db.executemany(
+                "UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ? WHERE key = ?",
+                [(g.extracted, int(g.correct), g.protocol, g.reason, key) for key, g in grades])
+
+    def needing_grade(self, keys: Iterable[str], protocol: str) -> list[tuple[str, str, str]]:
+        """(key, response, gold) of stored samples not yet graded under ``protocol``."""
+        return [(s.key, s.generation.text, s.problem.gold) for s in self.samples(keys)
+                if s.grade is None or s.grade.protocol != protocol]
+
+    def samples(self, keys: Iterable[str] | None = None) -> list[Sample]:
+        cursor = self.db.execute("SELECT * FROM samples ORDER BY task, alpha, problem_id")
+        names = [d[0] for d in cursor.description]
+        wanted = None if keys is None else set(keys)
+        out = []
+        for values in cursor:
+            row = dict(zip(names, values))
+            if wanted is None or row["key"] in wanted:
+                out.append(_to_sample(row))
+        return out
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _to_sample(row: dict[str, Any]) -> Sample:
+    problem = Problem(row["task"], row["problem_id"], row["question"], row["gold"], json.loads(row["metadata"]))
+    generation = Generation(row["key"], row["response"], row["n_prompt_tokens"], row["n_generated_tokens"],
+                            row["finish_reason"], row["latency_s"])
+    grade = None
+    if row["correct"] is not None:
+        grade = Grade(bool(row["correct"]), row["extracted"], row["gold"], row["protocol"], row["reason"])
+    return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade)
