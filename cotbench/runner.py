@@ -40,6 +40,8 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
     # Data problems surface before minutes of model loading.
     problems = {task: TASKS.get(task).load(data, config.limit) for task in config.tasks}
     shots = {task: TASKS.get(task).few_shot(config.n_shot, data) for task in config.tasks}
+    if backend is None:
+        _preflight(config)
     store = Store(config.out_dir())
     try:
         store.claim(config.identity())
@@ -59,6 +61,16 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
     finally:
         store.close()
     return RunResult(config.out_dir(), summary, n_generated)
+
+
+def _preflight(config: RunConfig) -> None:
+    """Cheap checks of the model spec and valve directory, before a run directory is made."""
+    from cotbench.backends.loading import resolve_model
+    from cotbench.valve.apply import read_valve_config
+
+    resolve_model(config.model)
+    if config.valve:
+        read_valve_config(config.valve)
 
 
 def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> list[_Planned]:

@@ -1,0 +1,5 @@
+import sys
+
+from cotbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,163 @@
+"""``cotbench`` command line. The one place that catches CotbenchError: message, non-zero exit, no traceback
+(unless --debug)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cotbench.errors import CotbenchError
+
+EXAMPLES = """examples:
+  cotbench run                                   # embedded SmolLM2 + arithmetic task, offline, a few minutes
+  cotbench run --model Qwen/Qwen2.5-7B-Instruct --valve ./my_valve --alphas 0,0.25,0.5,0.75,1,1.25 \\
+               --tasks gsm8k,math500 --limit 200 --max-new-tokens 1024 --out runs/qwen7b
+  cotbench run --config sweep.yaml --limit 20     # file settings, flags override them
+  cotbench report runs/qwen7b                    # tables + curves again, from stored results
+  cotbench leaderboard add runs/qwen7b           # rows into leaderboard.csv
+  cotbench grade '\\frac{1}{2}' '0.5'              # one-off check of the grader
+"""
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="sweep α over a valve-merged model on tasks; grade; write outputs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+                       argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="YAML/TOML/JSON file with the same settings as the flags")
+    p.add_argument("--model", help="Hub id, local directory, .gguf file, or 'smollm2' (default, embedded)")
+    p.add_argument("--valve", help="PEFT LoRA adapter directory (Δθ); the model at α is θ + α·Δθ")
+    p.add_argument("--alphas", help="comma-separated valve strengths, e.g. 0,0.5,1,1.25 (default with a valve: 0,0.25,0.5,0.75,1)")
+    p.add_argument("--tasks", help="comma-separated: arithmetic, gsm8k, math500, math, aime24, svamp, jsonl")
+    p.add_argument("--limit", type=int, help="first N problems of each task")
+    p.add_argument("--split", help="dataset split (default: the task's evaluation split)")
+    p.add_argument("--data-dir", dest="data_dir", help="directory with <task>/<split>.jsonl (default: $COTBENCH_DATA_DIR, then the Hub)")
+    p.add_argument("--data", dest="data_file", help="your own JSONL file, for --tasks jsonl")
+    p.add_argument("--question-field", dest="question_field")
+    p.add_argument("--answer-field", dest="answer_field")
+    p.add_argument("--id-field", dest="id_field")
+    p.add_argument("--answer-format", dest="answer_format", help="auto | gsm8k | boxed | raw")
+    p.add_argument("--n", dest="n_generated", type=int, help="problems in the embedded arithmetic task")
+    p.add_argument("--difficulty", type=int, help="operations per embedded arithmetic problem")
+    p.add_argument("--system-prompt", dest="system_prompt")
+    p.add_argument("--instruction", help="appended to each question (default asks for \\boxed{})")
+    p.add_argument("--n-shot", dest="n_shot", type=int)
+    p.add_argument("--token-budget", dest="token_budget", type=int, help="add '...using less than N tokens' (prompt baseline)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    p.add_argument("--top-p", dest="top_p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--backend")
+    p.add_argument("--protocol", help="answer extraction: math (default) | paper | gsm8k-strict | gsm8k-flexible")
+    p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float, help="seconds per equivalence check")
+    p.add_argument("--grade-workers", dest="grade_workers", type=int)
+    p.add_argument("--params-b", dest="params_b", type=float, help="parameter count in billions for ACU (default: exact)")
+    p.add_argument("--out", help="run directory (default runs/<model>[-<valve>]); rerunning resumes")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from cotbench.config import build_config
+    from cotbench.runner import run_sweep
+    from cotbench.report.tables import format_table
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "config", "command")}
+    if "stop" in settings:
+        settings["stop"] = tuple(settings["stop"])
+    result = run_sweep(build_config(getattr(args, "config", None), **settings))
+    print(format_table(result.summary) if len(result.summary) else "no graded samples")
+    print(f"outputs in {result.out_dir}/ (report.md, summary.csv, samples.jsonl, *_vs_tokens.png/svg)")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from cotbench.report import write_run_outputs
+    from cotbench.report.tables import format_table
+    from cotbench.store import Store
+
+    store = Store(args.run_dir, create=False)
+    try:
+        summary = write_run_outputs(store, None if args.all else store.get_meta("selection"))
+    finally:
+        store.close()
+    print(format_table(summary) if len(summary) else "no graded samples")
+    print(f"rewrote {args.run_dir}/report.md, summary.csv, samples.jsonl and the curves")
+    return 0
+
+
+def _cmd_leaderboard(args) -> int:
+    import pandas as pd
+
+    from cotbench.report import leaderboard
+
+    path = Path(args.file)
+    if args.action == "add":
+        if not args.run_dir:
+            raise CotbenchError("leaderboard add needs a run directory: cotbench leaderboard add runs/NAME")
+        summary_path = Path(args.run_dir) / "summary.csv"
+        if not summary_path.is_file():
+            raise CotbenchError(f"{args.run_dir} has no summary.csv; run `cotbench report {args.run_dir}` first.")
+        summary = pd.read_csv(summary_path, keep_default_na=False, na_values={"alpha": [""], "acu": [""]})
+        board = leaderboard.add_summary(path, summary, source=f"cotbench run {Path(args.run_dir).name}")
+        print(f"{len(summary)} rows from {args.run_dir} in {path} ({len(board)} rows)")
+    elif args.action == "init":
+        leaderboard.write(leaderboard.merge(leaderboard.read(path), leaderboard.paper_rows()), path)
+        print(f"{path}: published CoT-Valve rows present")
+    else:
+        print(leaderboard.read(path).to_string(index=False))
+    return 0
+
+
+def _cmd_grade(args) -> int:
+    from cotbench.grading import grade
+
+    verdict = grade(args.response, args.gold, protocol=args.protocol, timeout_s=args.timeout)
+    print(f"{'correct' if verdict.correct else 'incorrect'}: extracted {verdict.extracted!r}, gold "
+          f"{verdict.gold!r} ({verdict.reason})")
+    return 0 if verdict.correct else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cotbench", description="Accuracy, token counts and ACU of "
+                                     "length-compressible chain-of-thought (CoT-Valve) models.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    rep = sub.add_parser("report", help="rebuild tables, curves and report.md from a run directory")
+    rep.add_argument("run_dir")
+    rep.add_argument("--all", action="store_true", help="every stored sample, not just the last run's selection")
+    rep.set_defaults(func=_cmd_report)
+    board = sub.add_parser("leaderboard", help="leaderboard.csv: add a run's rows, init, or show")
+    board.add_argument("action", choices=["add", "show", "init"])
+    board.add_argument("run_dir", nargs="?")
+    board.add_argument("--file", default="leaderboard.csv")
+    board.set_defaults(func=_cmd_leaderboard)
+    grade = sub.add_parser("grade", help="grade one response against a gold answer (exit 0 if correct)")
+    grade.add_argument("response")
+    grade.add_argument("gold")
+    grade.add_argument("--protocol", default="math")
+    grade.add_argument("--timeout", type=float, default=5.0)
+    grade.set_defaults(func=_cmd_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CotbenchError as exc:
+        if args.debug:
+            raise
+        print(f"cotbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cotbench: interrupted; every stored sample is kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
