@@ -2,6 +2,7 @@
 -> skip what the store has -> generate batch by batch -> store at once -> grade alongside -> report."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,4 +117,4 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
 
 def _say(progress: bool, message: str) -> None:
     if progress:
-        tqdm.write(f"[cotbench] {message}")
+        tqdm.write(f"[cotbench] {message}", file=sys.stderr)

@@ -47,12 +47,18 @@ def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
     def keys(frame):
-        return frame[KEY].astype(str).agg("|".join, axis=1)
+        return pd.Series([_row_key(row) for row in frame[KEY].itertuples(index=False)], index=frame.index)
 
     kept = board[~keys(board).isin(set(keys(new_rows)))]
     merged = pd.concat([kept, new_rows], ignore_index=True) if len(kept) else new_rows.copy()
     merged = merged.sort_values(["task", "acu"], ascending=[True, False], na_position="last")
     return merged.reset_index(drop=True)[COLUMNS]
+
+
+def _row_key(row) -> str:
+    task, model, valve, alpha = row
+    alpha_text = "" if pd.isna(alpha) else f"{float(alpha):g}"
+    return "|".join([str(task), str(model), "" if pd.isna(valve) else str(valve), alpha_text])
 
 
 def write(board: pd.DataFrame, path: Path) -> None:

@@ -1,0 +1,120 @@
+"""The command line: every bad input gets one clear message and exit code 2, no traceback, nothing lost."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cotbench.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tiny_args(tiny_model, out, *extra):
+    return ["run", "--model", str(tiny_model), "--tasks", "arithmetic", "--limit", "2", "--max-new-tokens", "4",
+            "--grade-workers", "0", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--valve", "v", "--alphas", "0,half,1"], "alpha 'half' is not a number"),
+    (["run", "--tasks", "gsm8k,gsm9k"], "Unknown task 'gsm9k'. Did you mean 'gsm8k'? Available: aime24, arithmetic"),
+    (["run", "--model", "./no/such/model"], "model path ./no/such/model does not exist"),
+    (["run", "--model", "no-such-org/no-such-model-xyz", "--out", "{tmp}/hub"], "cannot load model 'no-such-org/no-such-model-xyz'"),
+    (["run", "--tasks", "jsonl"], "task 'jsonl' needs --data FILE"),
+    (["run", "--protocol", "strict"], "Unknown grading protocol 'strict'"),
+    (["report", "{tmp}/not-a-run"], "is not a cotbench run directory"),
+])
+def test_bad_input_gets_one_clear_message(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_malformed_dataset_line(capsys, tmp_path, tiny_model):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "oops"\n')
+    code, _, err = run_cli(capsys, *tiny_args(tiny_model, tmp_path / "o"), "--tasks", "jsonl", "--data", str(data))
+    assert code == 2 and f"{data}:2: not valid JSON" in err
+
+
+def test_adapter_that_does_not_fit(capsys, tmp_path, tiny_model, foreign_valve):
+    code, _, err = run_cli(capsys, *tiny_args(tiny_model, tmp_path / "o"), "--valve", str(foreign_valve))
+    assert code == 2 and "does not fit the base model" in err and "size mismatch" in err
+
+
+def test_incompatible_run_dir_keeps_its_samples(capsys, tmp_path, tiny_model):
+    out = tmp_path / "run"
+    assert run_cli(capsys, *tiny_args(tiny_model, out))[0] == 0
+    code, _, err = run_cli(capsys, *tiny_args(tiny_model, out), "--max-new-tokens", "8")
+    assert code == 2 and "written by an incompatible config" in err
+    assert sqlite3.connect(out / "samples.sqlite").execute("SELECT count(*) FROM samples").fetchone()[0] == 2
+
+
+def test_config_file_and_flag_override(capsys, tmp_path, tiny_model):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(f"model: {tiny_model}\ntasks: [arithmetic]\nlimit: 3\nmax_new_tokens: 4\ngrade_workers: 0\n")
+    code, out, _ = run_cli(capsys, "run", "--config", str(cfg), "--limit", "2", "--out", str(tmp_path / "r"))
+    assert code == 0 and "| arithmetic |" in out
+    assert "limit: 2" in (tmp_path / "r" / "config.yaml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "x"\nmax_tokens = 5\n')
+    code, _, err = run_cli(capsys, "run", "--config", str(bad))
+    assert code == 2 and "unknown setting 'max_tokens'" in err
+
+
+def test_report_and_leaderboard_add_updates_rows(capsys, tmp_path, tiny_model):
+    out = tmp_path / "run"
+    run_cli(capsys, *tiny_args(tiny_model, out))
+    (out / "report.md").unlink()
+    assert run_cli(capsys, "report", str(out))[0] == 0 and (out / "report.md").is_file()
+    board = tmp_path / "leaderboard.csv"
+    for _ in range(2):  # adding twice updates, never duplicates
+        assert run_cli(capsys, "leaderboard", "add", str(out), "--file", str(board))[0] == 0
+    import pandas as pd
+
+    rows = pd.read_csv(board)
+    assert len(rows) == 4  # 3 published CoT-Valve rows + 1 from this run
+    assert rows["source"].str.contains("CoT-Valve paper").sum() == 3
+    gsm8k = rows[rows["task"] == "gsm8k"]
+    assert list(gsm8k["acu"]) == sorted(gsm8k["acu"], reverse=True)
+    assert 0.40 in list(gsm8k["acu"].round(2))
+
+
+def test_grade_command(capsys):
+    assert run_cli(capsys, "grade", "\\frac{1}{2}", "0.5")[0] == 0
+    code, out, _ = run_cli(capsys, "grade", "the answer is 7", "8")
+    assert code == 1 and "incorrect" in out and "'7'" in out
+
+
+def test_kill_minus_9_loses_at_most_the_batch_in_flight(tmp_path, tiny_model):
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "cotbench", "run", "--model", str(tiny_model), "--tasks", "arithmetic",
+            "--limit", "40", "--max-new-tokens", "24", "--batch-size", "2", "--grade-workers", "0", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "samples.sqlite"
+    stored, deadline = 0, time.monotonic() + 120
+    while stored < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                stored = sqlite3.connect(db).execute("SELECT count(*) FROM samples").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = sqlite3.connect(db).execute("SELECT count(*) FROM samples").fetchone()[0]
+    assert kept >= stored >= 4
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{kept} already stored, {40 - kept} to generate" in done.stderr
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 40 and all(r["correct"] is not None for r in records)

@@ -1,0 +1,127 @@
+"""The sweep end to end on a tiny random model and a real LoRA valve: outputs, resume, bad run dirs."""
+import json
+
+import pandas as pd
+import pytest
+
+from cotbench.config import RunConfig
+from cotbench.errors import RunDirError
+from cotbench.runner import run_sweep
+from cotbench.store import Store
+
+
+def config(tiny_model, tiny_valve, out, **extra):
+    settings = dict(model=str(tiny_model), valve=str(tiny_valve), alphas=(0.0, 0.5, 1.0), tasks=("gsm8k",),
+                    limit=3, max_new_tokens=6, batch_size=2, grade_workers=0, out=str(out))
+    settings.update(extra)
+    return RunConfig(**settings)
+
+
+def test_sweep_writes_every_output(tiny_model, tiny_valve, tmp_path):
+    result = run_sweep(config(tiny_model, tiny_valve, tmp_path / "run"), progress=False)
+    out = result.out_dir
+    for name in ("samples.sqlite", "samples.jsonl", "summary.csv", "report.md", "config.yaml",
+                 "acu_vs_tokens.png", "acu_vs_tokens.svg", "accuracy_vs_tokens.png", "accuracy_vs_tokens.svg"):
+        assert (out / name).is_file(), name
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["alpha"]) == [0.0, 0.5, 1.0] and set(summary["n"]) == {3}
+    assert set(summary["task"]) == {"gsm8k"}
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 9
+    for r in records:
+        assert 1 <= r["n_generated_tokens"] <= 6 and r["finish_reason"] in ("stop", "length")
+        assert r["finish_reason"] == "stop" or r["n_generated_tokens"] == 6
+        assert r["correct"] is not None and r["gold"] and r["prompt"].startswith("<|user|>")
+    # token statistics and ACU are computed from the stored samples, exactly
+    for _, row in summary.iterrows():
+        rows = [r for r in records if r["alpha"] == row["alpha"]]
+        mean = sum(r["n_generated_tokens"] for r in rows) / len(rows)
+        assert row["mean_tokens"] == pytest.approx(mean)
+        params_b = row["params_b"]
+        assert row["acu"] == pytest.approx(100 * row["accuracy_pct"] / (params_b * mean))
+    assert "| task |" in (out / "report.md").read_text()
+
+
+def test_generated_token_count_is_exact(tiny_model, tmp_path):
+    """Count = tokens the model emitted up to and including EOS; re-tokenising is not how we count."""
+    from cotbench.backends import HFBackend
+    from cotbench.records import GenerationRequest, SamplingSettings
+
+    backend = HFBackend(str(tiny_model), batch_size=4)
+    prompts = ["<|user|>1+1?</s><|assistant|>", "<|user|>a much longer question about eggs and ducks</s><|assistant|>"]
+    requests = [GenerationRequest(str(i), p, None, SamplingSettings(max_new_tokens=7)) for i, p in enumerate(prompts)]
+    batch = [g for b in backend.generate(requests) for g in b]
+    for g, prompt in zip(sorted(batch, key=lambda g: g.request_id), prompts):
+        alone = backend.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        full = backend.model.generate(**alone, max_new_tokens=7, do_sample=False, pad_token_id=2)
+        new = full[0, alone["input_ids"].shape[1]:].tolist()
+        expected = new.index(2) + 1 if 2 in new else len(new)
+        assert g.n_generated_tokens == expected
+        assert g.n_prompt_tokens == alone["input_ids"].shape[1]
+
+
+def test_rerun_skips_what_is_done(tiny_model, tiny_valve, tmp_path):
+    cfg = config(tiny_model, tiny_valve, tmp_path / "run")
+    assert run_sweep(cfg, progress=False).n_generated == 9
+    again = run_sweep(cfg, progress=False)
+    assert again.n_generated == 0 and again.summary["n"].sum() == 9
+    wider = run_sweep(config(tiny_model, tiny_valve, tmp_path / "run", alphas=(0.0, 0.5, 1.0, 1.25)), progress=False)
+    assert wider.n_generated == 3  # only the new α
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_interrupted_run(tiny_model, tiny_valve, tmp_path):
+    """Die after the first batch: that batch stays stored and graded; the rerun does only the rest."""
+    from cotbench.backends import HFBackend
+
+    cfg = config(tiny_model, tiny_valve, tmp_path / "run")
+    backend = HFBackend(cfg.model, cfg.valve, batch_size=2)
+    real_generate = backend.generate
+
+    def dies_after_one_batch(requests):
+        iterator = real_generate(requests)
+        yield next(iterator)
+        raise _Killed()
+
+    backend.generate = dies_after_one_batch
+    with pytest.raises(_Killed):
+        run_sweep(cfg, backend=backend, progress=False)
+    store = Store(cfg.out_dir(), create=False)
+    kept = store.samples()
+    store.close()
+    assert len(kept) == 2
+    resumed = run_sweep(cfg, progress=False)
+    assert resumed.n_generated == 7 and resumed.summary["n"].sum() == 9
+
+
+def test_changed_protocol_regrades_without_regenerating(tiny_model, tiny_valve, tmp_path):
+    run_sweep(config(tiny_model, tiny_valve, tmp_path / "run"), progress=False)
+    again = run_sweep(config(tiny_model, tiny_valve, tmp_path / "run", protocol="paper"), progress=False)
+    assert again.n_generated == 0 and set(again.summary["protocol"]) == {"paper"}
+
+
+def test_incompatible_run_dir_is_refused_and_kept(tiny_model, tiny_valve, tmp_path):
+    out = tmp_path / "run"
+    run_sweep(config(tiny_model, tiny_valve, out), progress=False)
+    with pytest.raises(RunDirError, match="max_new_tokens: stored 6, now 9"):
+        run_sweep(config(tiny_model, tiny_valve, out, max_new_tokens=9), progress=False)
+    store = Store(out, create=False)
+    assert len(store.samples()) == 9
+    store.close()
+
+
+def test_without_valve_there_is_one_point_per_task(tiny_model, tmp_path):
+    cfg = RunConfig(model=str(tiny_model), tasks=("arithmetic", "svamp"), limit=2, max_new_tokens=4,
+                    grade_workers=0, out=str(tmp_path / "novalve"))
+    summary = run_sweep(cfg, progress=False).summary
+    assert len(summary) == 2 and summary["alpha"].isna().all() and (summary["valve"] == "").all()
+
+
+def test_grading_in_worker_processes(tiny_model, tmp_path):
+    cfg = RunConfig(model=str(tiny_model), tasks=("arithmetic",), limit=3, max_new_tokens=4, grade_workers=1,
+                    out=str(tmp_path / "pool"))
+    summary = run_sweep(cfg, progress=False).summary
+    assert summary["n"].sum() == 3 and summary["n_ungraded"].sum() == 0
