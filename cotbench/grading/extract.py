@@ -21,13 +21,15 @@ class Extraction:
     how: str  # which rule picked it, kept in the verdict's reason
 
 
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+# A number not glued to a preceding letter ("AZYUK2A" holds none): thousands groups, decimals, a/b, 1e5.
+_NUMBER = re.compile(r"(?<![A-Za-z_\d])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?:[eE][-+]?\d+)?|\.\d+)")
 _LM_EVAL_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-eval gsm8k.yaml "strict-match"
 _LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")  # lm-eval gsm8k.yaml "flexible-extract"
-_ANSWER_IS = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE
-)
-_INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$(.+?)\$", re.DOTALL)
+_ANSWER_MARKER = re.compile(r"answer\s*(?:is|:|=)\s*:?", re.IGNORECASE)
+_HOPE = re.compile(r"\s*I hope it is correct.*$", re.IGNORECASE | re.DOTALL)
+# Display math may span lines; inline $...$ and \(...\) may not (as in LaTeX). "\$" is a dollar sign.
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\(([^\n]+?)\\\)|(?<!\\)\$((?:[^$\n\\]|\\.)+?)(?<!\\)\$",
+                        re.DOTALL)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
@@ -61,7 +63,10 @@ def _looks_like_bare_answer(text: str) -> bool:
     """A response that is already an answer: short, one line, few plain words."""
     if len(text) > 60 or "\n" in text.strip():
         return False
-    plain = re.sub(r"\\text\{[^}]*\}|\\[a-zA-Z]+", " ", text)
+    inner = _strip_math_delimiters(text)
+    if "$" in inner or "\\(" in inner or "\\[" in inner:
+        return False  # prose around math: "Answer $$ 9 $$" is not itself an answer
+    plain = re.sub(r"\\text\{[^}]*\}|\\[a-zA-Z]+", " ", inner)
     return len(re.findall(r"[A-Za-z]{2,}", plain)) <= 2
 
 
@@ -94,6 +99,28 @@ def _gsm8k_flexible(response: str) -> Extraction:
     return Extraction(last, "last number-like run")
 
 
+def last_token(text: str) -> str | None:
+    """The math span or number that ends last: answers come at the end of what a model says."""
+    best_end, best = -1, None
+    for m in _MATH_SPAN.finditer(text):
+        best_end, best = m.end(), next(g for g in m.groups() if g is not None).strip()
+    outside = _MATH_SPAN.sub(lambda m: " " * len(m.group(0)), text)  # numbers inside math don't count twice
+    numbers = list(_NUMBER.finditer(outside))
+    if numbers and numbers[-1].end() > best_end:
+        best = numbers[-1].group(0)
+    return best or None
+
+
+def _after_last_marker(response: str) -> str | None:
+    """What follows the last "answer is" / "Answer:" on its line, without "I hope it is correct"."""
+    markers = list(_ANSWER_MARKER.finditer(response))
+    if not markers:
+        return None
+    rest = response[markers[-1].end():].split("\n", 1)[0]
+    rest = _HOPE.sub("", rest).strip()
+    return rest or None
+
+
 def _math(response: str) -> Extraction:
     boxed = last_boxed(response)
     if boxed is not None:
@@ -101,13 +128,15 @@ def _math(response: str) -> Extraction:
     stripped = response.strip()
     if stripped and _looks_like_bare_answer(stripped):
         return Extraction(_strip_math_delimiters(stripped), "whole response")
-    said = _ANSWER_IS.findall(response)
-    if said and said[-1].strip():
-        return Extraction(_strip_math_delimiters(said[-1]), "'answer is ...'")
-    maths = [next(g for g in m if g) for m in _INLINE_MATH.findall(response)]
-    if maths:
-        return Extraction(maths[-1].strip(), "last inline math")
-    return _paper(response) if last_number(response) else Extraction(None, "no answer found")
+    said = _after_last_marker(response)
+    if said:
+        if _looks_like_bare_answer(said):
+            return Extraction(_strip_math_delimiters(said), "'answer is ...'")
+        token = last_token(said)
+        if token:
+            return Extraction(token, "last math or number after 'answer is'")
+    token = last_token(response)
+    return Extraction(token, "last math or number") if token else Extraction(None, "no answer found")
 
 
 PROTOCOLS: Registry = Registry("grading protocol")

@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad|~")
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
-_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THIN_SPACE = re.compile(r"\\[,!]")  # 10\\,000 and 16,\\!386: thousands spacing, never a separator of items
+_SPACING = re.compile(r"\\[;: ]|\\q?quad|~")
+_TEXT_CMD = re.compile(r"\\(?:text|textnormal|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_TRAILING_TEXT = re.compile(r"^(.*\d[^a-zA-Z]*?)\s*\\(?:text|textnormal|mbox|mathrm)\s*\{[^{}]*\}(?:\^\{?\d\}?)?$")
+_THOUSANDS = re.compile(r"^-?[1-9]\d{0,2}(?:([, ])\d{3})(?:\1\d{3})*(?:\.\d+)?$")
+# "1,22", "1000,99", "0,111": a comma that cannot be a thousands separator is a decimal comma.
+_DECIMAL_COMMA = re.compile(r"^-?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))$")
 _ASSIGNMENT = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=[^=])")
 _TRAILING_UNITS = re.compile(r"^(-?[\d.,/]+(?:\s*\\?%)?)\s*[a-zA-Z][a-zA-Z\s.]*$")
 _CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
@@ -28,19 +32,22 @@ def normalize(answer: str) -> str:
     s = _strip_delimiters(s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\displaystyle", "")
     s = s.replace("\\left", "").replace("\\right", "")
+    s = _THIN_SPACE.sub("", s)
     s = _SPACING.sub(" ", s)
     s = s.replace("{,}", ",")  # LaTeX thousands separator 1{,}000
     s = re.sub(r"\^\s*\{?\\circ\}?|°|\\degree", "", s)
     s = s.replace("\\%", "%")
     s = s[:-1].strip() if s.endswith("%") else s
     s = s.replace("\\$", "").replace("$", "").strip()
-    s = _TEXT_CMD.sub(lambda m: m.group(1), s) if _TEXT_CMD.fullmatch(s.strip()) else _drop_text_units(s)
+    s = _drop_text_units(s)
     s = s.strip().rstrip(".").strip()
     m = _TRAILING_UNITS.match(s)
     if m and not re.search(r"[a-zA-Z]", m.group(1)):
         s = m.group(1).strip()
     if _THOUSANDS.match(s):
-        s = s.replace(",", "")
+        s = s.replace(",", "").replace(" ", "")
+    elif _DECIMAL_COMMA.match(s):
+        s = s.replace(",", ".")
     s = _ASSIGNMENT.sub("", s) if s.count("=") == 1 else s
     choice = _CHOICE.match(s)
     if choice:
@@ -56,9 +63,11 @@ def _strip_delimiters(s: str) -> str:
 
 
 def _drop_text_units(s: str) -> str:
-    """``10\\text{ cm}`` -> ``10``; a \\text{} that is the whole answer is kept (text answers)."""
-    without = _TEXT_CMD.sub("", s).strip()
-    return without if without and re.search(r"\d", without) else _TEXT_CMD.sub(lambda m: m.group(1), s)
+    """``10\\text{ cm}`` -> ``10`` (a unit after a number); any other \\text{X} -> X (text answers)."""
+    m = _TRAILING_TEXT.match(s)
+    if m:
+        s = m.group(1)
+    return _TEXT_CMD.sub(lambda t: t.group(1), s)
 
 
 def as_number(s: str) -> Fraction | None:

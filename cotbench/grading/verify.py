@@ -22,10 +22,39 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 
 
 def equivalent(pred: str, gold: str, timeout_s: float = 5.0) -> tuple[bool, str]:
-    """(verdict, reason) for a normalised-or-raw prediction against a gold answer."""
+    """(verdict, reason) for a prediction against a gold answer, both raw or normalised.
+
+    When one side is an equation and the other is not, the right-hand side of its last "=" is compared
+    too ("x = 5" vs "5", "k = 5+5 = 10" vs "10"); an approximation after it is ignored ("= 1/3 ≈ 0.33").
+    """
     p, g = normalize(pred), normalize(gold)
     if not p:
         return False, "empty answer"
+    same, why = _equivalent_normalised(p, g, timeout_s)
+    if same or ("=" in p) == ("=" in g):
+        return same, why
+    p2, g2 = (_last_rhs(p), g) if "=" in p else (p, _last_rhs(g))
+    if not p2 or not g2 or not _names_a_value(p if "=" in p else g):
+        return same, why
+    same2, why2 = _equivalent_normalised(normalize(p2), normalize(g2), timeout_s)
+    return (True, f"{why2} (right-hand side of '=')") if same2 else (same, why)
+
+
+def _names_a_value(equation: str) -> bool:
+    """True for "x = ...", "f(x) = ..." or "5 \\times 6 = ...": the left side is one name or pure arithmetic.
+    False for "2x + z = 1", where the right side alone is not the answer."""
+    lhs = equation.split("=", 1)[0].strip()
+    if re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?", lhs):
+        return True
+    return not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", lhs))
+
+
+def _last_rhs(s: str) -> str:
+    s = re.split(r"\\approx|≈", s)[0]
+    return s.rsplit("=", 1)[1].strip() if "=" in s else s
+
+
+def _equivalent_normalised(p: str, g: str, timeout_s: float) -> tuple[bool, str]:
     pn, gn = as_number(p), as_number(g)
     if pn is not None and gn is not None:
         # Exact rationals: 0.5 == 1/2 == 5e-1. A tiny relative slack absorbs printed float noise only.
@@ -55,6 +84,16 @@ def _parse(s: str):
         if parsed:
             return parsed
     return []
+
+
+def symbolic_equal_raw(response: str, gold: str) -> bool:
+    """math-verify on the whole response (its own extraction), against the gold answer."""
+    from math_verify import parse, verify
+
+    gold_parsed, pred_parsed = _parse(gold), parse(response, parsing_timeout=None)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
 def _symbolic_equal(pred: str, gold: str) -> bool:

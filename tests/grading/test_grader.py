@@ -1,4 +1,4 @@
-"""Grading regression table: (gold, response, expected). Each comment names the quirk a row covers."""
+"""The grading table (cases.py), the protocols, and time limits on and off the main thread."""
 import threading
 import time
 
@@ -6,68 +6,10 @@ import pytest
 
 from cotbench.grading import extract_answer, grade
 from cotbench.grading._timeout import CallTimedOut, call_with_timeout
+from grading.cases import all_cases
 
-CASES = [
-    # plain numbers and the fast path
-    ("72", "So she sold \\boxed{72} clips.", True),
-    ("72", "So she sold \\boxed{73} clips.", False),
-    ("-3", "\\boxed{-3}", True),
-    ("5", "5.00", True),
-    ("25", "025", True),  # AIME leading zeros
-    # thousands separators
-    ("2125", "The total is \\boxed{2,125}.", True),
-    ("1000", "1{,}000", True),
-    ("12345.6", "12,345.6", True),
-    # fractions and decimals vs exact values
-    ("0.5", "\\frac{1}{2}", True),
-    ("\\frac12", "0.5", True),
-    ("\\frac{3}{4}", "\\dfrac{3}{4}", True),
-    ("1/2", "0.5", True),
-    ("\\frac13", "0.333", False),  # a rounded decimal is not the exact value
-    # percents, currency, degrees, units
-    ("50", "50\\%", True),
-    ("10", "\\$10", True),
-    ("10", "10 dollars", True),
-    ("10", "10\\text{ cm}", True),
-    ("90", "90^\\circ", True),
-    ("18", "Janet makes $18 every day. The answer is $18.", True),
-    # scientific notation
-    ("1500", "1.5e3", True),
-    ("1500", "1.5 \\times 10^{3}", True),
-    # equations and assignments
-    ("5", "x = 5", True),
-    ("2x+3", "y=2x+3", True),
-    ("(x+1)^2", "x^2+2x+1", True),
-    # intervals, sets and tuples
-    ("(1,2)", "(1, 2)", True),
-    ("(1,2)", "(2,1)", False),
-    ("[1,2)", "[1, 2)", True),
-    ("\\{1,2\\}", "\\{2,1\\}", True),
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\frac{\\pi}{2})}", True),  # MATH-500 #1
-    # radicals and symbolic forms
-    ("\\frac{\\sqrt2}{2}", "\\sqrt{2}/2", True),
-    ("2\\sqrt{3}", "\\sqrt{12}", True),
-    # LaTeX delimiters
-    ("7", "$7$", True),
-    ("7", "\\(7\\)", True),
-    ("7", "The final answer is $\\boxed{7}$.", True),
-    # text and multiple-choice answers
-    ("\\text{Monday}", "Monday", True),
-    ("A", "(A)", True),
-    ("\\text{(C)}", "C", True),
-    ("\\text{Monday}", "Tuesday", False),
-    # answers buried in long responses
-    ("18", "Step 1: 16 - 3 - 4 = 9 eggs.\nStep 2: 9 * 2 = 18 dollars.\nThe answer is 18.", True),
-    ("3", "First 1, then 2, and finally \\boxed{3}. Note 4 and 5 are not answers.", True),
-    ("18", "She sells 9 eggs at $2 each, making 18 dollars a day in total, not 20", False),
-    # no answer at all
-    ("7", "I am not sure.", False),
-    ("7", "", False),
-]
-
-
-@pytest.mark.parametrize("gold,response,expected", CASES)
-def test_grade_table(gold, response, expected):
+@pytest.mark.parametrize("category,gold,response,expected", all_cases())
+def test_grade_table(category, gold, response, expected):
     verdict = grade(response, gold)
     assert verdict.correct is expected, verdict
 
