@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from cotbench.errors import RunDirError
+from cotbench.grading import GRADER_VERSION
 from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
 
 SCHEMA_VERSION = 1
@@ -22,7 +23,7 @@ CREATE TABLE IF NOT EXISTS samples (
     problem_id TEXT NOT NULL, question TEXT NOT NULL, gold TEXT NOT NULL, metadata TEXT NOT NULL,
     prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
-    extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, created_at TEXT NOT NULL
+    extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version INTEGER, created_at TEXT NOT NULL
 );
 """
 
@@ -52,6 +53,10 @@ class Store:
         self._check_schema()
 
     def _check_schema(self) -> None:
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(samples)")}
+        if "grader_version" not in columns:  # stores from before verdicts were versioned: regrade them
+            with self.db:
+                self.db.execute("ALTER TABLE samples ADD COLUMN grader_version INTEGER")
         found = self.get_meta("schema_version")
         if found is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -103,13 +108,16 @@ class Store:
     def put_grades(self, grades: Sequence[tuple[str, Grade]]) -> None:
         with self.db:
             self.db.executemany(
-                "UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ? WHERE key = ?",
-                [(g.extracted, int(g.correct), g.protocol, g.reason, key) for key, g in grades])
+                "UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ?, grader_version = ? "
+                "WHERE key = ?", [(g.extracted, int(g.correct), g.protocol, g.reason, GRADER_VERSION, key)
+                                  for key, g in grades])
 
     def needing_grade(self, keys: Iterable[str], protocol: str) -> list[tuple[str, str, str]]:
-        """(key, response, gold) of stored samples not yet graded under ``protocol``."""
-        return [(s.key, s.generation.text, s.problem.gold) for s in self.samples(keys)
-                if s.grade is None or s.grade.protocol != protocol]
+        """(key, response, gold) of stored samples not graded under ``protocol`` by this grader version."""
+        wanted = set(keys)
+        rows = self.db.execute("SELECT key, response, gold, protocol, grader_version FROM samples")
+        return [(key, response, gold) for key, response, gold, graded_protocol, version in rows
+                if key in wanted and (graded_protocol != protocol or version != GRADER_VERSION)]
 
     def samples(self, keys: Iterable[str] | None = None) -> list[Sample]:
         cursor = self.db.execute("SELECT * FROM samples ORDER BY task, alpha, problem_id")
