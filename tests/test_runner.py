@@ -125,3 +125,18 @@ def test_grading_in_worker_processes(tiny_model, tmp_path):
                     out=str(tmp_path / "pool"))
     summary = run_sweep(cfg, progress=False).summary
     assert summary["n"].sum() == 3 and summary["n_ungraded"].sum() == 0
+
+
+def test_verdicts_of_an_older_grader_are_regraded(tiny_model, tiny_valve, tmp_path):
+    import sqlite3
+
+    from cotbench.grading import GRADER_VERSION
+
+    cfg = config(tiny_model, tiny_valve, tmp_path / "run")
+    run_sweep(cfg, progress=False)
+    db = sqlite3.connect(cfg.out_dir() / "samples.sqlite")
+    with db:
+        db.execute("UPDATE samples SET grader_version = ?, reason = 'stale'", (GRADER_VERSION - 1,))
+    assert run_sweep(cfg, progress=False).n_generated == 0
+    rows = db.execute("SELECT DISTINCT grader_version, reason = 'stale' FROM samples").fetchall()
+    assert rows == [(GRADER_VERSION, 0)]
