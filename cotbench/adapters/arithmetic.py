@@ -19,12 +19,12 @@ _CONTAINERS = ("bags", "boxes", "packs", "jars")
 
 def _step(rng: random.Random, total: int, item: str, who: str) -> tuple[str, str, int]:
     """One operation: (sentence, worked line, new total). Totals stay non-negative integers."""
-    kind = rng.choice(("add", "sub", "packs", "double", "share") if total > 1 else ("add", "packs"))
+    kind = rng.choice(("add", "sub", "packs", "double", "share") if total > 2 else ("add", "packs"))
     if kind == "add":
         k = rng.randint(2, 30)
         return f"Then {who} finds {k} more {item}.", f"{total} + {k} = {total + k}", total + k
     if kind == "sub":
-        k = rng.randint(1, total - 1)
+        k = rng.randint(2, total - 1)
         return f"Then {who} gives away {k} {item}.", f"{total} - {k} = {total - k}", total - k
     if kind == "packs":
         n, m = rng.randint(2, 6), rng.randint(2, 12)

@@ -5,13 +5,18 @@ Protocols
 - ``gsm8k-strict`` / ``gsm8k-flexible``: lm-evaluation-harness's GSM8K filters (``#### N``, first match;
   the last number-like run, respectively).
 - ``math`` (default): the last ``\\boxed{}``; else the whole response when it is itself a short answer;
-  else the last "answer is X" / "Answer: X"; else the last inline math; else the last number.
+  else what follows the last "answer is" / "Answer:" on its line; else the math span or number that ends
+  last. ``grade`` adds one more reading for this protocol: math-verify's own, on the whole response.
+
+Numbers include thousands groups, decimals, ``a/b`` and ``1e5``, but never digits glued to a preceding
+letter ("x2", "AZYUK2A").
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from cotbench.grading.normalize import strip_math_delimiters
 from cotbench.registry import Registry
 
 
@@ -71,11 +76,7 @@ def _looks_like_bare_answer(text: str) -> bool:
 
 
 def _strip_math_delimiters(s: str) -> str:
-    s = s.strip().rstrip(".").strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
-            return s[len(left):-len(right)].strip()
-    return s
+    return strip_math_delimiters(s.strip().rstrip(".").strip())
 
 
 def _paper(response: str) -> Extraction:

@@ -29,7 +29,7 @@ def normalize(answer: str) -> str:
     """Canonical text of an answer. Idempotent: normalize(normalize(x)) == normalize(x)."""
     s = answer.strip()
     s = re.sub(r"^\\boxed\{(.*)\}$", r"\1", s, flags=re.DOTALL)
-    s = _strip_delimiters(s)
+    s = strip_math_delimiters(s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\displaystyle", "")
     s = s.replace("\\left", "").replace("\\right", "")
     s = _THIN_SPACE.sub("", s)
@@ -55,7 +55,8 @@ def normalize(answer: str) -> str:
     return re.sub(r"\s+", " ", s).strip()
 
 
-def _strip_delimiters(s: str) -> str:
+def strip_math_delimiters(s: str) -> str:
+    """``$x$``, ``$$x$$``, ``\\(x\\)``, ``\\[x\\]`` -> ``x``; anything else unchanged."""
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) > len(left) + len(right):
             return s[len(left):-len(right)].strip()
