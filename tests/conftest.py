@@ -20,6 +20,18 @@ CHAT_TEMPLATE = (
 )
 
 
+def pytest_collection_modifyitems(config, items):
+    """GPU tests skip themselves where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def data_dir() -> Path:
     return Path(os.environ["COTBENCH_DATA_DIR"])
 

@@ -140,3 +140,11 @@ def test_verdicts_of_an_older_grader_are_regraded(tiny_model, tiny_valve, tmp_pa
     assert run_sweep(cfg, progress=False).n_generated == 0
     rows = db.execute("SELECT DISTINCT grader_version, reason = 'stale' FROM samples").fetchall()
     assert rows == [(GRADER_VERSION, 0)]
+
+
+def test_params_override_sets_acu_scale(tiny_model, tmp_path):
+    cfg = RunConfig(model=str(tiny_model), tasks=("arithmetic",), limit=2, max_new_tokens=4, grade_workers=0,
+                    params_b=32, out=str(tmp_path / "p"))
+    row = run_sweep(cfg, progress=False).summary.iloc[0]
+    assert row["params_b"] == 32
+    assert row["acu"] == pytest.approx(100 * row["accuracy_pct"] / (32 * row["mean_tokens"]))

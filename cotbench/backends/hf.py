@@ -126,15 +126,16 @@ class HFBackend:
         return results
 
     def _generated_length(self, ids: list[int], sampling: SamplingSettings) -> tuple[int, str]:
-        """Tokens the model produced for this row (EOS included, padding excluded) and why it stopped."""
-        for i, token in enumerate(ids):
-            if token in self._eos_ids:
-                return i + 1, "stop"
-        if sampling.stop:
-            n = _shortest_prefix_with_stop(self.tokenizer, ids, sampling.stop)
-            if n is not None:
-                return n, "stop"
-        return len(ids), "length" if len(ids) >= sampling.max_new_tokens else "stop"
+        """Tokens the model produced for this row (EOS included, padding excluded) and why it stopped.
+
+        Padding after a finished row may be the EOS id itself, so the first EOS and the first completed
+        stop string are both candidates and the earlier one wins."""
+        n_eos = next((i + 1 for i, token in enumerate(ids) if token in self._eos_ids), None)
+        n_stop = _shortest_prefix_with_stop(self.tokenizer, ids[:n_eos], sampling.stop) if sampling.stop else None
+        ends = [n for n in (n_eos, n_stop) if n is not None]
+        if ends:
+            return min(ends), "stop"
+        return len(ids), "length"
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:

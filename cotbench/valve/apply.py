@@ -7,6 +7,7 @@ per LoRA layer: the base weights are never reloaded or re-merged.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -62,7 +63,9 @@ def attach_valve(model, valve_dir: str | Path):
     config = read_valve_config(valve_dir)
     config.inference_mode = True
     try:
-        peft_model = get_peft_model(model, config, adapter_name=ADAPTER_NAME)
+        with warnings.catch_warnings():  # transformers deprecation noise from inside peft, not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, config, adapter_name=ADAPTER_NAME)
     except ValueError as exc:  # e.g. "Target modules {...} not found in the base model"
         raise ValveError(f"valve {valve_dir} does not fit the base model: {exc} "
                          "Was it trained on a different architecture?") from None
