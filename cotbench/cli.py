@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("run_dir", nargs="?")
     board.add_argument("--file", default="leaderboard.csv")
     board.set_defaults(func=_cmd_leaderboard)
+    from cotbench.valve.commands import add_commands
+
+    add_commands(sub)
     grade = sub.add_parser("grade", help="grade one response against a gold answer (exit 0 if correct)")
     grade.add_argument("response")
     grade.add_argument("gold")

@@ -95,11 +95,13 @@ def valve_strength(peft_model, alpha: float):
     layers = list(_lora_layers(peft_model))
     try:
         for layer in layers:
-            layer.set_scale(ADAPTER_NAME, float(alpha))
+            for name in list(layer.scaling):
+                layer.set_scale(name, float(alpha))
         yield peft_model
     finally:
         for layer in layers:
-            layer.set_scale(ADAPTER_NAME, 1.0)
+            for name in list(layer.scaling):
+                layer.set_scale(name, 1.0)
 
 
 def describe_valve(valve_dir: str | Path) -> dict:
