@@ -29,7 +29,7 @@ def _problem(row: dict, where: str, split: str, index: int) -> Problem:
         problem_id=f"{split}-{index}",
         question=require(row, "question", where),
         gold=gsm8k_gold(require(row, "answer", where), where),
-        metadata={"source": where},
+        metadata={"source": where, "reference": row["answer"]},
     )
 
 

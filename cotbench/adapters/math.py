@@ -32,7 +32,7 @@ def _make(task: str):
             question=require(row, "problem", where),
             gold=math_gold(row, where),
             metadata={"level": _level(row.get("level")), "subject": row.get("subject") or row.get("type"),
-                      "source": where},
+                      "source": where, "reference": row.get("solution")},
         )
 
     return to_problem

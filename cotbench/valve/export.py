@@ -1,0 +1,67 @@
+"""Serving a whole α grid from one base model.
+
+Engines that serve many LoRA adapters (vLLM, SGLang) take no per-request scale, so each α becomes its own
+adapter: lora_B multiplied by α, everything else unchanged (B·A·s·α = α·Δθ). For engines without LoRA,
+``merged=True`` also writes full checkpoints θ + α·Δθ.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from cotbench.errors import ValveError
+from cotbench.valve.apply import read_valve_config
+
+
+def _alpha_name(alpha: float) -> str:
+    return f"alpha_{alpha:g}".replace("-", "m")
+
+
+def export_alpha_copies(valve: str | Path, alphas: Sequence[float], out: str | Path) -> list[Path]:
+    from safetensors.torch import load_file, save_file
+
+    valve, out = Path(valve), Path(out)
+    read_valve_config(valve)
+    weights_path = valve / "adapter_model.safetensors"
+    if not weights_path.is_file():
+        raise ValveError(f"{valve} has no adapter_model.safetensors; export needs the safetensors format.")
+    weights = load_file(str(weights_path))
+    written = []
+    for alpha in alphas:
+        target = out / _alpha_name(alpha)
+        if target.exists():
+            raise ValveError(f"{target} already exists. Choose another --out, or delete it.")
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copy(valve / "adapter_config.json", tmp / "adapter_config.json")
+        scaled = {k: (v * alpha if "lora_B" in k else v).contiguous() for k, v in weights.items()}
+        save_file(scaled, str(tmp / "adapter_model.safetensors"))
+        tmp.rename(target)
+        written.append(target)
+    return written
+
+
+def export_merged(base: str, valve: str | Path, alphas: Sequence[float], out: str | Path) -> list[Path]:
+    import torch
+
+    from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
+    from cotbench.valve.apply import attach_valve, valve_strength
+
+    written = []
+    for alpha in alphas:
+        model, tokenizer = load_model_and_tokenizer(resolve_model(base), torch.float32, "cpu")
+        wrapped = attach_valve(model, valve)
+        with valve_strength(wrapped, alpha):
+            merged = wrapped.merge_and_unload()  # W + α·Δθ, written into the base weights
+        target = Path(out) / f"merged_{_alpha_name(alpha)}"
+        merged.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        written.append(target)
+    return written
+
+
+def serve_command(base: str, adapters: Sequence[Path], rank: int) -> str:
+    modules = " ".join(f"{p.name}={p}" for p in adapters)
+    return f"vllm serve {base} --enable-lora --max-lora-rank {rank} --max-loras {len(adapters)} --lora-modules {modules}"
