@@ -118,3 +118,19 @@ def test_kill_minus_9_loses_at_most_the_batch_in_flight(tmp_path, tiny_model):
     assert f"{kept} already stored, {40 - kept} to generate" in done.stderr
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 40 and all(r["correct"] is not None for r in records)
+
+
+def test_valve_commands(capsys, tmp_path, tiny_model, tiny_valve):
+    code, out, _ = run_cli(capsys, "valve", "export", "--valve", str(tiny_valve), "--alphas", "0.5,1", "--out",
+                           str(tmp_path / "served"), "--base", str(tiny_model))
+    assert code == 0 and "vllm serve" in out and "alpha_0.5=" in out
+    assert (tmp_path / "served" / "alpha_0.5" / "adapter_model.safetensors").is_file()
+    code, _, err = run_cli(capsys, "valve", "export", "--valve", str(tiny_valve), "--alphas", "0.5,x", "--out",
+                           str(tmp_path / "s2"))
+    assert code == 2 and "alpha 'x' is not a number" in err
+    code, _, err = run_cli(capsys, "valve", "extract", "--base", str(tiny_model), "--tuned", str(tiny_model),
+                           "--rank", "4", "--out", str(tmp_path / "same"))
+    assert code == 2 and "identical linear layers" in err
+    code, _, err = run_cli(capsys, "valve", "train", "--base", str(tiny_model), "--data", str(tmp_path / "none.jsonl"),
+                           "--out", str(tmp_path / "t"))
+    assert code == 2 and "cannot read" in err and "none.jsonl" in err

@@ -35,6 +35,36 @@ def add_commands(sub) -> None:
     default.add_argument("--out", default="valves/default")
     default.set_defaults(func=_cmd_default)
 
+    extract = vsub.add_parser("extract", help="a valve from two checkpoints: ΔW per linear layer, truncated SVD")
+    extract.add_argument("--base", required=True)
+    extract.add_argument("--tuned", required=True)
+    extract.add_argument("--rank", type=_rank, required=True, help="a whole number, or 'full' (each layer's own full rank)")
+    extract.add_argument("--out", required=True)
+    extract.set_defaults(func=_cmd_extract)
+
+    export = vsub.add_parser("export", help="one adapter per α (lora_B × α) for multi-LoRA servers; --merged for full models")
+    export.add_argument("--valve", required=True)
+    export.add_argument("--alphas", required=True, help="comma-separated, e.g. 0.25,0.5,0.75")
+    export.add_argument("--out", required=True)
+    export.add_argument("--merged", action="store_true", help="also write merged checkpoints θ + α·Δθ (needs --base)")
+    export.add_argument("--base", help="base model, for --merged and the serve command")
+    export.set_defaults(func=_cmd_export)
+
+    mix = sub.add_parser("mixchain", help="build MixChain data: sweep α on a training split, keep correct chains")
+    msub = mix.add_subparsers(dest="mixchain_command", required=True)
+    build = msub.add_parser("build")
+    build.add_argument("--model", required=True)
+    build.add_argument("--valve", required=True)
+    build.add_argument("--alphas", required=True)
+    build.add_argument("--task", default="gsm8k")
+    build.add_argument("--split", default="train")
+    build.add_argument("--limit", type=int)
+    build.add_argument("--data-dir")
+    build.add_argument("--max-new-tokens", type=int, default=512)
+    build.add_argument("--keep-incorrect", action="store_true", help="keep wrong chains too (correct_k = false)")
+    build.add_argument("--out", required=True, help="a .jsonl file; a .parquet copy is written beside it")
+    build.set_defaults(func=_cmd_mixchain)
+
 
 def _cmd_train(args) -> int:
     from cotbench.valve.train import train_valve
@@ -61,4 +91,60 @@ def _cmd_default(args) -> int:
     card["reproduce"] = f"cotbench valve default --data-dir {args.data_dir or '$COTBENCH_DATA_DIR'} --out {args.out}"
     card_path.write_text(json.dumps(card, indent=2))
     print(f"valve written to {result}")
+    return 0
+
+
+def _rank(text: str):
+    if text == "full":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"rank must be a whole number or 'full', got {text!r}") from None
+
+
+def _alphas(text: str) -> list[float]:
+    from cotbench.config import RunConfig
+
+    return list(RunConfig(valve="-", alphas=text).alphas)  # the same checks and messages as `run --alphas`
+
+
+def _cmd_extract(args) -> int:
+    from cotbench.valve.extract import extract_valve
+
+    report = extract_valve(args.base, args.tuned, args.rank, args.out)
+    print(f"valve written to {args.out}: {len(report['layers'])} layers, max relative reconstruction error "
+          f"{report['max_relative_error']:.3g} (per layer: {args.out}/extraction_report.json)")
+    for name, info in report["not_captured_non_linear_deltas"].items():
+        print(f"  not captured (not a linear layer): {name}, relative change {info['relative']:.3g}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from cotbench.valve.apply import read_valve_config
+    from cotbench.valve.export import export_alpha_copies, export_merged, serve_command
+
+    alphas = _alphas(args.alphas)
+    if args.merged and not args.base:
+        from cotbench.errors import ConfigError
+
+        raise ConfigError("--merged needs --base MODEL (the model the valve was trained on)")
+    copies = export_alpha_copies(args.valve, alphas, args.out)
+    print(f"{len(copies)} α-scaled adapters in {args.out}: {', '.join(p.name for p in copies)}")
+    if args.merged:
+        merged = export_merged(args.base, args.valve, alphas, args.out)
+        print(f"{len(merged)} merged checkpoints: {', '.join(p.name for p in merged)}")
+    base = args.base or read_valve_config(args.valve).base_model_name_or_path or "BASE_MODEL"
+    print("serve them with:\n  " + serve_command(base, copies, read_valve_config(args.valve).r))
+    return 0
+
+
+def _cmd_mixchain(args) -> int:
+    from cotbench.valve.mixchain import build_mixchain
+
+    counts = build_mixchain(args.model, args.valve, _alphas(args.alphas), args.task, args.out, split=args.split,
+                            limit=args.limit, max_new_tokens=args.max_new_tokens, keep_incorrect=args.keep_incorrect,
+                            data_dir=args.data_dir)
+    print(f"{counts['rows']} MixChain rows in {args.out} (+ .parquet); {counts['questions_without_a_correct_solution']} "
+          f"questions had no correct chain; the sweep is stored in {counts['run_dir']}")
     return 0

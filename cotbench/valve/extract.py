@@ -37,7 +37,8 @@ def _check_same_architecture(base, tuned, base_name: str, tuned_name: str) -> No
                              f"{tuned_name}: the checkpoints differ in size.")
 
 
-def extract_valve(base_spec: str, tuned_spec: str, rank: int, out: str | Path, progress: bool = True) -> dict:
+def extract_valve(base_spec: str, tuned_spec: str, rank: int | str, out: str | Path, progress: bool = True) -> dict:
+    """``rank``: a whole number, or "full" for each layer's own full rank (exact up to float error)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
@@ -45,8 +46,9 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int, out: str | Path, p
     out = Path(out)
     if (out / "adapter_config.json").exists():
         raise ValveError(f"{out} already holds a valve. Choose another --out, or delete that directory.")
-    if rank < 1:
-        raise ValveError(f"rank must be >= 1, got {rank}")
+    full = rank == "full"
+    if not full and (not isinstance(rank, int) or rank < 1):
+        raise ValveError(f"rank must be a whole number >= 1 or 'full', got {rank!r}")
     base, tuned = _load(base_spec), _load(tuned_spec)
     _check_same_architecture(base, tuned, base_spec, tuned_spec)
     tuned_params = dict(tuned.named_parameters())
@@ -59,7 +61,7 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int, out: str | Path, p
         delta = tuned_params[f"{name}.weight"].detach() - module.weight.detach()
         if torch.count_nonzero(delta) == 0:
             continue
-        if rank > min(delta.shape):
+        if not full and rank > min(delta.shape):
             too_small.append(f"{name} ({delta.shape[0]}×{delta.shape[1]}, at most {min(delta.shape)})")
         deltas[name] = delta
     if too_small:
@@ -75,19 +77,23 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int, out: str | Path, p
             if d > 0:
                 other[name] = {"delta_norm": d, "relative": d / max(p.detach().norm().item(), 1e-12)}
 
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(deltas), lora_dropout=0.0)
+    ranks = {name: min(d.shape) if full else rank for name, d in deltas.items()}
+    # lora_alpha = r per layer, so PEFT's scale lora_alpha / r is exactly 1 everywhere
+    config = LoraConfig(r=max(ranks.values()), lora_alpha=max(ranks.values()), target_modules=sorted(deltas),
+                        rank_pattern=dict(ranks), alpha_pattern=dict(ranks), lora_dropout=0.0)
     peft_model = get_peft_model(base, config)
     modules = dict(peft_model.named_modules())
     layers = {}
     for name, delta in tqdm(deltas.items(), desc="SVD per layer", disable=not progress):
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-        b, a = u[:, :rank] * s[:rank], vh[:rank]
+        r = ranks[name]
+        b, a = u[:, :r] * s[:r], vh[:r]
         lora = modules[f"base_model.model.{name}"]
         with torch.no_grad():
             lora.lora_A["default"].weight.copy_(a)
             lora.lora_B["default"].weight.copy_(b)
         error = (delta - b @ a).norm() / delta.norm()
-        layers[name] = {"relative_error": error.item(), "energy_kept": (s[:rank].square().sum() / s.square().sum()).item()}
+        layers[name] = {"relative_error": error.item(), "rank": r, "energy_kept": (s[:r].square().sum() / s.square().sum()).item()}
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     peft_model.save_pretrained(tmp)
