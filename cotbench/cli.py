@@ -25,7 +25,8 @@ def _run_parser(sub) -> None:
                        argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML/TOML/JSON file with the same settings as the flags")
     p.add_argument("--model", help="Hub id, local directory, .gguf file, or 'smollm2' (default, embedded)")
-    p.add_argument("--valve", help="PEFT LoRA adapter directory (Δθ); the model at α is θ + α·Δθ")
+    p.add_argument("--valve", help="PEFT LoRA adapter directory (Δθ); the model at α is θ + α·Δθ. Default: the "
+                   "shipped valve for the embedded smollm2, none for other models; 'none' for no valve")
     p.add_argument("--alphas", help="comma-separated valve strengths, e.g. 0,0.5,1,1.25 (default with a valve: 0,0.25,0.5,0.75,1)")
     p.add_argument("--tasks", help="comma-separated: arithmetic, gsm8k, math500, math, aime24, svamp, jsonl")
     p.add_argument("--limit", type=int, help="first N problems of each task")

@@ -18,7 +18,9 @@ DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid of issue #3's monotonic
 @dataclass(frozen=True)
 class RunConfig:
     model: str = "smollm2"  # the embedded SmolLM2-135M-Instruct: works offline on a fresh machine
-    valve: str | None = None  # PEFT LoRA adapter directory
+    # PEFT LoRA adapter directory; "default": the shipped SmolLM2 valve when the model is the embedded
+    # smollm2 (none otherwise); "none": no valve.
+    valve: str | None = "default"
     alphas: tuple[float, ...] | None = None  # None: DEFAULT_ALPHAS with a valve, no α without one
     tasks: tuple[str, ...] = ("arithmetic",)  # the embedded task needs no data files
     limit: int | None = None  # first N problems of each task
@@ -30,7 +32,7 @@ class RunConfig:
     answer_field: str = "answer"
     id_field: str | None = None
     answer_format: str = "auto"
-    n_generated: int = 40  # embedded task size: ~3 min for the default run on a 2-core CPU
+    n_generated: int = 20  # embedded task size: 20 problems × 5 α in a few minutes on a 2-core CPU
     difficulty: int = 2  # embedded task: two operations keep a 135M model's accuracy off the floor
     # Prompt
     instruction: str = DEFAULT_INSTRUCTION
@@ -56,6 +58,11 @@ class RunConfig:
 
     def __post_init__(self):
         problems = []
+        if self.valve in ("default", "none", ""):
+            from cotbench.valve.default import default_valve
+
+            shipped = default_valve() if self.valve == "default" and self.model == "smollm2" else None
+            object.__setattr__(self, "valve", str(shipped) if shipped else None)
         for name in ("alphas", "tasks", "stop"):  # "0,0.5,1" or a list from a file -> tuple
             value = getattr(self, name)
             if isinstance(value, str):

@@ -45,11 +45,12 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
         _preflight(config)
     store = Store(config.out_dir())
     try:
-        store.claim(config.identity())
+        store.check_identity(config.identity())  # before minutes of loading
         if backend is None:
             _say(progress, f"loading model {config.model}" + (f" with valve {config.valve}" if config.valve else ""))
             backend = BACKENDS.get(config.backend)(config.model, config.valve, config.device, config.dtype,
                                                    config.batch_size)
+        store.claim(config.identity())  # only once the model and valve loaded: a typo never claims a directory
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,
                                "n_params": backend.n_params(), "params_b": params_b, "backend": backend.describe()})

@@ -73,10 +73,15 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, json.dumps(value)))
 
     def claim(self, identity: dict[str, Any]) -> None:
+        """Record the settings this directory is for (after checking them)."""
+        self.check_identity(identity)
+        if self.get_meta("identity") is None:
+            self.set_meta("identity", identity)
+
+    def check_identity(self, identity: dict[str, Any]) -> None:
         """Refuse a run directory written with settings that would make its samples incomparable."""
         stored = self.get_meta("identity")
         if stored is None:
-            self.set_meta("identity", identity)
             return
         diffs = [f"{k}: stored {stored.get(k)!r}, now {identity.get(k)!r}"
                  for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]

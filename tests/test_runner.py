@@ -148,3 +148,14 @@ def test_params_override_sets_acu_scale(tiny_model, tmp_path):
     row = run_sweep(cfg, progress=False).summary.iloc[0]
     assert row["params_b"] == 32
     assert row["acu"] == pytest.approx(100 * row["accuracy_pct"] / (32 * row["mean_tokens"]))
+
+
+def test_a_model_that_fails_to_load_does_not_claim_the_run_dir(tiny_model, tmp_path):
+    from cotbench.errors import ModelLoadError
+
+    out = tmp_path / "run"
+    with pytest.raises(ModelLoadError):
+        run_sweep(RunConfig(model="no-such-org/no-such-model-xyz", out=str(out), tasks=("arithmetic",)), progress=False)
+    ok = run_sweep(RunConfig(model=str(tiny_model), out=str(out), tasks=("arithmetic",), limit=1, max_new_tokens=2,
+                             grade_workers=0), progress=False)
+    assert ok.n_generated == 1

@@ -1,0 +1,30 @@
+import pytest
+
+from cotbench.config import DEFAULT_ALPHAS, RunConfig, build_config
+from cotbench.errors import ConfigError
+from cotbench.valve.default import default_valve
+
+
+def test_default_run_uses_the_shipped_valve_for_the_embedded_model():
+    shipped = default_valve()
+    assert shipped is not None, "the default valve must ship inside the package"
+    cfg = RunConfig()
+    assert cfg.valve == str(shipped) and cfg.sweep_alphas() == DEFAULT_ALPHAS
+    assert RunConfig(valve="none").valve is None and RunConfig(valve="none").sweep_alphas() == (None,)
+    assert RunConfig(model="some/other-model").valve is None  # the default valve only fits SmolLM2
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        RunConfig(valve="v", alphas="0,abc,nan", tasks="gsm8k,gsm9k", limit=0, temperature=-1)
+    text = str(err.value)
+    for part in ("alpha 'abc' is not a number", "alpha 'nan' is not a finite number", "limit must be",
+                 "Unknown task 'gsm9k'", "temperature must be"):
+        assert part in text
+
+
+def test_config_file_values_and_overrides(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('tasks = ["gsm8k", "math500"]\nlimit = 5\nalphas = [0, 0.5]\nvalve = "v"\n')
+    cfg = build_config(path, limit=7)
+    assert cfg.tasks == ("gsm8k", "math500") and cfg.limit == 7 and cfg.alphas == (0.0, 0.5)
