@@ -76,21 +76,30 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_default(args) -> int:
-    from cotbench.valve.default import N_TRAIN, default_config, write_training_data
+    import shutil
+
+    from cotbench.valve.default import N_TRAIN, STRENGTH_SCALE, card_markdown, default_config, write_training_data
+    from cotbench.valve.export import export_alpha_copies
     from cotbench.valve.train import train_valve
 
     out = Path(args.out)
     data_file = out.parent / f"{out.name}_data" / "gsm8k_train_equations.jsonl"
     n = write_training_data(args.data_dir, data_file)
     print(f"{n} training rows in {data_file}")
-    result = train_valve(default_config(data_file, out))
-    card_path = result / "valve_card.json"
-    card = json.loads(card_path.read_text())
+    trained = train_valve(default_config(data_file, out.with_name(out.name + "_trained")))
+    scaled = export_alpha_copies(trained, [STRENGTH_SCALE], out.with_name(out.name + "_scaled"))[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(scaled, out, dirs_exist_ok=False)
+    shutil.rmtree(scaled.parent)
+    card = json.loads((trained / "valve_card.json").read_text())
+    card["strength_scale"] = STRENGTH_SCALE
+    card_path = out / "valve_card.json"
     card["data"] = (f"first {N_TRAIN} GSM8K train rows (openai/grade-school-math, MIT), reference solutions "
                     f"shortened to their calculator equations + boxed answer: {n} rows kept")
     card["reproduce"] = f"cotbench valve default --data-dir {args.data_dir or '$COTBENCH_DATA_DIR'} --out {args.out}"
     card_path.write_text(json.dumps(card, indent=2))
-    print(f"valve written to {result}")
+    (out / "README.md").write_text(card_markdown(card))
+    print(f"valve written to {out} (trained adapter, before scaling: {trained})")
     return 0
 
 
