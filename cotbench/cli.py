@@ -121,6 +121,29 @@ def _cmd_grade(args) -> int:
     return 0 if verdict.correct else 1
 
 
+def _cmd_lm_eval(args) -> int:
+    from cotbench.lmeval import TASKS_DIR
+
+    rest = list(args.lm_eval_args)
+    if rest[:1] == ["tasks-path"]:
+        print(TASKS_DIR)
+        return 0
+    if rest[:1] == ["import"]:
+        sub = argparse.ArgumentParser(prog="cotbench lm-eval import")
+        sub.add_argument("lm_eval_dir")
+        sub.add_argument("--out", required=True)
+        sub.add_argument("--regrade", action="store_true", help="grade again with cotbench's grader")
+        opts = sub.parse_args(rest[1:])
+        from cotbench.lmeval.shim import import_samples
+
+        out = import_samples(opts.lm_eval_dir, opts.out, opts.regrade)
+        print(f"cotbench run written to {out} (report.md, summary.csv); add it with: cotbench leaderboard add {out}")
+        return 0
+    from cotbench.lmeval.shim import run_lm_eval
+
+    return run_lm_eval(rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cotbench", description="Accuracy, token counts and ACU of "
                                      "length-compressible chain-of-thought (CoT-Valve) models.",
@@ -137,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("run_dir", nargs="?")
     board.add_argument("--file", default="leaderboard.csv")
     board.set_defaults(func=_cmd_leaderboard)
+    lm = sub.add_parser("lm-eval", help="lm_eval with cotbench's `valve` model and tasks; `import DIR --out RUN`; "
+                        "`tasks-path`", add_help=False)
+    lm.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
+    lm.set_defaults(func=_cmd_lm_eval)
     from cotbench.valve.commands import add_commands
 
     add_commands(sub)
@@ -150,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lm-eval"] or argv[:2] == ["--debug", "lm-eval"]:
+        # everything after `lm-eval` belongs to lm_eval's own parser, flags included
+        debug = argv[0] == "--debug"
+        args = argparse.Namespace(func=_cmd_lm_eval, debug=debug, lm_eval_args=argv[2 if debug else 1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except CotbenchError as exc:

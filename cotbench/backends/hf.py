@@ -41,14 +41,25 @@ def pick_dtype(dtype: str, device: str):
 class HFBackend:
     def __init__(self, model: str, valve: str | None = None, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 16):
-        from cotbench.valve.apply import attach_valve, valve_fingerprint
-
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.batch_size = batch_size
         source = resolve_model(model)
-        self.model_id = source.display_name
-        self.model, self.tokenizer = load_model_and_tokenizer(source, self.dtype, self.device)
+        loaded, tokenizer = load_model_and_tokenizer(source, self.dtype, self.device)
+        self._setup(loaded, tokenizer, source.display_name, valve, batch_size)
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int = 16) -> "HFBackend":
+        """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts."""
+        backend = cls.__new__(cls)
+        backend.device = str(next(model.parameters()).device)
+        backend.dtype = next(model.parameters()).dtype
+        backend._setup(model, tokenizer, model_id, valve, batch_size)
+        return backend
+
+    def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int) -> None:
+        from cotbench.valve.apply import attach_valve, valve_fingerprint
+
+        self.model, self.tokenizer, self.model_id, self.batch_size = model, tokenizer, model_id, batch_size
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
         if self.tokenizer.pad_token_id is None:

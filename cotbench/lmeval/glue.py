@@ -1,0 +1,93 @@
+"""What the lm-eval task files call: datasets from cotbench's adapters, cotbench's prompt, cotbench's grader.
+
+Token counts. lm-eval hands a task only the response text. The ``valve`` model (``model.py``) generates
+through cotbench's own backend and appends an exact count, ``[cotbench: N generated tokens, stop]``, which
+``process_results`` strips before grading. Under any other model (``--model hf``) the response is
+re-tokenised with the evaluated model's tokenizer (``pretrained`` from ``--model_args``), plus one token for
+the EOS that lm-eval cuts off: this equals the generated count whenever the decoded text re-tokenises to the
+same ids, which holds for greedy output of ordinary BPE tokenizers but is not guaranteed.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from cotbench.metrics import acu
+
+MARKER = re.compile(r"\n?\[cotbench: (\d+) generated tokens, (stop|length)\]\s*$")
+
+
+def marker(n_tokens: int, finish_reason: str) -> str:
+    return f"\n[cotbench: {n_tokens} generated tokens, {finish_reason}]"
+
+
+def dataset(task: str, **metadata: Any):
+    """A ``datasets.DatasetDict`` with a ``test`` split of one task's problems, prompt text included."""
+    import datasets
+
+    from cotbench.adapters import TASKS, DataOptions
+    from cotbench.prompts import PromptConfig, user_turn
+
+    options = DataOptions(data_dir=metadata.get("data_dir"), split=metadata.get("split"))
+    problems = TASKS.get(task).load(options, metadata.get("cotbench_limit"))
+    model = str(metadata.get("pretrained", ""))
+    params_b = float(metadata["params_b"]) if metadata.get("params_b") else None
+    rows = [{"problem_id": p.problem_id, "question": p.question, "gold": p.gold,
+             "prompt": user_turn(p.question, PromptConfig()), "model": model, "params_b": params_b} for p in problems]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def doc_to_text(doc: dict) -> str:
+    return doc["prompt"]
+
+
+def split_marker(response: str) -> tuple[str, int | None, str | None]:
+    m = MARKER.search(response)
+    if not m:
+        return response, None, None
+    return response[:m.start()], int(m.group(1)), m.group(2)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    from cotbench.backends.loading import resolve_model
+
+    source = resolve_model(model)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    return AutoTokenizer.from_pretrained(source.location, **kwargs)
+
+
+@functools.lru_cache(maxsize=4)
+def _params_b(model: str) -> float:
+    """Exact parameter count without loading weights (meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from cotbench.backends.loading import resolve_model
+
+    source = resolve_model(model)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    config = AutoConfig.from_pretrained(source.location, **kwargs)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in skeleton.parameters()) / 1e9
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
+    from cotbench.grading import grade
+
+    text, n_tokens, _ = split_marker(results[0])
+    if n_tokens is None:
+        n_tokens = len(_tokenizer(doc["model"])(text, add_special_tokens=False)["input_ids"]) + 1
+    verdict = grade(text, doc["gold"])
+    params_b = doc["params_b"] or _params_b(doc["model"])
+    return {"acc": float(verdict.correct), "mean_tokens": n_tokens, "acu": (verdict.correct, n_tokens, params_b)}
+
+
+def acu_aggregation(items: list[tuple[bool, int, float]]) -> float:
+    accuracy = 100.0 * sum(c for c, _, _ in items) / len(items)
+    mean_tokens = sum(n for _, n, _ in items) / len(items)
+    return acu(accuracy, items[0][2], mean_tokens)
