@@ -97,7 +97,7 @@ def test_grade_command(capsys):
 def test_kill_minus_9_loses_at_most_the_batch_in_flight(tmp_path, tiny_model):
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "cotbench", "run", "--model", str(tiny_model), "--tasks", "arithmetic",
-            "--limit", "40", "--max-new-tokens", "24", "--batch-size", "2", "--grade-workers", "0", "--out", str(out)]
+            "--n", "40", "--max-new-tokens", "24", "--batch-size", "2", "--grade-workers", "0", "--out", str(out)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "samples.sqlite"
     stored, deadline = 0, time.monotonic() + 120

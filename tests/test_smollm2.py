@@ -43,7 +43,7 @@ def test_smollm2_sweep_over_alpha_on_gsm8k(base_backend, smol_valve, tmp_path):
     from cotbench.config import RunConfig
     from cotbench.runner import run_sweep
 
-    base = run_sweep(RunConfig(model="smollm2", tasks=("gsm8k",), limit=2, max_new_tokens=16,
+    base = run_sweep(RunConfig(model="smollm2", valve="none", tasks=("gsm8k",), limit=2, max_new_tokens=16,
                                out=str(tmp_path / "base")), backend=base_backend, progress=False)
     cfg = RunConfig(model="smollm2", valve=str(smol_valve), alphas=(0.0, 0.5, 1.0), tasks=("gsm8k",), limit=2,
                     max_new_tokens=16, out=str(tmp_path / "smol"))
