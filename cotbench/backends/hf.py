@@ -1,4 +1,11 @@
-"""transformers backend: batched ``generate`` on CPU or CUDA, α switched in place between groups."""
+"""transformers backend on CPU or CUDA.
+
+Two schedulers produce the same tokens and counts:
+- ``continuous`` (default): one queue for the whole sweep, rows at mixed α in one batch (a per-row LoRA
+  scale), finished rows refilled at once, a preallocated KV cache (:mod:`cotbench.backends.continuous`).
+- ``static``: one α at a time through ``model.generate`` with PEFT's own scale, batches padded to their
+  longest row. It is the reference the continuous path is checked against.
+"""
 from __future__ import annotations
 
 import time
@@ -7,12 +14,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from cotbench.backends.continuous import ContinuousBatcher, cut_at_stop, shortest_prefix_with_stop
 from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
 from cotbench.errors import ConfigError
 from cotbench.prompts import Messages, render_plain
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("continuous", "static")
 
 
 def pick_device(device: str) -> str:
@@ -40,26 +49,31 @@ def pick_dtype(dtype: str, device: str):
 
 class HFBackend:
     def __init__(self, model: str, valve: str | None = None, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 16):
+                 batch_size: int = 16, scheduler: str = "continuous"):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         source = resolve_model(model)
         loaded, tokenizer = load_model_and_tokenizer(source, self.dtype, self.device)
-        self._setup(loaded, tokenizer, source.display_name, valve, batch_size)
+        self._setup(loaded, tokenizer, source.display_name, valve, batch_size, scheduler)
 
     @classmethod
-    def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int = 16) -> "HFBackend":
+    def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int = 16,
+                    scheduler: str = "continuous") -> "HFBackend":
         """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts."""
         backend = cls.__new__(cls)
         backend.device = str(next(model.parameters()).device)
         backend.dtype = next(model.parameters()).dtype
-        backend._setup(model, tokenizer, model_id, valve, batch_size)
+        backend._setup(model, tokenizer, model_id, valve, batch_size, scheduler)
         return backend
 
-    def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int) -> None:
+    def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int, scheduler: str) -> None:
         from cotbench.valve.apply import attach_valve, valve_fingerprint
+        from cotbench.valve.row_scale import row_scaled
 
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
         self.model, self.tokenizer, self.model_id, self.batch_size = model, tokenizer, model_id, batch_size
+        self.scheduler, self._strengths = scheduler, None
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
         if self.tokenizer.pad_token_id is None:
@@ -68,6 +82,8 @@ class HFBackend:
         if valve:
             self.model = attach_valve(self.model, valve)
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
+            if scheduler == "continuous":
+                self.model, self._strengths = row_scaled(self.model)
         self._eos_ids = self._collect_eos_ids()
 
     def _collect_eos_ids(self) -> set[int]:
@@ -88,6 +104,18 @@ class HFBackend:
         return {"backend": "hf", "device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
+        if self.scheduler == "static":
+            yield from self._generate_static(requests)
+            return
+        groups: dict[SamplingSettings, list[GenerationRequest]] = defaultdict(list)
+        for request in requests:
+            groups[request.sampling].append(request)
+        batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size)
+        self.last_stats = batcher.stats
+        for sampling, group in groups.items():
+            yield from batcher.run(group, sampling)
+
+    def _generate_static(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
         groups: dict[tuple, list[GenerationRequest]] = defaultdict(list)
         for request in requests:
             groups[(request.alpha, request.sampling, request.add_special_tokens)].append(request)
@@ -132,7 +160,7 @@ class HFBackend:
             n, finish = self._generated_length(new_ids, sampling)
             text = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)
             if sampling.stop:
-                text = _cut_at_stop(text, sampling.stop)
+                text = cut_at_stop(text, sampling.stop)
             results.append(Generation(request.request_id, text, int(prompt_lengths[row]), n, finish, elapsed))
         return results
 
@@ -142,28 +170,9 @@ class HFBackend:
         Padding after a finished row may be the EOS id itself, so the first EOS and the first completed
         stop string are both candidates and the earlier one wins."""
         n_eos = next((i + 1 for i, token in enumerate(ids) if token in self._eos_ids), None)
-        n_stop = _shortest_prefix_with_stop(self.tokenizer, ids[:n_eos], sampling.stop) if sampling.stop else None
+        n_stop = shortest_prefix_with_stop(self.tokenizer, ids[:n_eos], sampling.stop) if sampling.stop else None
         ends = [n for n in (n_eos, n_stop) if n is not None]
         if ends:
             return min(ends), "stop"
         return len(ids), "length"
 
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
-
-
-def _shortest_prefix_with_stop(tokenizer, ids: list[int], stops: tuple[str, ...]) -> int | None:
-    """Binary search: containing a stop string is monotone in the prefix length."""
-    def has_stop(n: int) -> bool:
-        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
-        return any(s in text for s in stops)
-
-    if not has_stop(len(ids)):
-        return None
-    lo, hi = 1, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
-    return lo

@@ -1,0 +1,230 @@
+"""Continuous batching over a whole α sweep: one model, one queue, rows that come and go.
+
+Each of ``n_slots`` batch rows holds one request at its own α and its own length. A decode step runs
+every slot at once (one token each); a row that finishes hands its slot back, and queued requests are
+prefilled into free slots, so no row waits for the longest one in its batch and no α waits for another.
+
+Counting follows the static path exactly: a row's tokens run up to and including the first EOS, or to
+the shortest prefix whose text holds a stop string, whichever is first; else it stops at
+``max_new_tokens`` ("length").
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from cotbench.backends.slot_cache import SlotCache, attention_mask
+from cotbench.records import Generation, GenerationRequest, SamplingSettings
+
+
+@dataclass
+class BatcherStats:
+    """Where the time went, for the benchmark: prefill and decode passes are timed apart."""
+    prefill_s: float = 0.0
+    prefill_passes: int = 0
+    prompt_tokens: int = 0  # padding excluded
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    decode_rows: int = 0  # rows that were live in decode steps (tokens produced by decoding)
+    slot_rows: int = 0  # rows computed in decode steps, idle slots included
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    prompt_len: int
+    started: float
+    generated: list[int] = field(default_factory=list)
+
+    @property
+    def position(self) -> int:  # where the last generated token sits; it is the next input
+        return self.prompt_len + len(self.generated) - 1
+
+
+class ContinuousBatcher:
+    def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
+                 refill_fraction: float = 0.125):
+        self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
+        self.strengths = strengths  # RowStrengths when a valve is attached, else None
+        self.n_slots = n_slots
+        # Refill once this share of slots is free: one prefill pass for several rows, not one each.
+        self.refill_at = max(1, int(n_slots * refill_fraction))
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self._additive_mask = getattr(model.config, "_attn_implementation", "sdpa") != "sdpa"
+        self.stats = BatcherStats()
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def run(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> Iterator[list[Generation]]:
+        """Generations as rows finish (a list per step, often of one); every request exactly once."""
+        prompts = {r.request_id: self.tokenizer(r.prompt, add_special_tokens=r.add_special_tokens)["input_ids"]
+                   for r in requests}
+        # Longest prompts first: rows prefilled together pad little, and the widest cache columns fill early.
+        queue = sorted(requests, key=lambda r: len(prompts[r.request_id]), reverse=True)
+        if not queue:
+            return
+        capacity = max(len(p) for p in prompts.values()) + sampling.max_new_tokens
+        cache = SlotCache(min(self.n_slots, len(queue)), capacity)
+        slots: list[_Row | None] = [None] * cache.n_slots
+        sampler = _Sampler(sampling, self.device)
+        with torch.inference_mode():
+            while True:
+                free = [i for i, row in enumerate(slots) if row is None]
+                if queue and (len(free) >= min(self.refill_at, len(queue)) or len(free) == len(slots)):
+                    admitted = queue[:len(free)]
+                    del queue[:len(free)]
+                    finished = self._prefill(cache, slots, free, admitted, prompts, sampler, sampling)
+                    if finished:
+                        yield finished
+                active = [i for i, row in enumerate(slots) if row is not None]
+                if not active:
+                    if not queue:
+                        return
+                    continue
+                if not queue and len(active) <= cache.n_slots // 2:
+                    cache.keep(active)  # the tail: stop computing slots nobody will use again
+                    slots = [slots[i] for i in active]
+                finished = self._decode(cache, slots, sampler, sampling)
+                if finished:
+                    yield finished
+
+    def _forward(self, cache: SlotCache, rows, input_ids: torch.Tensor, positions: torch.Tensor,
+                 alphas: list[float]) -> torch.Tensor:
+        width = int(positions.max()) + 1
+        cache.bind(rows, positions, width)
+        if self.strengths is not None:
+            self.strengths.set(alphas, self.dtype, self.device)
+        mask = attention_mask(positions, width, self.dtype, self._additive_mask)
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
+                            use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+        return output.logits[:, -1, :].float()
+
+    def _prefill(self, cache, slots, free, admitted, prompts, sampler, sampling) -> list[Generation]:
+        now = time.perf_counter()
+        self.stats.prefill_passes += 1
+        ids = [prompts[r.request_id] for r in admitted]
+        width = max(len(p) for p in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        positions = torch.full((len(ids), width), -1, dtype=torch.long)
+        for i, prompt in enumerate(ids):  # left padding: every row's last prompt token is the last column
+            input_ids[i, width - len(prompt):] = torch.tensor(prompt)
+            positions[i, width - len(prompt):] = torch.arange(len(prompt))
+        rows = free[:len(admitted)]
+        logits = self._forward(cache, torch.tensor(rows, device=self.device), input_ids.to(self.device),
+                               positions.to(self.device), [_alpha(r) for r in admitted])
+        self.stats.prompt_tokens += sum(len(p) for p in ids)
+        self.stats.prefill_s += time.perf_counter() - now
+        new = [_Row(r, len(p), now) for r, p in zip(admitted, ids)]
+        for slot, row in zip(rows, new):
+            slots[slot] = row
+        return self._advance(slots, rows, sampler.pick(logits, [r.request for r in new]), sampling)
+
+    def _decode(self, cache, slots, sampler, sampling) -> list[Generation]:
+        started = time.perf_counter()
+        live = [i for i, row in enumerate(slots) if row is not None]
+        input_ids = torch.tensor([[row.generated[-1] if row else 0] for row in slots], device=self.device)
+        positions = torch.tensor([[row.position if row else -1] for row in slots], device=self.device)
+        logits = self._forward(cache, None, input_ids, positions, [_alpha(row.request) if row else 0.0 for row in slots])
+        picked = sampler.pick(logits[live], [slots[i].request for i in live])
+        self.stats.decode_s += time.perf_counter() - started
+        self.stats.decode_steps += 1
+        self.stats.decode_rows += len(live)
+        self.stats.slot_rows += len(slots)
+        return self._advance(slots, live, picked, sampling)
+
+    def _advance(self, slots, indices: list[int], tokens: list[int], sampling) -> list[Generation]:
+        """Append each row's new token; free the slots of rows that are done and return their generations."""
+        done = []
+        for slot, token in zip(indices, tokens):
+            row = slots[slot]
+            row.generated.append(token)
+            end = self._end(row.generated, sampling)
+            if end is not None:
+                done.append(self._finish(row, *end, sampling))
+                slots[slot] = None
+        return done
+
+    def _end(self, generated: list[int], sampling: SamplingSettings) -> tuple[int, str] | None:
+        if generated[-1] in self.eos_ids:
+            return len(generated), "stop"
+        if sampling.stop:
+            n = _stop_end(self.tokenizer, generated, sampling.stop)
+            if n is not None:
+                return n, "stop"
+        if len(generated) >= sampling.max_new_tokens:
+            return len(generated), "length"
+        return None
+
+    def _finish(self, row: _Row, n: int, reason: str, sampling: SamplingSettings) -> Generation:
+        text = self.tokenizer.decode(row.generated[:n], skip_special_tokens=True)
+        if sampling.stop:
+            text = cut_at_stop(text, sampling.stop)
+        return Generation(row.request.request_id, text, row.prompt_len, n, reason, time.perf_counter() - row.started)
+
+
+def _alpha(request: GenerationRequest) -> float:
+    return 0.0 if request.alpha is None else float(request.alpha)
+
+
+class _Sampler:
+    """Greedy argmax, or temperature/top-p sampling with one generator per request: a row's draws do
+    not depend on which other rows share its batch, so sampled runs reproduce under any schedule."""
+
+    def __init__(self, sampling: SamplingSettings, device):
+        self.sampling, self.device = sampling, device
+        self._generators: dict[str, torch.Generator] = {}
+        self._warpers = []
+        if not sampling.greedy:
+            from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+            self._warpers.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                self._warpers.append(TopPLogitsWarper(sampling.top_p))
+
+    def pick(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> list[int]:
+        if self.sampling.greedy:
+            return logits.argmax(dim=-1).tolist()
+        for warper in self._warpers:
+            logits = warper(None, logits)
+        probs = torch.softmax(logits, dim=-1)
+        return [int(torch.multinomial(p, 1, generator=self._generator(r.request_id))) for p, r in zip(probs, requests)]
+
+    def _generator(self, request_id: str) -> torch.Generator:
+        if request_id not in self._generators:
+            seed = int.from_bytes(hashlib.sha256(f"{self.sampling.seed}:{request_id}".encode()).digest()[:8], "big")
+            self._generators[request_id] = torch.Generator(device=self.device).manual_seed(seed)
+        return self._generators[request_id]
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def _stop_end(tokenizer, generated: list[int], stops: tuple[str, ...]) -> int | None:
+    """Length of the shortest prefix that holds a stop string, checked only when the newest tokens could
+    have completed one (a stop of L characters lies within the last L + 4 tokens)."""
+    tail = tokenizer.decode(generated[-(max(len(s) for s in stops) + 4):], skip_special_tokens=True)
+    if not any(s in tail for s in stops):
+        return None
+    return shortest_prefix_with_stop(tokenizer, generated, stops)
+
+
+def shortest_prefix_with_stop(tokenizer, ids: list[int], stops: tuple[str, ...]) -> int | None:
+    """Binary search: containing a stop string is monotone in the prefix length."""
+    def has_stop(n: int) -> bool:
+        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    if not has_stop(len(ids)):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
+    return lo

@@ -1,0 +1,73 @@
+"""A KV cache with one slot per batch row, each row at its own length.
+
+transformers' DynamicCache concatenates on every step (a copy of the whole cache per token) and assumes
+all rows share one length. Continuous batching needs rows that start, grow and finish independently,
+so this cache preallocates ``slots × capacity`` and writes each new key/value at the row's own position.
+Attention reads columns ``[0, width)``; the 4D mask built by :func:`attention_mask` hides what a row
+has not written. Column ``capacity`` is scratch: padding tokens write there and nothing reads it.
+
+The model only calls ``update(key, value, layer_idx, ...)`` when it is handed a 4D mask and explicit
+position ids, so this class needs no more of transformers' Cache interface.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class SlotCache:
+    def __init__(self, n_slots: int, capacity: int):
+        self.n_slots, self.capacity = n_slots, capacity
+        self.keys: list[torch.Tensor] = []  # per layer: (slots, kv_heads, capacity + 1, head_dim)
+        self.values: list[torch.Tensor] = []
+        self._rows: torch.Tensor | None = None
+        self._cols: torch.Tensor | None = None
+        self._width = 0
+
+    @property
+    def scratch(self) -> int:
+        return self.capacity
+
+    def bind(self, rows: torch.Tensor | None, positions: torch.Tensor, width: int) -> None:
+        """Set up the next forward pass: batch row i is slot ``rows[i]`` (None: row i is slot i, all slots),
+        its token j goes to column ``positions[i, j]`` (negative: padding, sent to scratch), and
+        attention reads the first ``width`` columns."""
+        self._rows = rows
+        self._cols = torch.where(positions >= 0, positions, torch.full_like(positions, self.scratch))
+        self._width = width
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if layer_idx == len(self.keys):  # first pass: shapes come from the model itself
+            shape = (self.n_slots, key_states.shape[1], self.capacity + 1, key_states.shape[3])
+            self.keys.append(torch.zeros(shape, dtype=key_states.dtype, device=key_states.device))
+            self.values.append(torch.zeros(shape, dtype=value_states.dtype, device=value_states.device))
+        k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
+        rows = self._rows if self._rows is not None else torch.arange(self.n_slots, device=k_buf.device)
+        index = (rows[:, None], slice(None), self._cols)  # -> (rows, tokens, heads, dim)
+        k_buf[index] = key_states.transpose(1, 2)
+        v_buf[index] = value_states.transpose(1, 2)
+        if self._rows is None:  # every slot: a view, no copy
+            return k_buf[:, :, :self._width], v_buf[:, :, :self._width]
+        return k_buf[self._rows, :, :self._width], v_buf[self._rows, :, :self._width]
+
+    def keep(self, slots: list[int]) -> None:
+        """Shrink to ``slots`` (in that order): once the queue is empty, finished slots cost compute."""
+        index = torch.tensor(slots, dtype=torch.long, device=self.keys[0].device if self.keys else "cpu")
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+        self.n_slots = len(slots)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+def attention_mask(positions: torch.Tensor, width: int, dtype: torch.dtype, additive: bool) -> torch.Tensor:
+    """(rows, 1, tokens, width) mask: the token at position p sees columns 0..p of its own row.
+
+    A padding token (position < 0) sees column 0 only, so its softmax stays finite; its output is unused."""
+    columns = torch.arange(width, device=positions.device)
+    allowed = columns.view(1, 1, -1) <= positions.clamp(min=0).unsqueeze(-1)
+    allowed = allowed.unsqueeze(1)
+    if not additive:
+        return allowed
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=positions.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)

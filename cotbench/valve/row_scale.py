@@ -1,0 +1,81 @@
+"""Valve strength per batch row: one forward pass can run rows at different α.
+
+PEFT's LoRA layer applies one scale to the whole batch. For a sweep we want row i at θ + α_i·Δθ, so each
+LoRA layer is swapped for :class:`RowScaledLoRALinear`, which computes exactly PEFT's expression
+``base(x) + lora_B(lora_A(x)) * scaling`` with ``scaling`` a (rows, 1, 1) tensor instead of a float.
+The adapter is still loaded and checked by PEFT (:func:`cotbench.valve.apply.attach_valve`); only the
+forward of its layers changes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from cotbench.errors import ValveError
+from cotbench.valve.apply import ADAPTER_NAME
+
+
+class RowStrengths:
+    """The α of each row of the next forward pass; shared by every layer of one model."""
+
+    def __init__(self):
+        self._alphas: torch.Tensor | None = None  # (rows, 1, 1), float64 so scale·α rounds once
+        self._by_scaling: dict[float, torch.Tensor | None] = {}
+
+    def set(self, alphas: Sequence[float], dtype: torch.dtype, device) -> None:
+        self._by_scaling = {}
+        self._dtype, self._device = dtype, device
+        self._alphas = None if not any(alphas) else torch.tensor(alphas, dtype=torch.float64).view(-1, 1, 1)
+
+    def scale(self, scaling: float) -> torch.Tensor | None:
+        """(rows, 1, 1) multipliers for a layer whose PEFT scaling is ``scaling``; None when every α is 0."""
+        if self._alphas is None:
+            return None
+        if scaling not in self._by_scaling:
+            self._by_scaling[scaling] = (self._alphas * scaling).to(self._dtype).to(self._device)
+        return self._by_scaling[scaling]
+
+
+class RowScaledLoRALinear(nn.Module):
+    def __init__(self, base_layer: nn.Module, lora_A: nn.Linear, lora_B: nn.Linear, scaling: float,
+                 strengths: RowStrengths):
+        super().__init__()
+        self.base_layer, self.lora_A, self.lora_B = base_layer, lora_A, lora_B
+        self.scaling, self.strengths = float(scaling), strengths
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        scale = self.strengths.scale(self.scaling)
+        if scale is None:  # every row at α = 0: exactly the base model, and no LoRA work
+            return result
+        return result + self.lora_B(self.lora_A(x)) * scale
+
+
+def row_scaled(peft_model) -> tuple[nn.Module, RowStrengths]:
+    """Turn a model wrapped by ``attach_valve`` into the plain base model whose LoRA layers take a per-row α.
+
+    Returns the base model (a transformers model again: ``generate`` and friends unchanged) and the
+    :class:`RowStrengths` to set before each forward pass."""
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    strengths = RowStrengths()
+    base = peft_model.get_base_model()
+    for name, module in list(base.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        if not isinstance(module, LoraLinear) or ADAPTER_NAME in getattr(module, "lora_variant", {}):
+            raise ValveError(f"valve layer {name} is a {type(module).__name__}; per-row α supports plain LoRA on "
+                             "linear layers only. Run with --scheduler static.")
+        if module.lora_B[ADAPTER_NAME].bias is not None:
+            raise ValveError(f"valve layer {name} has a LoRA bias; per-row α does not support it. "
+                             "Run with --scheduler static.")
+        base_layer = module.get_base_layer()
+        # PEFT keeps adapters in fp32; the model's dtype keeps every matmul of a bf16 model in bf16.
+        lora_A, lora_B = (m.to(base_layer.weight.dtype) for m in (module.lora_A[ADAPTER_NAME], module.lora_B[ADAPTER_NAME]))
+        replacement = RowScaledLoRALinear(base_layer, lora_A, lora_B, module.scaling[ADAPTER_NAME], strengths)
+        parent_name, _, child = name.rpartition(".")
+        setattr(base.get_submodule(parent_name) if parent_name else base, child, replacement)
+    return base.eval(), strengths
