@@ -46,7 +46,8 @@ class RunConfig:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
-    batch_size: int = 16  # fills two CPU cores for a 135M model; raise it on a GPU
+    batch_size: int | str = "auto"  # rows decoded together; auto: 64 on a CPU, 256 on a GPU, less if memory is short
+    scheduler: str = "continuous"  # continuous (the whole α grid in one queue) | static (one α at a time)
     device: str = "auto"
     dtype: str = "auto"
     # Grading and metrics
@@ -83,7 +84,12 @@ class RunConfig:
             object.__setattr__(self, "alphas", tuple(parsed))
             if self.valve is None and self.alphas:
                 problems.append("alphas were given but no valve: pass --valve DIR (α scales the valve)")
-        for name, low in (("limit", 1), ("max_new_tokens", 1), ("batch_size", 1), ("n_generated", 1),
+        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():
+            object.__setattr__(self, "batch_size", int(self.batch_size))
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
+                                          or self.batch_size < 1):
+            problems.append(f"batch_size must be 'auto' or a whole number >= 1, got {self.batch_size!r}")
+        for name, low in (("limit", 1), ("max_new_tokens", 1), ("n_generated", 1),
                           ("difficulty", 1), ("n_shot", 0), ("grade_workers", 0), ("token_budget", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
@@ -107,6 +113,10 @@ class RunConfig:
             problems.append(_registry_message(PROTOCOLS, self.protocol))
         if self.backend not in BACKENDS:
             problems.append(_registry_message(BACKENDS, self.backend))
+        from cotbench.backends.hf import SCHEDULERS
+
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if "jsonl" in self.tasks and not self.data_file:
             problems.append("task 'jsonl' needs --data FILE")
         if problems:

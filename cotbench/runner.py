@@ -49,7 +49,7 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
         if backend is None:
             _say(progress, f"loading model {config.model}" + (f" with valve {config.valve}" if config.valve else ""))
             backend = BACKENDS.get(config.backend)(config.model, config.valve, config.device, config.dtype,
-                                                   config.batch_size)
+                                                   config.batch_size, config.scheduler)
         store.claim(config.identity())  # only once the model and valve loaded: a typo never claims a directory
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,

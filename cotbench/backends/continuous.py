@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -69,7 +70,7 @@ class ContinuousBatcher:
         if not queue:
             return
         capacity = max(len(p) for p in prompts.values()) + sampling.max_new_tokens
-        cache = SlotCache(min(self.n_slots, len(queue)), capacity)
+        cache = SlotCache(min(self.n_slots, len(queue), self._rows_that_fit(capacity)), capacity)
         slots: list[_Row | None] = [None] * cache.n_slots
         sampler = _Sampler(sampling, self.device)
         with torch.inference_mode():
@@ -92,6 +93,16 @@ class ContinuousBatcher:
                 finished = self._decode(cache, slots, sampler, sampling)
                 if finished:
                     yield finished
+
+    def _rows_that_fit(self, capacity: int) -> int:
+        """Rows whose KV cache fits in half the memory free now: a long max_new_tokens lowers the batch
+        instead of running out of memory halfway through a sweep."""
+        config = self.model.config
+        heads = getattr(config, "num_attention_heads", 1)
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        per_row = 2 * config.num_hidden_layers * kv_heads * head_dim * (capacity + 1) * self.dtype.itemsize
+        return max(1, int(0.5 * _free_memory(self.device) // per_row))
 
     def _forward(self, cache: SlotCache, rows, input_ids: torch.Tensor, positions: torch.Tensor,
                  alphas: list[float]) -> torch.Tensor:
@@ -165,6 +176,15 @@ class ContinuousBatcher:
         if sampling.stop:
             text = cut_at_stop(text, sampling.stop)
         return Generation(row.request.request_id, text, row.prompt_len, n, reason, time.perf_counter() - row.started)
+
+
+def _free_memory(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: assume the batch fits
+        return 1 << 62
 
 
 def _alpha(request: GenerationRequest) -> float:

@@ -40,16 +40,25 @@ def pick_dtype(dtype: str, device: str):
     if dtype not in DTYPES:
         raise ConfigError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}.")
     if dtype == "auto":
-        # fp32 on CPU: bf16 matmuls are slow on CPUs without AMX; bf16 on GPUs that support it.
+        # bf16 where the hardware has bf16 matmuls (2.2x fp32's FLOP/s on this project's AVX512-BF16 CPU,
+        # see benchmarks/), else fp32 on CPUs; fp16 on GPUs without bf16.
         if device.startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
     return getattr(torch, dtype)
+
+
+def pick_batch_size(batch_size: int | str, device: str) -> int:
+    """auto: enough rows that decode matmuls are no longer dominated by per-step overhead (measured in
+    benchmarks/sweep_speed.py); the batcher lowers it further if the KV cache would not fit in memory."""
+    if batch_size == "auto":
+        return 256 if device.startswith("cuda") else 64
+    return int(batch_size)
 
 
 class HFBackend:
     def __init__(self, model: str, valve: str | None = None, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 16, scheduler: str = "continuous"):
+                 batch_size: int | str = "auto", scheduler: str = "continuous"):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         source = resolve_model(model)
@@ -57,7 +66,7 @@ class HFBackend:
         self._setup(loaded, tokenizer, source.display_name, valve, batch_size, scheduler)
 
     @classmethod
-    def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int = 16,
+    def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int | str = "auto",
                     scheduler: str = "continuous") -> "HFBackend":
         """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts."""
         backend = cls.__new__(cls)
@@ -72,7 +81,8 @@ class HFBackend:
 
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
-        self.model, self.tokenizer, self.model_id, self.batch_size = model, tokenizer, model_id, batch_size
+        self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
+        self.batch_size = pick_batch_size(batch_size, self.device)
         self.scheduler, self._strengths = scheduler, None
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column

@@ -28,7 +28,7 @@ class ValveLM(HFLM):
             from cotbench.errors import ConfigError
 
             raise ConfigError(f"alpha {alpha!r} is not a number (model_args ...,alpha=0.5)") from None
-        batch = self.batch_size if isinstance(self.batch_size, int) else 16
+        batch = self.batch_size if isinstance(self.batch_size, int) else "auto"
         self.cotbench = HFBackend.from_loaded(self._model, self.tokenizer, source.display_name, valve, batch)
         self._model = self.cotbench.model  # PEFT-wrapped when a valve is given: loglikelihoods see it too
 

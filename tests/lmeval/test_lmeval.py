@@ -33,7 +33,8 @@ def test_valve_model_matches_cotbench_run(tiny_model, tiny_valve, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     logged = sorted(_logged(out), key=lambda r: r["doc_id"])
     ours = run_sweep(RunConfig(model=str(tiny_model), valve=str(tiny_valve), alphas=(0.5,), tasks=("gsm8k",), limit=4,
-                               max_new_tokens=12, grade_workers=0, out=str(tmp_path / "run")), progress=False)
+                               max_new_tokens=12, grade_workers=0, dtype="float32", out=str(tmp_path / "run")),
+                     progress=False)  # lm-eval loads this model in its own dtype, fp32
     records = {json.loads(x)["problem_id"]: json.loads(x) for x in (ours.out_dir / "samples.jsonl").read_text().splitlines()}
     from cotbench.lmeval.glue import split_marker
 

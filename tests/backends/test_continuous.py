@@ -1,0 +1,135 @@
+"""Continuous batching against the static one-α-at-a-time path, on the tiny random model in fp32."""
+import pytest
+import torch
+
+from cotbench.backends import HFBackend
+from cotbench.backends import continuous
+from cotbench.backends.slot_cache import SlotCache, attention_mask
+from cotbench.records import GenerationRequest, SamplingSettings
+from cotbench.valve.apply import attach_valve, valve_strength
+from cotbench.valve.row_scale import row_scaled
+
+QUESTIONS = ["How many eggs?", "What is 3 + 4?", "A train leaves at noon. When does it arrive?",
+             "Tom has 5 apples and eats 2.", "x"]
+ALPHAS = (0.0, 0.5, 1.0, 1.5, -0.5)
+
+
+def _requests(sampling, alphas=ALPHAS):
+    return [GenerationRequest(f"q{i}@{a}", f"<|user|>{q}</s><|assistant|>", a, sampling)
+            for i, q in enumerate(QUESTIONS) for a in alphas]
+
+
+def _generate(backend, requests):
+    out = {}
+    for batch in backend.generate(requests):
+        for g in batch:
+            assert g.request_id not in out, "a request came back twice"
+            out[g.request_id] = g
+    assert set(out) == {r.request_id for r in requests}
+    return out
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model, tiny_valve):
+    static = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4, scheduler="static")
+    # 3 slots for 25 requests: rows finish, slots refill, the tail shrinks
+    flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
+    return static, flowing
+
+
+def _same(a, b):
+    for key in a:
+        assert (a[key].text, a[key].n_generated_tokens, a[key].finish_reason, a[key].n_prompt_tokens) == \
+               (b[key].text, b[key].n_generated_tokens, b[key].finish_reason, b[key].n_prompt_tokens), key
+
+
+def test_greedy_outputs_match_the_static_path_at_mixed_alphas(pair):
+    static, flowing = pair
+    sampling = SamplingSettings(max_new_tokens=14)
+    expected = _generate(static, _requests(sampling))
+    _same(expected, _generate(flowing, _requests(sampling)))
+    assert len({g.text for g in expected.values()}) > len(QUESTIONS)  # α really changed outputs
+
+
+def test_eos_and_stop_strings_end_rows_where_the_static_path_does(pair):
+    static, flowing = pair
+    plain = _generate(static, _requests(SamplingSettings(max_new_tokens=16)))
+    text = plain["q0@0.0"].text
+    stop = text[len(text) // 2:][:2]  # a string the model is known to produce
+    ids = static.tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = ids[3]  # a token it is known to produce, made an end-of-sequence token for both paths
+    for backend in pair:
+        backend._eos_ids.add(eos)
+    try:
+        sampling = SamplingSettings(max_new_tokens=16, stop=(stop,))
+        expected = _generate(static, _requests(sampling))
+        got = _generate(flowing, _requests(sampling))
+    finally:
+        for backend in pair:
+            backend._eos_ids.discard(eos)
+    _same(expected, got)
+    lengths = {g.n_generated_tokens for g in got.values()}
+    assert min(lengths) < 16 and any(g.finish_reason == "stop" for g in got.values())
+
+
+def test_row_scaled_layers_give_pefts_logits_for_each_row(tiny_model, tiny_valve):
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 9, 14, 30, 7]] * 3)
+    alphas = [0.0, 0.7, 1.3]
+    wrapped = attach_valve(AutoModelForCausalLM.from_pretrained(tiny_model), tiny_valve)
+    expected = []
+    with torch.inference_mode():
+        for row, alpha in enumerate(alphas):
+            with valve_strength(wrapped, alpha):
+                expected.append(wrapped(input_ids=ids[row:row + 1]).logits[0])
+        model, strengths = row_scaled(attach_valve(AutoModelForCausalLM.from_pretrained(tiny_model), tiny_valve))
+        strengths.set(alphas, torch.float32, "cpu")
+        got = model(input_ids=ids).logits
+    for row in range(3):
+        torch.testing.assert_close(got[row], expected[row], rtol=0, atol=1e-5)
+
+
+def test_sampled_rows_do_not_depend_on_their_batch_mates(tiny_model, tiny_valve):
+    sampling = SamplingSettings(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
+    small = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=2)
+    large = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=7)
+    a, b = _generate(small, _requests(sampling)), _generate(large, _requests(sampling))
+    _same(a, b)
+    reseeded = _generate(small, _requests(SamplingSettings(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=4)))
+    assert any(a[k].text != reseeded[k].text for k in a)
+
+
+def test_batch_shrinks_to_what_memory_holds(tiny_model, monkeypatch):
+    backend = HFBackend(str(tiny_model), dtype="float32", batch_size=64)
+    monkeypatch.setattr(continuous, "_free_memory", lambda device: 1)  # room for no row at all: one at a time
+    requests = _requests(SamplingSettings(max_new_tokens=5), alphas=(None,))
+    assert len(_generate(backend, requests)) == len(QUESTIONS)
+    assert backend.last_stats.slot_rows == backend.last_stats.decode_rows  # one slot, never idle
+
+
+def test_requests_with_different_settings_each_come_back_once(pair):
+    _, flowing = pair
+    requests = _requests(SamplingSettings(max_new_tokens=4)) + [
+        GenerationRequest(f"long-{r.request_id}", r.prompt, r.alpha, SamplingSettings(max_new_tokens=9))
+        for r in _requests(SamplingSettings())]
+    out = _generate(flowing, requests)
+    assert {g.n_generated_tokens for k, g in out.items() if not k.startswith("long")} <= {1, 2, 3, 4}
+    assert max(g.n_generated_tokens for k, g in out.items() if k.startswith("long")) == 9
+
+
+def test_slot_cache_writes_each_row_at_its_own_position():
+    cache = SlotCache(n_slots=3, capacity=6)
+    keys = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).view(2, 1, 3, 2)  # 2 rows, 1 head, 3 tokens
+    positions = torch.tensor([[-1, 0, 1], [0, 1, 2]])  # row 0 left-padded
+    cache.bind(torch.tensor([2, 0]), positions, width=3)
+    k, v = cache.update(keys, keys + 100, layer_idx=0)
+    assert k.shape == (2, 1, 3, 2)
+    torch.testing.assert_close(cache.keys[0][2, 0, :2], keys[0, 0, 1:])  # the pad went to scratch
+    torch.testing.assert_close(cache.keys[0][0, 0, :3], keys[1, 0])
+    assert cache.keys[0][1].abs().sum() == 0  # slot 1 untouched
+    mask = attention_mask(positions, 3, torch.float32, additive=False)
+    assert mask[0, 0].tolist() == [[True, False, False], [True, False, False], [True, True, False]]
+    cache.keep([2])
+    assert cache.n_slots == 1 and cache.keys[0].shape[0] == 1
+    torch.testing.assert_close(cache.keys[0][0, 0, :2], keys[0, 0, 1:])
