@@ -29,6 +29,19 @@ def math_verify_default(gold: str, response: str) -> bool:
         return False
 
 
+def grading_throughput() -> dict[str, float]:
+    """Verdicts per second in one process on GSM8K-style (plain numbers) and MATH-style (fractions) answers."""
+    gsm = [("The answer is \\boxed{%d}." % i, str(i)) for i in range(300)]
+    maths = [("so $\\boxed{\\frac{%d}{%d}}$" % (i, i + 1), "\\frac{%d}{%d}" % (2 * i, 2 * i + 2)) for i in range(1, 101)]
+    throughput = {}
+    for name, pairs in (("gsm8k_style", gsm), ("math_style", maths)):
+        started = time.perf_counter()
+        for response, gold in pairs:
+            grade(response, gold)
+        throughput[name] = round(len(pairs) / (time.perf_counter() - started), 1)
+    return throughput
+
+
 def main() -> None:
     cases = all_cases()
     per_category = defaultdict(lambda: [0, 0, 0])  # n, ours right, math-verify right
@@ -46,14 +59,7 @@ def main() -> None:
     ours_total = sum(r[1] for r in per_category.values())
     theirs_total = sum(r[2] for r in per_category.values())
 
-    gsm = [("The answer is \\boxed{%d}." % i, str(i)) for i in range(300)]
-    maths = [("so $\\boxed{\\frac{%d}{%d}}$" % (i, i + 1), "\\frac{%d}{%d}" % (2 * i, 2 * i + 2)) for i in range(1, 101)]
-    throughput = {}
-    for name, pairs in (("gsm8k_style", gsm), ("math_style", maths)):
-        started = time.perf_counter()
-        for response, gold in pairs:
-            grade(response, gold)
-        throughput[name] = round(len(pairs) / (time.perf_counter() - started), 1)
+    throughput = grading_throughput()
 
     result = {
         "n_cases": n,

@@ -33,6 +33,7 @@ class BatcherStats:
     decode_steps: int = 0
     decode_rows: int = 0  # rows that were live in decode steps (tokens produced by decoding)
     slot_rows: int = 0  # rows computed in decode steps, idle slots included
+    kv_cache_bytes: int = 0  # the largest slot cache allocated
 
 
 @dataclass
@@ -90,6 +91,7 @@ class ContinuousBatcher:
                 if not queue and len(active) <= cache.n_slots // 2:
                     cache.keep(active)  # the tail: stop computing slots nobody will use again
                     slots = [slots[i] for i in active]
+                self.stats.kv_cache_bytes = max(self.stats.kv_cache_bytes, cache.nbytes())
                 finished = self._decode(cache, slots, sampler, sampling)
                 if finished:
                     yield finished

@@ -80,6 +80,13 @@ def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
     from cotbench.grading import grade
 
     text, n_tokens, _ = split_marker(results[0])
+    if n_tokens is None and not doc["model"]:
+        from cotbench.errors import ConfigError
+
+        raise ConfigError("cotbench tasks count tokens with the evaluated model's tokenizer, but lm-eval did not say "
+                          "which model it is (a model object was passed). Pass metadata={'pretrained': NAME_OR_PATH} "
+                          "to simple_evaluate (to TaskManager if you build one), or --metadata "
+                          "'{\"pretrained\": ...}' on the command line.")
     if n_tokens is None:
         n_tokens = len(_tokenizer(doc["model"])(text, add_special_tokens=False)["input_ids"]) + 1
     verdict = grade(text, doc["gold"])

@@ -1,0 +1,335 @@
+"""Sweep speed: cotbench's one-pass α sweep against lm-evaluation-harness run once per α, side by side.
+
+    python benchmarks/sweep_speed.py          # the issue-5 sweep; about 40 min on a 2-core CPU
+    python benchmarks/sweep_speed.py --quick  # 4 problems, 32 tokens, one lm-eval batch size: a smoke run
+
+Writes benchmarks/results/sweep_speed.{json,md} (``--quick``: sweep_speed_quick.*). Each measurement runs
+in its own process, one after another, so peak memory is its own and no two compete for the cores.
+
+- **cotbench**: ``run_sweep`` with the shipped SmolLM2 valve over every α in one pass (continuous
+  batching, per-row α), the batch size and dtype it picks; timed from before the model loads to the
+  written report, grading included.
+- **lm-eval**: what a user does today, for each α: load the model, apply the adapter at strength α and
+  merge it, then ``lm_eval.simple_evaluate`` with lm-eval's HF backend on the same ``cotbench_gsm8k``
+  task (same prompt through the chat template, greedy, same token limit), at each batch size asked
+  for; the best is compared. Tokens are counted the way the task counts them under ``--model hf``.
+- **ceiling**: dense matmul FLOP/s at the same dtype ÷ (2 × parameters) = tokens/s if decoding were
+  nothing but matmuls at full speed; cotbench's decode tokens/s (decode passes only) is quoted as a
+  fraction of it.
+- **ablations** (a smaller sweep): one change at a time from the static one-α-at-a-time path.
+- **memory**: RSS over a long run (1,000 samples by default) sampled every half second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+# -- measurements, each run in a child process ------------------------------------------------------
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field)) / 1024
+
+
+def reset_peak_rss() -> None:
+    """Linux: restart VmHWM, so the peak after this point excludes the model loader's transient copies."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def measure_ceiling(dtype: str) -> dict:
+    import torch
+
+    from cotbench.backends.hf import pick_dtype
+
+    torch_dtype = pick_dtype(dtype, "cpu")
+    n, reps, best = 2048, 8, 0.0
+    a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
+    for _ in range(3):
+        a @ b
+    for _ in range(3):  # best of three rounds: the machine is shared
+        started = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - started))
+    return {"dtype": str(torch_dtype).replace("torch.", ""), "matmul_gflops": round(best / 1e9, 1), "threads": torch.get_num_threads()}
+
+
+def measure_cotbench(args, marks: dict | None = None) -> dict:
+    from cotbench.backends.hf import HFBackend
+    from cotbench.config import RunConfig
+    from cotbench.runner import run_sweep
+
+    rss_before = rss_mb()
+    started = time.perf_counter()
+    config = RunConfig(model="smollm2", tasks=("gsm8k",), limit=args.problems, alphas=tuple(args.alphas),
+                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, batch_size=args.batch_size,
+                       scheduler=args.scheduler, out=args.workdir, data_dir=args.data_dir)
+    backend = HFBackend(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler)
+    loaded = time.perf_counter()
+    if marks is not None:
+        marks["loaded"] = loaded
+    load_peak = peak_rss_mb()
+    reset_peak_rss()
+    run_sweep(config, backend=backend, progress=False)
+    wall = time.perf_counter() - started
+    samples = [json.loads(line) for line in (Path(args.workdir) / "samples.jsonl").read_text().splitlines()]
+    tokens = sum(s["n_generated_tokens"] for s in samples)
+    result = {"wall_s": round(wall, 2), "load_s": round(loaded - started, 2), "generated_tokens": tokens,
+              "tok_per_s": round(tokens / wall, 2), "n_samples": len(samples), "batch_size": backend.batch_size,
+              "dtype": backend.describe()["dtype"], "scheduler": args.scheduler, "n_params": backend.n_params(),
+              "param_mb": round(sum(p.numel() * p.element_size() for p in backend.model.parameters()) / 2**20, 1),
+              "rss_before_load_mb": round(rss_before, 1), "peak_rss_load_mb": round(load_peak, 1),
+              "peak_rss_sweep_mb": round(rss_mb("VmHWM"), 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+              "outputs": {f"{s['problem_id']}@{s['alpha']}": [s["response"], s["n_generated_tokens"], s["correct"]]
+                          for s in samples}}
+    stats = getattr(backend, "last_stats", None)
+    if stats is not None and args.scheduler == "continuous":
+        result["stats"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in vars(stats).items()}
+        result["kv_cache_mb"] = round(stats.kv_cache_bytes / 2**20, 1)
+        result["decode_tok_per_s"] = round(stats.decode_rows / stats.decode_s, 2)
+        result["mean_live_rows"] = round(stats.decode_rows / max(1, stats.decode_steps), 1)
+    return result
+
+
+def measure_lmeval(args) -> dict:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from cotbench.backends.hf import pick_dtype
+    from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
+    from cotbench.config import RunConfig
+    from cotbench.lmeval import TASKS_DIR
+    from cotbench.valve.apply import attach_valve, valve_strength
+
+    os.environ["COTBENCH_DATA_DIR"] = args.data_dir
+    valve = RunConfig().valve
+    torch_dtype = pick_dtype(args.dtype, "cpu")
+    # metadata reaches the task only through the TaskManager when one is passed in
+    tasks = TaskManager(include_path=str(TASKS_DIR), metadata={"pretrained": "smollm2"})
+    started = time.perf_counter()
+    outputs, tokens, per_alpha = {}, 0, []
+    tokenizer = None
+    for alpha in args.alphas:
+        t0 = time.perf_counter()
+        model, tokenizer = load_model_and_tokenizer(resolve_model("smollm2"), torch_dtype, "cpu")
+        with valve_strength(attach_valve(model, valve), alpha) as wrapped:
+            merged = wrapped.merge_and_unload()  # θ + α·Δθ baked into the weights
+        lm = HFLM(pretrained=merged, tokenizer=tokenizer, batch_size=args.batch_size)
+        t1 = time.perf_counter()
+        out = lm_eval.simple_evaluate(model=lm, tasks=["cotbench_gsm8k"], limit=args.problems, task_manager=tasks,
+                                      gen_kwargs=f"max_gen_toks={args.max_new_tokens}", apply_chat_template=True,
+                                      log_samples=True)
+        t2 = time.perf_counter()
+        n_alpha = 0
+        for record in out["samples"]["cotbench_gsm8k"]:
+            response = record["filtered_resps"][0]
+            n = len(tokenizer(response, add_special_tokens=False)["input_ids"])
+            n += n < args.max_new_tokens  # the EOS lm-eval cut off, as the task counts it under --model hf
+            n_alpha += n
+            outputs[f"{record['doc']['problem_id']}@{alpha}"] = [response, n, bool(record["acc"])]
+        tokens += n_alpha
+        per_alpha.append({"alpha": alpha, "load_merge_s": round(t1 - t0, 2), "eval_s": round(t2 - t1, 2),
+                          "tokens": n_alpha})
+    wall = time.perf_counter() - started
+    return {"wall_s": round(wall, 2), "generated_tokens": tokens, "tok_per_s": round(tokens / wall, 2),
+            "batch_size": args.batch_size, "dtype": str(torch_dtype).replace("torch.", ""), "per_alpha": per_alpha,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "outputs": outputs}
+
+
+def measure_memory(args) -> dict:
+    """RSS every half second after the model has loaded; growth = last quarter's mean - second quarter's."""
+    samples: list[tuple[float, float]] = []
+    marks: dict = {}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            samples.append((time.perf_counter(), rss_mb()))
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        result = measure_cotbench(args, marks)
+    finally:
+        stop.set()
+        thread.join()
+    after = [r for t, r in samples if t >= marks["loaded"]] or [samples[-1][1]]
+    quarter = max(1, len(after) // 4)
+    second, last = after[quarter:2 * quarter] or after, after[-quarter:]
+    result.pop("outputs")
+    result.update(rss_series_mb=[round(r, 1) for r in after[::max(1, len(after) // 40)]],
+                  rss_second_quarter_mean_mb=round(sum(second) / len(second), 1),
+                  rss_last_quarter_mean_mb=round(sum(last) / len(last), 1))
+    return result
+
+
+# -- the parent: run the children in turn and write the results ------------------------------------
+
+def child(kind: str, args, **overrides) -> dict:
+    settings = {"problems": args.problems, "max_new_tokens": args.max_new_tokens, "alphas": args.alphas,
+                "dtype": args.dtype, "batch_size": "auto", "scheduler": "continuous", "data_dir": args.data_dir}
+    settings.update(overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, __file__, "--child", kind, "--child-out", str(out), "--workdir", str(Path(tmp) / "run")]
+        for key, value in settings.items():
+            command += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+        print(f"[sweep_speed] {kind} {overrides or ''}", file=sys.stderr, flush=True)
+        done = subprocess.run(command, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        if done.returncode != 0:
+            raise SystemExit(f"{kind} {overrides} failed (exit {done.returncode})")
+        result = json.loads(out.read_text())
+    print(f"[sweep_speed]   {', '.join(f'{k}={v}' for k, v in result.items() if not isinstance(v, (dict, list)))}",
+          file=sys.stderr, flush=True)
+    return result
+
+
+def agreement(a: dict, b: dict) -> dict:
+    keys = sorted(set(a) & set(b))
+    return {"n": len(keys), "same_text_and_count": sum(a[k][:2] == b[k][:2] for k in keys),
+            "same_verdict": sum(a[k][2] == b[k][2] for k in keys)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--lmeval-batch-sizes", default="8,16,32")
+    parser.add_argument("--ablation-problems", type=int, default=16)
+    parser.add_argument("--memory-problems", type=int, default=200, help="× 5 α = 1,000 samples")
+    parser.add_argument("--data-dir", default=os.environ.get("COTBENCH_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    # child-only
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--scheduler", default="continuous", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.alphas = [float(a) for a in str(args.alphas).split(",")]
+    if args.batch_size != "auto":
+        args.batch_size = int(args.batch_size)
+
+    if args.child:
+        measure = {"ceiling": lambda a: measure_ceiling(a.dtype), "cotbench": measure_cotbench,
+                   "lmeval": measure_lmeval, "memory": measure_memory}[args.child]
+        Path(args.child_out).write_text(json.dumps(measure(args)))
+        return
+
+    if args.quick:
+        args.problems, args.max_new_tokens, args.lmeval_batch_sizes = 4, 32, "8"
+        args.ablation_problems, args.memory_problems = 2, 4
+    started = time.perf_counter()
+    result = {"settings": {k: getattr(args, k) for k in ("problems", "max_new_tokens", "alphas", "dtype",
+                                                         "lmeval_batch_sizes", "ablation_problems", "memory_problems")}}
+    result["ceiling"] = child("ceiling", args)
+    result["cotbench"] = child("cotbench", args)
+    result["lmeval"] = [child("lmeval", args, batch_size=int(b)) for b in args.lmeval_batch_sizes.split(",")]
+    best = max(result["lmeval"], key=lambda r: r["tok_per_s"])
+    ours = result["cotbench"]
+    ceiling_tok_s = result["ceiling"]["matmul_gflops"] * 1e9 / (2 * ours["n_params"])
+    result["summary"] = {
+        "cotbench_tok_per_s": ours["tok_per_s"], "lmeval_best_tok_per_s": best["tok_per_s"],
+        "lmeval_best_batch_size": best["batch_size"], "speedup": round(ours["tok_per_s"] / best["tok_per_s"], 2),
+        "ceiling_tok_per_s": round(ceiling_tok_s, 1), "decode_tok_per_s": ours.get("decode_tok_per_s"),
+        "decode_fraction_of_ceiling": round(ours["decode_tok_per_s"] / ceiling_tok_s, 3) if "decode_tok_per_s" in ours else None,
+        "cotbench_vs_lmeval_outputs": agreement(ours["outputs"], best["outputs"]),
+    }
+
+    # One change at a time, on a smaller sweep: where the speed comes from, and fp32 parity.
+    small = {"problems": args.ablation_problems}
+    steps = [("static scheduler (one α at a time, model.generate), fp32, batch 16",
+              dict(scheduler="static", dtype="float32", batch_size=16)),
+             ("+ continuous batching over the whole grid (per-row α, slot KV cache), fp32, batch 16",
+              dict(scheduler="continuous", dtype="float32", batch_size=16)),
+             ("+ batch 64", dict(scheduler="continuous", dtype="float32", batch_size=64)),
+             ("+ bf16", dict(scheduler="continuous", dtype="bfloat16", batch_size=64))]
+    ablations = []
+    for label, overrides in steps:
+        run = child("cotbench", args, **small, **overrides)
+        ablations.append({"step": label, **{k: run.get(k) for k in ("wall_s", "load_s", "generated_tokens", "tok_per_s",
+                                                                     "decode_tok_per_s", "peak_rss_sweep_mb")},
+                          "outputs": run["outputs"]})
+    result["ablations"] = [{k: v for k, v in a.items() if k != "outputs"} for a in ablations]
+    result["parity_fp32_static_vs_continuous"] = agreement(ablations[0]["outputs"], ablations[2]["outputs"])
+    result["parity_bf16_vs_fp32"] = agreement(ablations[2]["outputs"], ablations[3]["outputs"])
+
+    result["memory"] = child("memory", args, problems=args.memory_problems, max_new_tokens=32)
+    sys.path.insert(0, str(HERE))
+    from grader_agreement import grading_throughput
+
+    result["grading_verdicts_per_s"] = grading_throughput()
+    result["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
+    for run in [result["cotbench"], *result["lmeval"]]:
+        run["outputs"] = {k: v[1:] for k, v in run["outputs"].items()}  # counts and verdicts; texts are long
+    write(result, "sweep_speed_quick" if args.quick else "sweep_speed")
+
+
+def write(result: dict, name: str) -> None:
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    s, ours, memory = result["summary"], result["cotbench"], result["memory"]
+    lines = [
+        "# Sweep speed: cotbench vs lm-evaluation-harness", "",
+        f"SmolLM2-135M-Instruct + the shipped valve, α ∈ {result['settings']['alphas']}, first "
+        f"{result['settings']['problems']} GSM8K test problems, greedy, ≤ {result['settings']['max_new_tokens']} new "
+        f"tokens; {ours['dtype']}, {result['ceiling']['threads']} threads. `python benchmarks/sweep_speed.py`.", "",
+        "| | wall s | generated tokens | tokens/s end to end | peak RSS MB |", "|---|---|---|---|---|",
+        f"| cotbench (continuous, batch {ours['batch_size']}) | {ours['wall_s']} | {ours['generated_tokens']} | "
+        f"{ours['tok_per_s']} | {ours['peak_rss_mb']} |"]
+    lines += [f"| lm-eval HF, batch {r['batch_size']}, one run per α | {r['wall_s']} | {r['generated_tokens']} | "
+              f"{r['tok_per_s']} | {r['peak_rss_mb']} |" for r in result["lmeval"]]
+    agree = s["cotbench_vs_lmeval_outputs"]
+    lines += ["", f"- **Speed-up over lm-eval's best batch size ({s['lmeval_best_batch_size']}): {s['speedup']}×**",
+              f"- Decode: {s['decode_tok_per_s']} tokens/s over decode passes = **{s['decode_fraction_of_ceiling']:.0%} of "
+              f"the compute ceiling** ({s['ceiling_tok_per_s']} tokens/s = {result['ceiling']['matmul_gflops']} "
+              f"GFLOP/s {result['ceiling']['dtype']} matmul ÷ 2 × {ours['n_params']:,} parameters); "
+              f"mean live rows per decode step {ours.get('mean_live_rows')}",
+              f"- cotbench vs lm-eval (merged weights) outputs: {agree['same_text_and_count']}/{agree['n']} identical "
+              f"texts and counts, {agree['same_verdict']}/{agree['n']} same verdicts",
+              f"- Memory: RSS {ours['rss_before_load_mb']} MB before loading (Python, torch, transformers); "
+              f"parameters {ours['param_mb']} MB; KV cache {ours.get('kv_cache_mb')} MB for the batch; peak RSS during "
+              f"the sweep {ours['peak_rss_sweep_mb']} MB; while loading {ours['peak_rss_load_mb']} MB (the GGUF loader's "
+              f"fp32 copies)",
+              f"- {memory['n_samples']}-sample run ({memory['generated_tokens']} tokens): RSS mean "
+              f"{memory['rss_second_quarter_mean_mb']} MB in its second quarter, {memory['rss_last_quarter_mean_mb']} MB "
+              f"in its last; peak during the sweep {memory['peak_rss_sweep_mb']} MB",
+              f"- Grading, one process: {result['grading_verdicts_per_s']} verdicts/s", "",
+              f"## One change at a time ({result['settings']['ablation_problems']} problems × {len(result['settings']['alphas'])} α)", "",
+              "| step | wall s | tokens | tokens/s | decode tokens/s | peak RSS in sweep MB |", "|---|---|---|---|---|---|"]
+    lines += [f"| {a['step']} | {a['wall_s']} | {a['generated_tokens']} | {a['tok_per_s']} | {a['decode_tok_per_s'] or '-'} | "
+              f"{a['peak_rss_sweep_mb']} |" for a in result["ablations"]]
+    p, q = result["parity_fp32_static_vs_continuous"], result["parity_bf16_vs_fp32"]
+    lines += ["", f"- fp32 greedy parity, static vs continuous: {p['same_text_and_count']}/{p['n']} identical texts and "
+              f"counts, {p['same_verdict']}/{p['n']} same verdicts",
+              f"- bf16 vs fp32 (both continuous): {q['same_text_and_count']}/{q['n']} identical, "
+              f"{q['same_verdict']}/{q['n']} same verdicts", "",
+              f"Benchmark wall time: {result['benchmark_wall_s']} s."]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
