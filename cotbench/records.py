@@ -47,7 +47,7 @@ class Generation:
     n_prompt_tokens: int
     n_generated_tokens: int  # exact, model tokenizer; includes the EOS token it emitted, never padding
     finish_reason: str  # "stop" (EOS or stop string) or "length" (hit max_new_tokens)
-    latency_s: float  # wall time of the batch this row was generated in
+    latency_s: float  # from the row's prefill to its last token (static scheduler: its batch's wall time)
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,10 @@ class _Row:
 
 class ContinuousBatcher:
     def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
-                 refill_fraction: float = 0.125):
+                 refill_fraction: float = 0.125, prefill_tokens: int = 2048):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
         self.strengths = strengths  # RowStrengths when a valve is attached, else None
-        self.n_slots = n_slots
+        self.n_slots, self.prefill_tokens = n_slots, prefill_tokens
         # Refill once this share of slots is free: one prefill pass for several rows, not one each.
         self.refill_at = max(1, int(n_slots * refill_fraction))
         self.device = next(model.parameters()).device
@@ -80,9 +80,10 @@ class ContinuousBatcher:
                 if queue and (len(free) >= min(self.refill_at, len(queue)) or len(free) == len(slots)):
                     admitted = queue[:len(free)]
                     del queue[:len(free)]
-                    finished = self._prefill(cache, slots, free, admitted, prompts, sampler, sampling)
-                    if finished:
-                        yield finished
+                    for rows, chunk in self._prefill_chunks(free, admitted, prompts):
+                        finished = self._prefill(cache, slots, rows, chunk, prompts, sampler, sampling)
+                        if finished:
+                            yield finished
                 active = [i for i, row in enumerate(slots) if row is not None]
                 if not active:
                     if not queue:
@@ -113,11 +114,25 @@ class ContinuousBatcher:
         if self.strengths is not None:
             self.strengths.set(alphas, self.dtype, self.device)
         mask = attention_mask(positions, width, self.dtype, self._additive_mask)
+        # Only the last column's logits. As an index tensor, not the int 1: the int slices a strided view,
+        # for which torch's matmul broadcasts the lm_head weight into one copy per row (~1 GB for 16 rows).
+        last = torch.tensor([input_ids.shape[1] - 1], device=self.device)
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
-                            use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+                            use_cache=True, logits_to_keep=last, **{self._cache_kwarg: cache})
         return output.logits[:, -1, :].float()
 
-    def _prefill(self, cache, slots, free, admitted, prompts, sampler, sampling) -> list[Generation]:
+    def _prefill_chunks(self, free: list[int], admitted: list[GenerationRequest], prompts: dict):
+        """Admitted rows in passes of at most ``prefill_tokens`` padded tokens. One pass over 64 prompts
+        allocates activations of hundreds of MB each; the allocator maps and faults those in afresh on
+        every op, which made a single pass slower (and its peak memory 4x larger) than small ones."""
+        start = 0
+        while start < len(admitted):
+            width = len(prompts[admitted[start].request_id])  # longest first: the chunk's first is its widest
+            n = max(1, min(len(admitted) - start, self.prefill_tokens // max(1, width)))
+            yield free[start:start + n], admitted[start:start + n]
+            start += n
+
+    def _prefill(self, cache, slots, rows, admitted, prompts, sampler, sampling) -> list[Generation]:
         now = time.perf_counter()
         self.stats.prefill_passes += 1
         ids = [prompts[r.request_id] for r in admitted]
@@ -127,7 +142,6 @@ class ContinuousBatcher:
         for i, prompt in enumerate(ids):  # left padding: every row's last prompt token is the last column
             input_ids[i, width - len(prompt):] = torch.tensor(prompt)
             positions[i, width - len(prompt):] = torch.arange(len(prompt))
-        rows = free[:len(admitted)]
         logits = self._forward(cache, torch.tensor(rows, device=self.device), input_ids.to(self.device),
                                positions.to(self.device), [_alpha(r) for r in admitted])
         self.stats.prompt_tokens += sum(len(p) for p in ids)

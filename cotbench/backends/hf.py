@@ -1,10 +1,10 @@
 """transformers backend on CPU or CUDA.
 
-Two schedulers produce the same tokens and counts:
+Two schedulers, the same tokens and counts (checked in fp32; in bf16 rounding can vary with batch shape):
 - ``continuous`` (default): one queue for the whole sweep, rows at mixed α in one batch (a per-row LoRA
   scale), finished rows refilled at once, a preallocated KV cache (:mod:`cotbench.backends.continuous`).
-- ``static``: one α at a time through ``model.generate`` with PEFT's own scale, batches padded to their
-  longest row. It is the reference the continuous path is checked against.
+- ``static``: one α at a time through ``model.generate``, batches padded to their longest row. It is the
+  reference the continuous path is checked against (same LoRA arithmetic, so fp32 greedy outputs match).
 """
 from __future__ import annotations
 
@@ -92,8 +92,8 @@ class HFBackend:
         if valve:
             self.model = attach_valve(self.model, valve)
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
-            if scheduler == "continuous":
-                self.model, self._strengths = row_scaled(self.model)
+            # both schedulers run the same LoRA arithmetic; only how rows are batched differs
+            self.model, self._strengths = row_scaled(self.model)
         self._eos_ids = self._collect_eos_ids()
 
     def _collect_eos_ids(self) -> set[int]:
@@ -137,11 +137,9 @@ class HFBackend:
                     yield self._generate_batch(group[start:start + self.batch_size], sampling, special)
 
     def _at_alpha(self, alpha: float | None):
-        from cotbench.valve.apply import valve_strength
-
-        if alpha is None or not self.valve_id:
-            return nullcontext()
-        return valve_strength(self.model, alpha)
+        if self._strengths is not None:  # one α for every row of the static batch (broadcast)
+            self._strengths.set([0.0 if alpha is None else float(alpha)], self.dtype, self.device)
+        return nullcontext()
 
     def _generate_batch(self, batch: list[GenerationRequest], sampling: SamplingSettings,
                         add_special_tokens: bool) -> list[Generation]:
