@@ -83,6 +83,7 @@ class HFBackend:
             raise ConfigError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
         self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
         self.batch_size = pick_batch_size(batch_size, self.device)
+        self.prefill_tokens = 2048  # padded prompt tokens per prefill pass (see ContinuousBatcher)
         self.scheduler, self._strengths = scheduler, None
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
@@ -120,7 +121,8 @@ class HFBackend:
         groups: dict[SamplingSettings, list[GenerationRequest]] = defaultdict(list)
         for request in requests:
             groups[request.sampling].append(request)
-        batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size)
+        batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size,
+                                    prefill_tokens=self.prefill_tokens)
         self.last_stats = batcher.stats
         for sampling, group in groups.items():
             yield from batcher.run(group, sampling)

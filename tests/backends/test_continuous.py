@@ -133,3 +133,16 @@ def test_slot_cache_writes_each_row_at_its_own_position():
     cache.keep([2])
     assert cache.n_slots == 1 and cache.keys[0].shape[0] == 1
     torch.testing.assert_close(cache.keys[0][0, 0, :2], keys[0, 0, 1:])
+
+
+def test_prompts_prefilled_in_small_passes_give_the_same_outputs(pair):
+    static, flowing = pair
+    sampling = SamplingSettings(max_new_tokens=6)
+    expected = _generate(static, _requests(sampling))
+    flowing.prefill_tokens = 16  # a few rows per pass at most
+    try:
+        got = _generate(flowing, _requests(sampling))
+    finally:
+        flowing.prefill_tokens = 2048
+    _same(expected, got)
+    assert flowing.last_stats.prefill_passes > len(_requests(sampling)) // flowing.batch_size
