@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import torch
 
 from cotbench.backends.slot_cache import SlotCache, attention_mask
+from cotbench.backends.stops import cut_at_stop, stop_end
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
 
 
@@ -122,9 +123,8 @@ class ContinuousBatcher:
         return output.logits[:, -1, :].float()
 
     def _prefill_chunks(self, free: list[int], admitted: list[GenerationRequest], prompts: dict):
-        """Admitted rows in passes of at most ``prefill_tokens`` padded tokens. One pass over 64 prompts
-        allocates activations of hundreds of MB each; the allocator maps and faults those in afresh on
-        every op, which made a single pass slower (and its peak memory 4x larger) than small ones."""
+        """Admitted rows in passes of at most ``prefill_tokens`` padded tokens, so prefill activations stay
+        tens of MB whatever the batch size."""
         start = 0
         while start < len(admitted):
             width = len(prompts[admitted[start].request_id])  # longest first: the chunk's first is its widest
@@ -180,7 +180,7 @@ class ContinuousBatcher:
         if generated[-1] in self.eos_ids:
             return len(generated), "stop"
         if sampling.stop:
-            n = _stop_end(self.tokenizer, generated, sampling.stop)
+            n = stop_end(self.tokenizer, generated, sampling.stop)
             if n is not None:
                 return n, "stop"
         if len(generated) >= sampling.max_new_tokens:
@@ -235,32 +235,3 @@ class _Sampler:
             seed = int.from_bytes(hashlib.sha256(f"{self.sampling.seed}:{request_id}".encode()).digest()[:8], "big")
             self._generators[request_id] = torch.Generator(device=self.device).manual_seed(seed)
         return self._generators[request_id]
-
-
-def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
-
-
-def _stop_end(tokenizer, generated: list[int], stops: tuple[str, ...]) -> int | None:
-    """Length of the shortest prefix that holds a stop string, checked only when the newest tokens could
-    have completed one (a stop of L characters lies within the last L + 4 tokens)."""
-    tail = tokenizer.decode(generated[-(max(len(s) for s in stops) + 4):], skip_special_tokens=True)
-    if not any(s in tail for s in stops):
-        return None
-    return shortest_prefix_with_stop(tokenizer, generated, stops)
-
-
-def shortest_prefix_with_stop(tokenizer, ids: list[int], stops: tuple[str, ...]) -> int | None:
-    """Binary search: containing a stop string is monotone in the prefix length."""
-    def has_stop(n: int) -> bool:
-        text = tokenizer.decode(ids[:n], skip_special_tokens=True)
-        return any(s in text for s in stops)
-
-    if not has_stop(len(ids)):
-        return None
-    lo, hi = 1, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
-    return lo

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from cotbench.backends.continuous import ContinuousBatcher, cut_at_stop, shortest_prefix_with_stop
 from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
+from cotbench.backends.stops import cut_at_stop, shortest_prefix_with_stop
 from cotbench.errors import ConfigError
 from cotbench.prompts import Messages, render_plain
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
@@ -114,7 +113,16 @@ class HFBackend:
     def describe(self) -> dict:
         return {"backend": "hf", "device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
 
+    def set_alpha(self, alpha: float | None) -> None:
+        """Every row of the following forward passes at θ + α·Δθ (None: α = 0). The continuous scheduler sets
+        per-row strengths itself; this is for the static path and for callers that run the model directly
+        (the lm-eval ``valve`` model's loglikelihoods)."""
+        if self._strengths is not None:  # one row of strengths broadcasts over any batch
+            self._strengths.set([0.0 if alpha is None else float(alpha)], self.dtype, self.device)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
+        from cotbench.backends.continuous import ContinuousBatcher  # torch at import: not at config time
+
         if self.scheduler == "static":
             yield from self._generate_static(requests)
             return
@@ -132,16 +140,11 @@ class HFBackend:
         for request in requests:
             groups[(request.alpha, request.sampling, request.add_special_tokens)].append(request)
         for (alpha, sampling, special), group in groups.items():
-            with self._at_alpha(alpha):
-                # Longest prompts first, so each batch pads little and memory peaks early.
-                group = sorted(group, key=lambda r: len(r.prompt), reverse=True)
-                for start in range(0, len(group), self.batch_size):
-                    yield self._generate_batch(group[start:start + self.batch_size], sampling, special)
-
-    def _at_alpha(self, alpha: float | None):
-        if self._strengths is not None:  # one α for every row of the static batch (broadcast)
-            self._strengths.set([0.0 if alpha is None else float(alpha)], self.dtype, self.device)
-        return nullcontext()
+            self.set_alpha(alpha)
+            # Longest prompts first, so each batch pads little and memory peaks early.
+            group = sorted(group, key=lambda r: len(r.prompt), reverse=True)
+            for start in range(0, len(group), self.batch_size):
+                yield self._generate_batch(group[start:start + self.batch_size], sampling, special)
 
     def _generate_batch(self, batch: list[GenerationRequest], sampling: SamplingSettings,
                         add_special_tokens: bool) -> list[Generation]:

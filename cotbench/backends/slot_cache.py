@@ -20,6 +20,7 @@ class SlotCache:
         self.keys: list[torch.Tensor] = []  # per layer: (slots, kv_heads, capacity + 1, head_dim)
         self.values: list[torch.Tensor] = []
         self._rows: torch.Tensor | None = None
+        self._write_rows: torch.Tensor | None = None  # (rows, 1): the slot each batch row writes to
         self._cols: torch.Tensor | None = None
         self._width = 0
 
@@ -32,6 +33,7 @@ class SlotCache:
         its token j goes to column ``positions[i, j]`` (negative: padding, sent to scratch), and
         attention reads the first ``width`` columns."""
         self._rows = rows
+        self._write_rows = (rows if rows is not None else torch.arange(self.n_slots, device=positions.device))[:, None]
         self._cols = torch.where(positions >= 0, positions, torch.full_like(positions, self.scratch))
         self._width = width
 
@@ -41,8 +43,7 @@ class SlotCache:
             self.keys.append(torch.zeros(shape, dtype=key_states.dtype, device=key_states.device))
             self.values.append(torch.zeros(shape, dtype=value_states.dtype, device=value_states.device))
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
-        rows = self._rows if self._rows is not None else torch.arange(self.n_slots, device=k_buf.device)
-        index = (rows[:, None], slice(None), self._cols)  # -> (rows, tokens, heads, dim)
+        index = (self._write_rows, slice(None), self._cols)  # -> (rows, tokens, heads, dim)
         k_buf[index] = key_states.transpose(1, 2)
         v_buf[index] = value_states.transpose(1, 2)
         if self._rows is None:  # every slot: a view, no copy

@@ -30,7 +30,12 @@ class ValveLM(HFLM):
             raise ConfigError(f"alpha {alpha!r} is not a number (model_args ...,alpha=0.5)") from None
         batch = self.batch_size if isinstance(self.batch_size, int) else "auto"
         self.cotbench = HFBackend.from_loaded(self._model, self.tokenizer, source.display_name, valve, batch)
-        self._model = self.cotbench.model  # PEFT-wrapped when a valve is given: loglikelihoods see it too
+        self._model = self.cotbench.model  # valve layers included: loglikelihoods run through it too
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        """Loglikelihood forwards at the asked α too (generation sets its own strengths per row)."""
+        self.cotbench.set_alpha(self.alpha)
+        return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         batch = []

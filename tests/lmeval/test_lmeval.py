@@ -81,3 +81,25 @@ def test_plain_lm_eval_runs_the_tasks_offline(tiny_model, tmp_path):
 def test_task_files_ship_in_the_package_and_the_top_level_folder_is_the_same():
     assert (TASKS_DIR / "cotbench_gsm8k.yaml").is_file() and (TASKS_DIR / "cotbench.yaml").is_file()
     assert (REPO / "tasks").resolve() == TASKS_DIR.resolve()
+
+
+def test_valve_model_loglikelihoods_run_at_the_asked_alpha(tiny_model, tiny_valve):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cotbench.lmeval.model import ValveLM
+    from cotbench.records import GenerationRequest, SamplingSettings
+    from cotbench.valve.apply import attach_valve, valve_strength
+
+    lm = ValveLM(pretrained=str(tiny_model), valve=str(tiny_valve), alpha=0.5, batch_size=3, device="cpu",
+                 dtype="float32")
+    reference = attach_valve(AutoModelForCausalLM.from_pretrained(tiny_model), tiny_valve)
+    ids = torch.tensor([[5, 9, 14, 30], [7, 7, 3, 1]])
+    with torch.inference_mode(), valve_strength(reference, 0.5):
+        expected = reference(input_ids=ids).logits
+    with torch.inference_mode():
+        torch.testing.assert_close(lm._model_call(ids), expected, rtol=0, atol=1e-5)
+        # a generation in between (per-row strengths for its own batch) does not leak into the next call
+        list(lm.cotbench.generate([GenerationRequest(str(i), "<|user|>hi</s><|assistant|>", a, SamplingSettings(max_new_tokens=3))
+                                   for i, a in enumerate((0.0, 1.0, 2.0))]))
+        torch.testing.assert_close(lm._model_call(ids), expected, rtol=0, atol=1e-5)
