@@ -67,17 +67,19 @@ def row_scaled(peft_model) -> tuple[nn.Module, RowStrengths]:
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
+    # Both schedulers use these layers, so an adapter they cannot take is refused up front, with a way out.
+    way_out = ("cotbench valves are plain LoRA on linear layers. Retrain with target_modules naming linear "
+               "projections only, or write θ + α·Δθ checkpoints with `cotbench valve export --valve VALVE --alphas ... "
+               "--out DIR --merged --base MODEL` and evaluate each as a plain model (--valve none).")
     strengths = RowStrengths()
     base = peft_model.get_base_model()
     for name, module in list(base.named_modules()):
         if not isinstance(module, LoraLayer):
             continue
         if not isinstance(module, LoraLinear) or ADAPTER_NAME in getattr(module, "lora_variant", {}):
-            raise ValveError(f"valve layer {name} is a {type(module).__name__}; per-row α supports plain LoRA on "
-                             "linear layers only. Run with --scheduler static.")
+            raise ValveError(f"valve layer {name} is a {type(module).__name__}, not a linear LoRA layer. {way_out}")
         if module.lora_B[ADAPTER_NAME].bias is not None:
-            raise ValveError(f"valve layer {name} has a LoRA bias; per-row α does not support it. "
-                             "Run with --scheduler static.")
+            raise ValveError(f"valve layer {name} has a LoRA bias, which α cannot scale per row. {way_out}")
         base_layer = module.get_base_layer()
         # PEFT keeps adapters in fp32; the model's dtype keeps every matmul of a bf16 model in bf16.
         lora_A, lora_B = (m.to(base_layer.weight.dtype) for m in (module.lora_A[ADAPTER_NAME], module.lora_B[ADAPTER_NAME]))

@@ -146,3 +146,13 @@ def test_prompts_prefilled_in_small_passes_give_the_same_outputs(pair):
         flowing.prefill_tokens = 2048
     _same(expected, got)
     assert flowing.last_stats.prefill_passes > len(_requests(sampling)) // flowing.batch_size
+
+
+def test_adapter_on_an_embedding_is_refused_with_a_way_out(tiny_model, tmp_path):
+    from conftest import make_valve
+
+    from cotbench.errors import ValveError
+
+    valve = make_valve(tiny_model, tmp_path / "embedding_valve", targets=("embed_tokens", "q_proj"))
+    with pytest.raises(ValveError, match="not a linear LoRA layer.*valve export --valve"):
+        HFBackend(str(tiny_model), str(valve), dtype="float32")
