@@ -5,12 +5,15 @@ Nothing here downloads: the Hub is switched off for the whole test session.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("COTBENCH_DATA_DIR", str(REPO.parent / "shared" / "data"))
+# converted GGUFs go to a cache of this session's own, not the user's
+os.environ["COTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="cotbench-test-cache-")
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 

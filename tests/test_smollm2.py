@@ -39,6 +39,25 @@ def test_embedded_model_loads_with_its_chat_template(base_backend):
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n") and not special
 
 
+def test_second_load_reads_the_converted_gguf_with_the_same_weights(base_backend):
+    import torch
+
+    from cotbench.backends import HFBackend
+    from cotbench.backends.loading import converted_gguf_dir, resolve_model
+
+    converted = converted_gguf_dir(resolve_model("smollm2"), base_backend.dtype)
+    assert (converted / "model.safetensors").is_file()  # written by the fixture's (first) load
+    again = HFBackend("smollm2", dtype=str(base_backend.dtype).removeprefix("torch."))
+    assert getattr(base_backend.model, "hf_quantizer", None) is not None  # the first load read the GGUF
+    assert getattr(again.model, "hf_quantizer", None) is None  # this one read safetensors
+    first, second = base_backend.model.state_dict(), again.model.state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert again.model.lm_head.weight.data_ptr() == again.model.model.embed_tokens.weight.data_ptr()  # still tied
+    messages = [{"role": "user", "content": "2+2?"}]
+    assert again.render(messages) == base_backend.render(messages)
+    assert again._eos_ids == base_backend._eos_ids
+
+
 def test_smollm2_sweep_over_alpha_on_gsm8k(base_backend, smol_valve, tmp_path):
     from cotbench.config import RunConfig
     from cotbench.runner import run_sweep

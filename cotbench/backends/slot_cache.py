@@ -5,6 +5,7 @@ all rows share one length. Continuous batching needs rows that start, grow and f
 so this cache preallocates ``slots × capacity`` and writes each new key/value at the row's own position.
 Attention reads columns ``[0, width)``; the 4D mask built by :func:`attention_mask` hides what a row
 has not written. Column ``capacity`` is scratch: padding tokens write there and nothing reads it.
+Slots can be reordered in place (:meth:`reorder`), so the batcher can keep live rows first, longest first.
 
 The model only calls ``update(key, value, layer_idx, ...)`` when it is handed a 4D mask and explicit
 position ids, so this class needs no more of transformers' Cache interface.
@@ -19,7 +20,7 @@ class SlotCache:
         self.n_slots, self.capacity = n_slots, capacity
         self.keys: list[torch.Tensor] = []  # per layer: (slots, kv_heads, capacity + 1, head_dim)
         self.values: list[torch.Tensor] = []
-        self._rows: torch.Tensor | None = None
+        self._rows: torch.Tensor | int = 0
         self._write_rows: torch.Tensor | None = None  # (rows, 1): the slot each batch row writes to
         self._cols: torch.Tensor | None = None
         self._width = 0
@@ -28,12 +29,13 @@ class SlotCache:
     def scratch(self) -> int:
         return self.capacity
 
-    def bind(self, rows: torch.Tensor | None, positions: torch.Tensor, width: int) -> None:
-        """Set up the next forward pass: batch row i is slot ``rows[i]`` (None: row i is slot i, all slots),
-        its token j goes to column ``positions[i, j]`` (negative: padding, sent to scratch), and
-        attention reads the first ``width`` columns."""
+    def bind(self, rows: torch.Tensor | int, positions: torch.Tensor, width: int) -> None:
+        """Set up the next forward pass: batch row i is slot ``rows[i]`` (an int n: row i is slot i, for the
+        first n slots; read back as a view, no copy), its token j goes to column ``positions[i, j]``
+        (negative: padding, sent to scratch), and attention reads the first ``width`` columns."""
         self._rows = rows
-        self._write_rows = (rows if rows is not None else torch.arange(self.n_slots, device=positions.device))[:, None]
+        first_n = torch.arange(rows, device=positions.device) if isinstance(rows, int) else rows
+        self._write_rows = first_n[:, None]
         self._cols = torch.where(positions >= 0, positions, torch.full_like(positions, self.scratch))
         self._width = width
 
@@ -46,16 +48,21 @@ class SlotCache:
         index = (self._write_rows, slice(None), self._cols)  # -> (rows, tokens, heads, dim)
         k_buf[index] = key_states.transpose(1, 2)
         v_buf[index] = value_states.transpose(1, 2)
-        if self._rows is None:  # every slot: a view, no copy
-            return k_buf[:, :, :self._width], v_buf[:, :, :self._width]
+        if isinstance(self._rows, int):
+            return k_buf[:self._rows, :, :self._width], v_buf[:self._rows, :, :self._width]
         return k_buf[self._rows, :, :self._width], v_buf[self._rows, :, :self._width]
 
-    def keep(self, slots: list[int]) -> None:
-        """Shrink to ``slots`` (in that order): once the queue is empty, finished slots cost compute."""
-        index = torch.tensor(slots, dtype=torch.long, device=self.keys[0].device if self.keys else "cpu")
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
-        self.n_slots = len(slots)
+    def reorder(self, order: list[int]) -> None:
+        """Slot i takes what slot ``order[i]`` held (``order`` is a permutation of all slots). Only the slots
+        that move are copied, in place: fresh buffers would cost page faults on hundreds of MB."""
+        moved = [i for i, source in enumerate(order) if source != i]
+        if not moved or not self.keys:
+            return
+        device = self.keys[0].device
+        target = torch.tensor(moved, device=device)
+        source = torch.tensor([order[i] for i in moved], device=device)
+        for buffer in self.keys + self.values:
+            buffer[target] = buffer[source]  # the right side is gathered first, so moves may overlap
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)

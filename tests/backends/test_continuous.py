@@ -130,9 +130,14 @@ def test_slot_cache_writes_each_row_at_its_own_position():
     assert cache.keys[0][1].abs().sum() == 0  # slot 1 untouched
     mask = attention_mask(positions, 3, torch.float32, additive=False)
     assert mask[0, 0].tolist() == [[True, False, False], [True, False, False], [True, True, False]]
-    cache.keep([2])
-    assert cache.n_slots == 1 and cache.keys[0].shape[0] == 1
-    torch.testing.assert_close(cache.keys[0][0, 0, :2], keys[0, 0, 1:])
+    before = cache.keys[0].clone()
+    cache.reorder([2, 0, 1])  # slot 0 takes slot 2's rows, slot 1 slot 0's, slot 2 slot 1's
+    torch.testing.assert_close(cache.keys[0], before[[2, 0, 1]])
+    cache.bind(2, torch.tensor([[2], [3]]), width=4)  # the first two slots, as a view
+    k, _ = cache.update(torch.ones(2, 1, 1, 2), torch.ones(2, 1, 1, 2), layer_idx=0)
+    assert k.shape == (2, 1, 4, 2) and k.data_ptr() == cache.keys[0].data_ptr()
+    torch.testing.assert_close(k[0, 0, :2], keys[0, 0, 1:])
+    assert k[0, 0, 2].tolist() == [1.0, 1.0] and k[1, 0, 3].tolist() == [1.0, 1.0]
 
 
 def test_prompts_prefilled_in_small_passes_give_the_same_outputs(pair):
