@@ -4,6 +4,9 @@ Each of ``n_slots`` batch rows holds one request at its own α and its own lengt
 every slot at once (one token each); a row that finishes hands its slot back, and queued requests are
 prefilled into free slots, so no row waits for the longest one in its batch and no α waits for another.
 
+Prompts of a run usually open with the same tokens (chat template, system prompt). That prefix is computed
+once per α, in reserved cache slots, and copied into each admitted row; prefill runs the rest.
+
 Counting follows the static path exactly: a row's tokens run up to and including the first EOS, or to
 the shortest prefix whose text holds a stop string, whichever is first; else it stops at
 ``max_new_tokens`` ("length").
@@ -38,6 +41,18 @@ class BatcherStats:
     kv_cache_bytes: int = 0  # the largest slot cache allocated
 
 
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a pass of their own
+MAX_PREFIX_SLOTS = 16  # a sweep over more α values than this prefills its prompts whole
+
+
+@dataclass
+class _SharedPrefix:
+    """Tokens every prompt of a run starts with, and per α the reserved slot that holds their keys and values."""
+    tokens: list[int]
+    slots: dict[float, int]
+    computed: set[float] = field(default_factory=set)
+
+
 @dataclass
 class _Row:
     request: GenerationRequest
@@ -63,6 +78,7 @@ class ContinuousBatcher:
         self._additive_mask = getattr(model.config, "_attn_implementation", "sdpa") != "sdpa"
         self.stats = BatcherStats()
         self._grouped = False  # grouped decode attention is on (set while run() is inside grouped_attention)
+        self._prefix = _SharedPrefix([], {})  # the running sweep's shared prompt prefix (set by run())
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def run(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> Iterator[list[Generation]]:
@@ -74,7 +90,9 @@ class ContinuousBatcher:
         if not queue:
             return
         capacity = max(len(p) for p in prompts.values()) + sampling.max_new_tokens
-        cache = SlotCache(min(self.n_slots, len(queue), self._rows_that_fit(capacity)), capacity)
+        n_slots = min(self.n_slots, len(queue), self._rows_that_fit(capacity))
+        self._prefix = _shared_prefix(list(prompts.values()), sorted({_alpha(r) for r in requests}), n_slots)
+        cache = SlotCache(n_slots, capacity, reserved=len(self._prefix.slots))
         slots: list[_Row | None] = [None] * cache.n_slots
         sampler = _Sampler(sampling, self.device)
         with torch.inference_mode(), grouped_attention(self.model) as self._grouped:
@@ -136,31 +154,47 @@ class ContinuousBatcher:
     def _prefill_chunks(self, free: list[int], admitted: list[GenerationRequest], prompts: dict):
         """Admitted rows in passes of at most ``prefill_tokens`` padded tokens, so prefill activations stay
         tens of MB whatever the batch size."""
-        start = 0
+        start, shared = 0, len(self._prefix.tokens)
         while start < len(admitted):
-            width = len(prompts[admitted[start].request_id])  # longest first: the chunk's first is its widest
+            width = len(prompts[admitted[start].request_id]) - shared  # longest first: the chunk's widest
             n = max(1, min(len(admitted) - start, self.prefill_tokens // max(1, width)))
             yield free[start:start + n], admitted[start:start + n]
             start += n
 
     def _prefill(self, cache, slots, rows, admitted, prompts, sampler, sampling) -> list[Generation]:
         now = time.perf_counter()
+        shared = len(self._prefix.tokens)
+        if shared:
+            self._copy_prefix(cache, rows, [_alpha(r) for r in admitted])
         self.stats.prefill_passes += 1
-        ids = [prompts[r.request_id] for r in admitted]
+        ids = [prompts[r.request_id][shared:] for r in admitted]
         width = max(len(p) for p in ids)
         input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
         positions = torch.full((len(ids), width), -1, dtype=torch.long)
         for i, prompt in enumerate(ids):  # left padding: every row's last prompt token is the last column
             input_ids[i, width - len(prompt):] = torch.tensor(prompt)
-            positions[i, width - len(prompt):] = torch.arange(len(prompt))
+            positions[i, width - len(prompt):] = torch.arange(shared, shared + len(prompt))
         logits = self._forward(cache, torch.tensor(rows, device=self.device), input_ids.to(self.device),
                                positions.to(self.device), [_alpha(r) for r in admitted])
         self.stats.prompt_tokens += sum(len(p) for p in ids)
         self.stats.prefill_s += time.perf_counter() - now
-        new = [_Row(r, len(p), now) for r, p in zip(admitted, ids)]
+        new = [_Row(r, shared + len(p), now) for r, p in zip(admitted, ids)]
         for slot, row in zip(rows, new):
             slots[slot] = row
         return self._advance(slots, rows, sampler.pick(logits, [r.request for r in new]), sampling)
+
+    def _copy_prefix(self, cache: SlotCache, rows: list[int], alphas: list[float]) -> None:
+        """Give each admitted row the shared prefix's keys and values at its α, computing them on first use."""
+        prefix = self._prefix
+        missing = sorted(set(alphas) - prefix.computed)
+        if missing:
+            n = len(prefix.tokens)
+            self._forward(cache, torch.tensor([prefix.slots[a] for a in missing], device=self.device),
+                          torch.tensor([prefix.tokens] * len(missing), device=self.device),
+                          torch.arange(n, device=self.device).expand(len(missing), n), missing)
+            self.stats.prompt_tokens += n * len(missing)
+            prefix.computed.update(missing)
+        cache.copy_columns(rows, [prefix.slots[a] for a in alphas], len(prefix.tokens))
 
     def _decode(self, cache, slots, sampler, sampling) -> list[Generation]:
         started = time.perf_counter()
@@ -206,6 +240,16 @@ class ContinuousBatcher:
         if sampling.stop:
             text = cut_at_stop(text, sampling.stop)
         return Generation(row.request.request_id, text, row.prompt_len, n, reason, time.perf_counter() - row.started)
+
+
+def _shared_prefix(prompts: list[list[int]], alphas: list[float], first_reserved: int) -> _SharedPrefix:
+    """The longest token prefix all prompts share, one token short of the shortest prompt (prefill needs a
+    token to produce the first logits from); empty when too short to pay or when there are too many α."""
+    shortest = min(len(p) for p in prompts)
+    n = next((i for i in range(shortest - 1) if any(p[i] != prompts[0][i] for p in prompts)), shortest - 1)
+    if n < MIN_SHARED_PREFIX or len(alphas) > MAX_PREFIX_SLOTS:
+        return _SharedPrefix([], {})
+    return _SharedPrefix(prompts[0][:n], {a: first_reserved + i for i, a in enumerate(alphas)})
 
 
 def _front(slots: list) -> int:

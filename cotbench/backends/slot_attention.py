@@ -33,9 +33,10 @@ def _grouped_sdpa(module, query, key, value, attention_mask, slot_groups: Sequen
     return torch.cat(outputs, dim=0), None
 
 
-def slot_groups(lengths: Sequence[int], rows_per_group: int = ROWS_PER_GROUP) -> list[tuple[int, int, int]]:
+def slot_groups(lengths: Sequence[int], rows_per_group: int | None = None) -> list[tuple[int, int, int]]:
     """(first row, end row, width) for consecutive groups of rows; width is the group's longest length (≥ 1,
     so an all-idle group still has a column to attend to)."""
+    rows_per_group = rows_per_group or ROWS_PER_GROUP
     return [(a, min(a + rows_per_group, len(lengths)), max(1, max(lengths[a:a + rows_per_group])))
             for a in range(0, len(lengths), rows_per_group)]
 

@@ -72,6 +72,25 @@ def test_eos_and_stop_strings_end_rows_where_the_static_path_does(pair):
     assert min(lengths) < 16 and any(g.finish_reason == "stop" for g in got.values())
 
 
+def test_shared_prefix_and_length_groups_give_the_same_outputs(pair, tiny_model, tiny_valve, monkeypatch):
+    from cotbench.backends import slot_attention
+
+    static, _ = pair
+    preamble = "<|system|>You are a careful solver. Think step by step, then answer.</s>"
+    requests = [GenerationRequest(r.request_id, preamble + r.prompt, r.alpha, r.sampling)
+                for r in _requests(SamplingSettings(max_new_tokens=12))]
+    seen = []
+    monkeypatch.setattr(slot_attention, "ROWS_PER_GROUP", 2)
+    monkeypatch.setattr(continuous, "slot_groups", lambda lengths: seen.append(slot_attention.slot_groups(lengths)) or seen[-1])
+    flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=6)
+    _same(_generate(static, requests), _generate(flowing, requests))
+    prompt_tokens = sum(len(static.tokenizer(r.prompt)["input_ids"]) for r in requests)
+    shared = len(static.tokenizer(preamble)["input_ids"])
+    # the preamble ran once per α, not once per prompt
+    assert flowing.last_stats.prompt_tokens <= prompt_tokens - (len(requests) - len(ALPHAS)) * (shared - 2)
+    assert any(len({width for _, _, width in groups}) > 1 for groups in seen)  # groups read to different widths
+
+
 def test_row_scaled_layers_give_pefts_logits_for_each_row(tiny_model, tiny_valve):
     from transformers import AutoModelForCausalLM
 
