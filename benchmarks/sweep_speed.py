@@ -18,6 +18,9 @@ in its own process, one after another, so peak memory is its own and no two comp
   fraction of it.
 - **ablations** (a smaller sweep): one change at a time from the static one-α-at-a-time path.
 - **memory**: RSS over a long run (1,000 samples by default) sampled every half second.
+- **load**: the embedded model read from its GGUF, then from the converted copy cotbench caches. Every
+  other measurement, lm-eval's included, loads through that cache (what a user loading safetensors from
+  the Hub would see), so the GGUF's parsing cost favours neither side.
 """
 from __future__ import annotations
 
@@ -71,6 +74,19 @@ def measure_ceiling(dtype: str) -> dict:
     return {"dtype": str(torch_dtype).replace("torch.", ""), "matmul_gflops": round(best / 1e9, 1), "threads": torch.get_num_threads()}
 
 
+def measure_load(args) -> dict:
+    """First load (GGUF parsed and dequantized, converted copy written) against the second (the copy)."""
+    from cotbench.backends.hf import pick_dtype
+    from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
+
+    times = []
+    for dtype in (args.dtype, args.dtype, "float32"):  # fp32 too: the ablations' fp32 steps then read a copy as well
+        started = time.perf_counter()
+        load_model_and_tokenizer(resolve_model("smollm2"), pick_dtype(dtype, "cpu"), "cpu")
+        times.append(round(time.perf_counter() - started, 2))
+    return {"gguf_load_s": times[0], "converted_load_s": times[1], "gguf_load_fp32_s": times[2]}
+
+
 def measure_cotbench(args, marks: dict | None = None) -> dict:
     from cotbench.backends.hf import HFBackend
     from cotbench.config import RunConfig
@@ -82,6 +98,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
                        max_new_tokens=args.max_new_tokens, dtype=args.dtype, batch_size=args.batch_size,
                        scheduler=args.scheduler, out=args.workdir, data_dir=args.data_dir)
     backend = HFBackend(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler)
+    backend.attention_groups, backend.share_prefix = bool(args.attention_groups), bool(args.share_prefix)
     loaded = time.perf_counter()
     if marks is not None:
         marks["loaded"] = loaded
@@ -94,6 +111,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
     result = {"wall_s": round(wall, 2), "load_s": round(loaded - started, 2), "generated_tokens": tokens,
               "tok_per_s": round(tokens / wall, 2), "n_samples": len(samples), "batch_size": backend.batch_size,
               "dtype": backend.describe()["dtype"], "scheduler": args.scheduler, "n_params": backend.n_params(),
+              "attention_groups": bool(args.attention_groups), "share_prefix": bool(args.share_prefix),
               "param_mb": round(sum(p.numel() * p.element_size() for p in backend.model.parameters()) / 2**20, 1),
               "rss_before_load_mb": round(rss_before, 1), "peak_rss_load_mb": round(load_peak, 1),
               "peak_rss_sweep_mb": round(rss_mb("VmHWM"), 1), "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -186,7 +204,8 @@ def measure_memory(args) -> dict:
 
 def child(kind: str, args, **overrides) -> dict:
     settings = {"problems": args.problems, "max_new_tokens": args.max_new_tokens, "alphas": args.alphas,
-                "dtype": args.dtype, "batch_size": "auto", "scheduler": "continuous", "data_dir": args.data_dir}
+                "dtype": args.dtype, "batch_size": "auto", "scheduler": "continuous", "data_dir": args.data_dir,
+                "attention_groups": 1, "share_prefix": 1}
     settings.update(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -226,6 +245,8 @@ def main() -> None:
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--scheduler", default="continuous", help=argparse.SUPPRESS)
+    parser.add_argument("--attention-groups", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--share-prefix", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.alphas = [float(a) for a in str(args.alphas).split(",")]
     if args.batch_size != "auto":
@@ -233,7 +254,7 @@ def main() -> None:
 
     if args.child:
         measure = {"ceiling": lambda a: measure_ceiling(a.dtype), "cotbench": measure_cotbench,
-                   "lmeval": measure_lmeval, "memory": measure_memory}[args.child]
+                   "lmeval": measure_lmeval, "memory": measure_memory, "load": measure_load}[args.child]
         Path(args.child_out).write_text(json.dumps(measure(args)))
         return
 
@@ -243,6 +264,9 @@ def main() -> None:
     started = time.perf_counter()
     result = {"settings": {k: getattr(args, k) for k in ("problems", "max_new_tokens", "alphas", "dtype",
                                                          "lmeval_batch_sizes", "ablation_problems", "memory_problems")}}
+    # one converted-model cache for every child: the load child fills it, the rest read it
+    os.environ["COTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="sweep-speed-cache-")
+    result["load"] = child("load", args)
     result["ceiling"] = child("ceiling", args)
     result["cotbench"] = child("cotbench", args)
     result["lmeval"] = [child("lmeval", args, batch_size=int(b)) for b in args.lmeval_batch_sizes.split(",")]
@@ -259,12 +283,19 @@ def main() -> None:
 
     # One change at a time, on a smaller sweep: where the speed comes from, and fp32 parity.
     small = {"problems": args.ablation_problems}
+    older = dict(attention_groups=0, share_prefix=0)  # what continuous batching did before these existed
     steps = [("static scheduler (one α at a time, model.generate), fp32, batch 16",
-              dict(scheduler="static", dtype="float32", batch_size=16)),
-             ("+ continuous batching over the whole grid (per-row α, slot KV cache), fp32, batch 16",
-              dict(scheduler="continuous", dtype="float32", batch_size=16)),
-             ("+ batch 64", dict(scheduler="continuous", dtype="float32", batch_size=64)),
-             ("+ bf16", dict(scheduler="continuous", dtype="bfloat16", batch_size=64))]
+              dict(scheduler="static", dtype="float32", batch_size=16, **older)),
+             ("+ continuous batching over the whole grid (per-row α, slot KV cache, free slots skipped), fp32, batch 16",
+              dict(scheduler="continuous", dtype="float32", batch_size=16, **older)),
+             ("+ batch 64", dict(scheduler="continuous", dtype="float32", batch_size=64, **older)),
+             ("+ bf16", dict(scheduler="continuous", dtype="bfloat16", batch_size=64, **older)),
+             ("+ decode attention per length group", dict(scheduler="continuous", dtype="bfloat16", batch_size=64,
+                                                          attention_groups=1, share_prefix=0)),
+             ("+ shared prompt prefix once per α", dict(scheduler="continuous", dtype="bfloat16", batch_size=64,
+                                                        attention_groups=1, share_prefix=1)),
+             ("+ batch 128 (auto)", dict(scheduler="continuous", dtype="bfloat16", batch_size=128,
+                                         attention_groups=1, share_prefix=1))]
     ablations = []
     for label, overrides in steps:
         run = child("cotbench", args, **small, **overrides)
@@ -274,6 +305,7 @@ def main() -> None:
     result["ablations"] = [{k: v for k, v in a.items() if k != "outputs"} for a in ablations]
     result["parity_fp32_static_vs_continuous"] = agreement(ablations[0]["outputs"], ablations[2]["outputs"])
     result["parity_bf16_vs_fp32"] = agreement(ablations[2]["outputs"], ablations[3]["outputs"])
+    result["parity_bf16_later_steps"] = [agreement(ablations[3]["outputs"], a["outputs"]) for a in ablations[4:]]
 
     result["memory"] = child("memory", args, problems=args.memory_problems, max_new_tokens=32)
     sys.path.insert(0, str(HERE))
@@ -307,12 +339,17 @@ def write(result: dict, name: str) -> None:
               f"the compute ceiling** ({s['ceiling_tok_per_s']} tokens/s = {result['ceiling']['matmul_gflops']} "
               f"GFLOP/s {result['ceiling']['dtype']} matmul ÷ 2 × {ours['n_params']:,} parameters); "
               f"mean live rows per decode step {ours.get('mean_live_rows')}",
+              f"- cotbench's time: load {ours['load_s']} s, prefill {ours['stats']['prefill_s']} s "
+              f"({ours['stats']['prompt_tokens']} prompt tokens computed), decode {ours['stats']['decode_s']} s "
+              f"({ours['stats']['decode_steps']} steps); the rest is tokenizing, grading and writing the report",
               f"- cotbench vs lm-eval (merged weights) outputs: {agree['same_text_and_count']}/{agree['n']} identical "
               f"texts and counts, {agree['same_verdict']}/{agree['n']} same verdicts",
               f"- Memory: RSS {ours['rss_before_load_mb']} MB before loading (Python, torch, transformers); "
               f"parameters {ours['param_mb']} MB; KV cache {ours.get('kv_cache_mb')} MB for the batch; peak RSS during "
-              f"the sweep {ours['peak_rss_sweep_mb']} MB; while loading {ours['peak_rss_load_mb']} MB (the GGUF loader's "
-              f"fp32 copies)",
+              f"the sweep {ours['peak_rss_sweep_mb']} MB; while loading {ours['peak_rss_load_mb']} MB",
+              f"- Loading: {result['load']['gguf_load_s']} s from the GGUF (first run: parsed, dequantized, the converted "
+              f"copy written), {result['load']['converted_load_s']} s from the converted copy. Both sides above load the "
+              f"copy; lm-eval once per α",
               f"- {memory['n_samples']}-sample run ({memory['generated_tokens']} tokens): RSS mean "
               f"{memory['rss_second_quarter_mean_mb']} MB in its second quarter, {memory['rss_last_quarter_mean_mb']} MB "
               f"in its last; peak during the sweep {memory['peak_rss_sweep_mb']} MB",
@@ -325,7 +362,10 @@ def write(result: dict, name: str) -> None:
     lines += ["", f"- fp32 greedy parity, static vs continuous: {p['same_text_and_count']}/{p['n']} identical texts and "
               f"counts, {p['same_verdict']}/{p['n']} same verdicts",
               f"- bf16 vs fp32 (both continuous): {q['same_text_and_count']}/{q['n']} identical, "
-              f"{q['same_verdict']}/{q['n']} same verdicts", "",
+              f"{q['same_verdict']}/{q['n']} same verdicts",
+              "- bf16, later steps vs the bf16 step (rounding follows batch shapes): " + "; ".join(
+                  f"{a['same_text_and_count']}/{a['n']} identical, {a['same_verdict']}/{a['n']} same verdicts"
+                  for a in result["parity_bf16_later_steps"]), "",
               f"Benchmark wall time: {result['benchmark_wall_s']} s."]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

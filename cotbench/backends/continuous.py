@@ -67,10 +67,12 @@ class _Row:
 
 class ContinuousBatcher:
     def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
-                 refill_fraction: float = 0.125, prefill_tokens: int = 2048):
+                 refill_fraction: float = 0.125, prefill_tokens: int = 2048, attention_groups: bool = True,
+                 share_prefix: bool = True):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
         self.strengths = strengths  # RowStrengths when a valve is attached, else None
         self.n_slots, self.prefill_tokens = n_slots, prefill_tokens
+        self.attention_groups, self.share_prefix = attention_groups, share_prefix
         # Refill once this share of slots is free: one prefill pass for several rows, not one each.
         self.refill_at = max(1, int(n_slots * refill_fraction))
         self.device = next(model.parameters()).device
@@ -91,11 +93,12 @@ class ContinuousBatcher:
             return
         capacity = max(len(p) for p in prompts.values()) + sampling.max_new_tokens
         n_slots = min(self.n_slots, len(queue), self._rows_that_fit(capacity))
-        self._prefix = _shared_prefix(list(prompts.values()), sorted({_alpha(r) for r in requests}), n_slots)
+        self._prefix = _shared_prefix(list(prompts.values()), sorted({_alpha(r) for r in requests}), n_slots) \
+            if self.share_prefix else _SharedPrefix([], {})
         cache = SlotCache(n_slots, capacity, reserved=len(self._prefix.slots))
         slots: list[_Row | None] = [None] * cache.n_slots
         sampler = _Sampler(sampling, self.device)
-        with torch.inference_mode(), grouped_attention(self.model) as self._grouped:
+        with torch.inference_mode(), grouped_attention(self.model, self.attention_groups) as self._grouped:
             while True:
                 live = sum(row is not None for row in slots)
                 front = _front(slots)  # decode computes slots [0, front): live rows and the holes between them

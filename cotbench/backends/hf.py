@@ -48,10 +48,11 @@ def pick_dtype(dtype: str, device: str):
 
 
 def pick_batch_size(batch_size: int | str, device: str) -> int:
-    """auto: enough rows that decode matmuls are no longer dominated by per-step overhead (measured in
-    benchmarks/sweep_speed.py); the batcher lowers it further if the KV cache would not fit in memory."""
+    """auto: enough rows that per-step costs (reading the weights, launching ops) are shared widely; on the
+    2-core CPU of benchmarks/sweep_speed.py 128 rows decoded ~1.3x the tokens/s of 64. The batcher lowers it
+    further if the KV cache would not fit in half the free memory."""
     if batch_size == "auto":
-        return 256 if device.startswith("cuda") else 64
+        return 256 if device.startswith("cuda") else 128
     return int(batch_size)
 
 
@@ -83,6 +84,8 @@ class HFBackend:
         self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
         self.batch_size = pick_batch_size(batch_size, self.device)
         self.prefill_tokens = 2048  # padded prompt tokens per prefill pass (see ContinuousBatcher)
+        # continuous-scheduler techniques, on by default; switchable so benchmarks/ can measure each one
+        self.attention_groups, self.share_prefix = True, True
         self.scheduler, self._strengths = scheduler, None
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
@@ -130,7 +133,8 @@ class HFBackend:
         for request in requests:
             groups[request.sampling].append(request)
         batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size,
-                                    prefill_tokens=self.prefill_tokens)
+                                    prefill_tokens=self.prefill_tokens, attention_groups=self.attention_groups,
+                                    share_prefix=self.share_prefix)
         self.last_stats = batcher.stats
         for sampling, group in groups.items():
             yield from batcher.run(group, sampling)

@@ -42,14 +42,14 @@ def slot_groups(lengths: Sequence[int], rows_per_group: int | None = None) -> li
 
 
 @contextmanager
-def grouped_attention(model) -> Iterator[bool]:
+def grouped_attention(model, enabled: bool = True) -> Iterator[bool]:
     """Run ``model`` with grouped decode attention while inside; yields whether it is on. Only a model on
     SDPA is switched (the grouping calls SDPA); eager or flash attention stay as they are."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     config = model.config
-    if config._attn_implementation != "sdpa":
+    if not enabled or config._attn_implementation != "sdpa":
         yield False
         return
     AttentionInterface.register(NAME, _grouped_sdpa)  # idempotent: the same function under the same name
