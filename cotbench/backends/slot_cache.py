@@ -16,10 +16,8 @@ import torch
 
 
 class SlotCache:
-    def __init__(self, n_slots: int, capacity: int, reserved: int = 0):
-        """``n_slots`` rows for requests, plus ``reserved`` rows after them that :meth:`reorder` never moves
-        (the batcher keeps shared prompt prefixes there)."""
-        self.n_slots, self.capacity, self.reserved = n_slots, capacity, reserved
+    def __init__(self, n_slots: int, capacity: int):
+        self.n_slots, self.capacity = n_slots, capacity
         self.keys: list[torch.Tensor] = []  # per layer: (slots, kv_heads, capacity + 1, head_dim)
         self.values: list[torch.Tensor] = []
         self._rows: torch.Tensor | int = 0
@@ -43,7 +41,7 @@ class SlotCache:
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         if layer_idx == len(self.keys):  # first pass: shapes come from the model itself
-            shape = (self.n_slots + self.reserved, key_states.shape[1], self.capacity + 1, key_states.shape[3])
+            shape = (self.n_slots, key_states.shape[1], self.capacity + 1, key_states.shape[3])
             self.keys.append(torch.zeros(shape, dtype=key_states.dtype, device=key_states.device))
             self.values.append(torch.zeros(shape, dtype=value_states.dtype, device=value_states.device))
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
@@ -66,14 +64,20 @@ class SlotCache:
         for buffer in self.keys + self.values:
             buffer[target] = buffer[source]  # the right side is gathered first, so moves may overlap
 
-    def copy_columns(self, targets: list[int], sources: list[int], n_columns: int) -> None:
-        """Slot ``targets[i]`` gets the first ``n_columns`` keys and values of slot ``sources[i]``."""
-        if not self.keys or not targets or n_columns <= 0:
+    def copy_from(self, other: "SlotCache", targets: list[int], sources: list[int], n_columns: int) -> None:
+        """Slot ``targets[i]`` gets the first ``n_columns`` keys and values of ``other``'s slot ``sources[i]``
+        (allocating this cache's buffers if no pass has run yet)."""
+        if not targets or n_columns <= 0:
             return
-        device = self.keys[0].device
+        device = other.keys[0].device
         target, source = torch.tensor(targets, device=device), torch.tensor(sources, device=device)
-        for buffer in self.keys + self.values:
-            buffer[target, :, :n_columns] = buffer[source, :, :n_columns]
+        for layer, (keys, values) in enumerate(zip(other.keys, other.values)):
+            if layer == len(self.keys):
+                shape = (self.n_slots, keys.shape[1], self.capacity + 1, keys.shape[3])
+                self.keys.append(torch.zeros(shape, dtype=keys.dtype, device=device))
+                self.values.append(torch.zeros(shape, dtype=values.dtype, device=device))
+            self.keys[layer][target, :, :n_columns] = keys[source, :, :n_columns]
+            self.values[layer][target, :, :n_columns] = values[source, :, :n_columns]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
