@@ -62,3 +62,18 @@ def test_cuda_greedy_matches_cpu(tiny_model, tiny_valve):
     for alpha in (0.0, 1.0):
         settings = SamplingSettings(max_new_tokens=10)
         assert _one(cpu, settings, alpha=alpha).text == _one(gpu, settings, alpha=alpha).text
+
+
+def test_converted_copy_that_cannot_be_written_warns_and_loses_nothing(tiny_model, tmp_path):
+    from cotbench.backends.loading import ModelSource, _from_pretrained, _save_converted
+
+    source = ModelSource(str(tiny_model), None, "tiny")
+    model, tokenizer = _from_pretrained(source, str(tiny_model), {}, torch.float32)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="could not cache the converted GGUF.*COTBENCH_CACHE_DIR"):
+        _save_converted(model, tokenizer, blocker / "copy")
+    _save_converted(model, tokenizer, tmp_path / "cache" / "copy")  # a writable place: a loadable directory
+    again, _ = _from_pretrained(source, str(tmp_path / "cache" / "copy"), {}, torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["copy"]  # no staging directory left behind
