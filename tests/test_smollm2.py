@@ -56,6 +56,7 @@ def test_second_load_reads_the_converted_gguf_with_the_same_weights(base_backend
     messages = [{"role": "user", "content": "2+2?"}]
     assert again.render(messages) == base_backend.render(messages)
     assert again._eos_ids == base_backend._eos_ids
+    assert again.model.name_or_path == base_backend.model.name_or_path  # adapters record the GGUF's folder
 
 
 def test_smollm2_sweep_over_alpha_on_gsm8k(base_backend, smol_valve, tmp_path):

@@ -80,6 +80,8 @@ def load_model_and_tokenizer(source: ModelSource, dtype, device: str):
     converted = converted_gguf_dir(source, dtype) if source.gguf_file else None
     if converted is not None and (converted / "config.json").is_file():
         model, tokenizer = _from_pretrained(source, str(converted), {}, dtype)
+        # the model is still the GGUF's: PEFT and saved adapters record this name, not the cache path
+        model.name_or_path = model.config._name_or_path = source.location
     else:
         kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
         model, tokenizer = _from_pretrained(source, source.location, kwargs, dtype)
