@@ -260,8 +260,7 @@ class ContinuousBatcher:
 def _shared_prefix(prompts: list[list[int]], alphas: list[float]) -> _SharedPrefix:
     """The longest token prefix all prompts share, one token short of the shortest prompt (prefill needs a
     token to produce the first logits from); empty when too short to pay for its own pass."""
-    shortest = min(len(p) for p in prompts)
-    n = next((i for i in range(shortest - 1) if any(p[i] != prompts[0][i] for p in prompts)), shortest - 1)
+    n = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)  # commonprefix takes any lists
     if n < MIN_SHARED_PREFIX:
         return _SharedPrefix([], {})
     return _SharedPrefix(prompts[0][:n], {a: i for i, a in enumerate(alphas)}, SlotCache(len(alphas), n))

@@ -78,16 +78,30 @@ def converted_gguf_dir(source: ModelSource, dtype) -> Path:
 
 def load_model_and_tokenizer(source: ModelSource, dtype, device: str):
     converted = converted_gguf_dir(source, dtype) if source.gguf_file else None
-    if converted is not None and (converted / "config.json").is_file():
-        model, tokenizer = _from_pretrained(source, str(converted), {}, dtype)
-        # the model is still the GGUF's: PEFT and saved adapters record this name, not the cache path
-        model.name_or_path = model.config._name_or_path = source.location
-    else:
+    loaded = _load_converted(source, converted, dtype) if converted is not None else None
+    if loaded is None:
         kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-        model, tokenizer = _from_pretrained(source, source.location, kwargs, dtype)
+        loaded = _from_pretrained(source, source.location, kwargs, dtype)
         if converted is not None:
-            _save_converted(model, tokenizer, converted)
+            _save_converted(*loaded, converted)
+    model, tokenizer = loaded
     return model.to(device).eval(), tokenizer
+
+
+def _load_converted(source: ModelSource, converted: Path, dtype):
+    """The cached copy, or None when there is none or it no longer loads (it is then removed and rebuilt)."""
+    if not (converted / "config.json").is_file():
+        return None
+    try:
+        model, tokenizer = _from_pretrained(source, str(converted), {}, dtype)
+    except ModelLoadError as exc:
+        warnings.warn(f"the cached conversion at {converted} does not load ({str(exc).splitlines()[0]}); reading the GGUF again.",
+                      stacklevel=3)
+        shutil.rmtree(converted, ignore_errors=True)
+        return None
+    # the model is still the GGUF's: PEFT and saved adapters record this name, not the cache path
+    model.name_or_path = model.config._name_or_path = source.location
+    return model, tokenizer
 
 
 def _save_converted(model, tokenizer, target: Path) -> None:
@@ -96,6 +110,7 @@ def _save_converted(model, tokenizer, target: Path) -> None:
 
     from safetensors.torch import save_model
 
+    staging = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -106,13 +121,15 @@ def _save_converted(model, tokenizer, target: Path) -> None:
         model.generation_config.save_pretrained(staging)
         save_model(model, str(staging / "model.safetensors"))  # handles the tied embedding / lm_head
         tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)  # atomic: a reader sees the whole directory or none
-        except OSError:  # another process converted it first
-            shutil.rmtree(staging, ignore_errors=True)
-    except OSError as exc:
+        staging.rename(target)  # atomic: a reader sees the whole directory or none
+    except Exception as exc:  # the model in hand is fine: a cache that cannot be written must not cost the run
+        if (target / "config.json").is_file():  # another process converted it first
+            return
         warnings.warn(f"could not cache the converted GGUF under {target.parent} ({exc}); the next load converts "
                       f"again. Set {CACHE_ENV} to a writable directory to keep it.", stacklevel=3)
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _from_pretrained(source: ModelSource, location: str, kwargs: dict, dtype):

@@ -41,9 +41,7 @@ class SlotCache:
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         if layer_idx == len(self.keys):  # first pass: shapes come from the model itself
-            shape = (self.n_slots, key_states.shape[1], self.capacity + 1, key_states.shape[3])
-            self.keys.append(torch.zeros(shape, dtype=key_states.dtype, device=key_states.device))
-            self.values.append(torch.zeros(shape, dtype=value_states.dtype, device=value_states.device))
+            self._add_layer(key_states, value_states)
         k_buf, v_buf = self.keys[layer_idx], self.values[layer_idx]
         index = (self._write_rows, slice(None), self._cols)  # -> (rows, tokens, heads, dim)
         k_buf[index] = key_states.transpose(1, 2)
@@ -73,11 +71,15 @@ class SlotCache:
         target, source = torch.tensor(targets, device=device), torch.tensor(sources, device=device)
         for layer, (keys, values) in enumerate(zip(other.keys, other.values)):
             if layer == len(self.keys):
-                shape = (self.n_slots, keys.shape[1], self.capacity + 1, keys.shape[3])
-                self.keys.append(torch.zeros(shape, dtype=keys.dtype, device=device))
-                self.values.append(torch.zeros(shape, dtype=values.dtype, device=device))
+                self._add_layer(keys, values)
             self.keys[layer][target, :, :n_columns] = keys[source, :, :n_columns]
             self.values[layer][target, :, :n_columns] = values[source, :, :n_columns]
+
+    def _add_layer(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Buffers for the next layer, with the heads, head size, dtype and device of ``keys``/``values``."""
+        shape = (self.n_slots, keys.shape[1], self.capacity + 1, keys.shape[3])
+        self.keys.append(torch.zeros(shape, dtype=keys.dtype, device=keys.device))
+        self.values.append(torch.zeros(shape, dtype=values.dtype, device=values.device))
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)

@@ -77,3 +77,16 @@ def test_converted_copy_that_cannot_be_written_warns_and_loses_nothing(tiny_mode
     again, _ = _from_pretrained(source, str(tmp_path / "cache" / "copy"), {}, torch.float32)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["copy"]  # no staging directory left behind
+
+
+def test_cached_conversion_that_no_longer_loads_is_dropped_and_rebuilt(tiny_model, tmp_path):
+    import shutil
+
+    from cotbench.backends.loading import ModelSource, _load_converted
+
+    broken = tmp_path / "copy"
+    broken.mkdir()
+    shutil.copy(tiny_model / "config.json", broken / "config.json")  # the weights are gone
+    with pytest.warns(UserWarning, match="does not load.*reading the GGUF again"):
+        assert _load_converted(ModelSource(str(tiny_model), "m.gguf", "tiny"), broken, torch.float32) is None
+    assert not broken.exists()  # the next load writes a fresh copy
