@@ -109,6 +109,24 @@ def test_row_scaled_layers_give_pefts_logits_for_each_row(tiny_model, tiny_valve
         torch.testing.assert_close(got[row], expected[row], rtol=0, atol=1e-5)
 
 
+def test_row_at_alpha_zero_in_a_mixed_batch_is_the_base_model_bit_for_bit(tiny_model, tiny_valve):
+    """Base and down-projection run as one GEMM over [W; A]: the base columns must be the plain GEMM's."""
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 9, 14, 30, 7]] * 2)
+    with torch.inference_mode():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)(input_ids=ids).logits[0]
+        model, strengths = row_scaled(attach_valve(AutoModelForCausalLM.from_pretrained(tiny_model), tiny_valve))
+        strengths.set([0.0, 0.8], torch.float32, "cpu")
+        mixed = model(input_ids=ids).logits
+    assert torch.equal(mixed[0], base)
+    assert not torch.equal(mixed[1], base)
+    layer = next(m for m in model.modules() if hasattr(m, "stacked_weight"))
+    # the stacked weight is the layer's own storage, not a copy
+    assert layer.base_layer.weight.data_ptr() == layer.stacked_weight.data_ptr()
+    assert layer.lora_A.weight.data_ptr() == layer.stacked_weight[layer.base_layer.out_features:].data_ptr()
+
+
 def test_sampled_rows_do_not_depend_on_their_batch_mates(tiny_model, tiny_valve):
     sampling = SamplingSettings(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
     small = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=2)
