@@ -88,6 +88,7 @@ def measure_load(args) -> dict:
 
 
 def measure_cotbench(args, marks: dict | None = None) -> dict:
+    from cotbench.backends.decode_kernel import load_kernel
     from cotbench.backends.hf import HFBackend
     from cotbench.config import RunConfig
     from cotbench.runner import run_sweep
@@ -99,6 +100,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
                        scheduler=args.scheduler, out=args.workdir, data_dir=args.data_dir)
     backend = HFBackend(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler)
     backend.attention_groups, backend.share_prefix = bool(args.attention_groups), bool(args.share_prefix)
+    backend.decode_kernel = bool(args.decode_kernel)
     loaded = time.perf_counter()
     if marks is not None:
         marks["loaded"] = loaded
@@ -112,6 +114,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
               "tok_per_s": round(tokens / wall, 2), "n_samples": len(samples), "batch_size": backend.batch_size,
               "dtype": backend.describe()["dtype"], "scheduler": args.scheduler, "n_params": backend.n_params(),
               "attention_groups": bool(args.attention_groups), "share_prefix": bool(args.share_prefix),
+              "decode_kernel": bool(args.decode_kernel), "decode_kernel_built": load_kernel() is not None,
               "param_mb": round(sum(p.numel() * p.element_size() for p in backend.model.parameters()) / 2**20, 1),
               "rss_before_load_mb": round(rss_before, 1), "peak_rss_load_mb": round(load_peak, 1),
               "peak_rss_sweep_mb": round(rss_mb("VmHWM"), 1), "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -205,7 +208,7 @@ def measure_memory(args) -> dict:
 def child(kind: str, args, **overrides) -> dict:
     settings = {"problems": args.problems, "max_new_tokens": args.max_new_tokens, "alphas": args.alphas,
                 "dtype": args.dtype, "batch_size": "auto", "scheduler": "continuous", "data_dir": args.data_dir,
-                "attention_groups": 1, "share_prefix": 1}
+                "attention_groups": 1, "share_prefix": 1, "decode_kernel": 1}
     settings.update(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -247,6 +250,7 @@ def main() -> None:
     parser.add_argument("--scheduler", default="continuous", help=argparse.SUPPRESS)
     parser.add_argument("--attention-groups", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--share-prefix", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--decode-kernel", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.alphas = [float(a) for a in str(args.alphas).split(",")]
     if args.batch_size != "auto":
@@ -283,7 +287,7 @@ def main() -> None:
 
     # One change at a time, on a smaller sweep: where the speed comes from, and fp32 parity.
     small = {"problems": args.ablation_problems}
-    older = dict(attention_groups=0, share_prefix=0)  # what continuous batching did before these existed
+    older = dict(attention_groups=0, share_prefix=0, decode_kernel=0)  # continuous batching before these existed
     steps = [("static scheduler (one α at a time, model.generate), fp32, batch 16",
               dict(scheduler="static", dtype="float32", batch_size=16, **older)),
              ("+ continuous batching over the whole grid (per-row α, slot KV cache, free slots skipped), fp32, batch 16",
@@ -291,11 +295,14 @@ def main() -> None:
              ("+ batch 64", dict(scheduler="continuous", dtype="float32", batch_size=64, **older)),
              ("+ bf16", dict(scheduler="continuous", dtype="bfloat16", batch_size=64, **older)),
              ("+ decode attention per length group", dict(scheduler="continuous", dtype="bfloat16", batch_size=64,
-                                                          attention_groups=1, share_prefix=0)),
+                                                          attention_groups=1, share_prefix=0, decode_kernel=0)),
              ("+ shared prompt prefix once per α", dict(scheduler="continuous", dtype="bfloat16", batch_size=64,
-                                                        attention_groups=1, share_prefix=1)),
+                                                        attention_groups=1, share_prefix=1, decode_kernel=0)),
              ("+ batch 128 (auto)", dict(scheduler="continuous", dtype="bfloat16", batch_size=128,
-                                         attention_groups=1, share_prefix=1))]
+                                         attention_groups=1, share_prefix=1, decode_kernel=0)),
+             ("+ C decode-attention kernel (bf16, each row read to its own length)",
+              dict(scheduler="continuous", dtype="bfloat16", batch_size=128, attention_groups=1, share_prefix=1,
+                   decode_kernel=1))]
     ablations = []
     for label, overrides in steps:
         run = child("cotbench", args, **small, **overrides)

@@ -70,11 +70,12 @@ class _Row:
 class ContinuousBatcher:
     def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
                  refill_fraction: float = 0.125, prefill_tokens: int = 2048, attention_groups: bool = True,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, decode_kernel: bool = True):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
         self.strengths = strengths  # RowStrengths when a valve is attached, else None
         self.n_slots, self.prefill_tokens = n_slots, prefill_tokens
         self.attention_groups, self.share_prefix = attention_groups, share_prefix
+        self.decode_kernel = decode_kernel  # bf16 CPU decode attention in C (slot_attention), under attention_groups
         # Refill once this share of slots is free: one prefill pass for several rows, not one each.
         self.refill_at = max(1, int(n_slots * refill_fraction))
         self.device = next(model.parameters()).device
@@ -217,7 +218,12 @@ class ContinuousBatcher:
         live = [i for i, row in enumerate(front) if row is not None]
         input_ids = torch.tensor([[row.generated[-1] if row else 0] for row in front], device=self.device)
         positions = torch.tensor([[row.position if row else -1] for row in front], device=self.device)
-        groups = {"slot_groups": slot_groups([row.position + 1 if row else 0 for row in front])} if self._grouped else {}
+        groups = {}
+        if self._grouped:
+            lengths = [row.position + 1 if row else 0 for row in front]
+            groups["slot_groups"] = slot_groups(lengths)
+            if self.decode_kernel:
+                groups["slot_lengths"] = torch.tensor(lengths, dtype=torch.int32)
         logits = self._forward(cache, len(front), input_ids, positions,
                                [_alpha(row.request) if row else 0.0 for row in front], **groups)
         picked = sampler.pick(logits[live], [front[i].request for i in live])

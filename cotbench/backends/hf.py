@@ -85,7 +85,7 @@ class HFBackend:
         self.batch_size = pick_batch_size(batch_size, self.device)
         self.prefill_tokens = 2048  # padded prompt tokens per prefill pass (see ContinuousBatcher)
         # continuous-scheduler techniques, on by default; switchable so benchmarks/ can measure each one
-        self.attention_groups, self.share_prefix = True, True
+        self.attention_groups, self.share_prefix, self.decode_kernel = True, True, True
         self.scheduler, self._strengths = scheduler, None
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
@@ -134,7 +134,7 @@ class HFBackend:
             groups[request.sampling].append(request)
         batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size,
                                     prefill_tokens=self.prefill_tokens, attention_groups=self.attention_groups,
-                                    share_prefix=self.share_prefix)
+                                    share_prefix=self.share_prefix, decode_kernel=self.decode_kernel)
         self.last_stats = batcher.stats
         for sampling, group in groups.items():
             yield from batcher.run(group, sampling)

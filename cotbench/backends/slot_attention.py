@@ -7,8 +7,13 @@ widest row (measured: half the width, half the time). The batcher keeps its slot
 first; this attention then runs SDPA once per group of neighbouring rows, each to that group's own width.
 The numbers are SDPA's: columns past a row's length were masked out before, now they are not read.
 
+On a CPU in bf16, given ``slot_lengths``, decode attention runs cotbench's C kernel instead
+(:mod:`cotbench.backends.decode_kernel`): it reads each row exactly to its own length, at about twice SDPA's
+speed. fp32 stays on SDPA, so fp32 outputs keep matching the static path's.
+
 It plugs into transformers as an attention implementation (``AttentionInterface``), which passes
-``slot_groups`` through from the model call; without it, or outside decode, it is plain SDPA.
+``slot_groups`` and ``slot_lengths`` through from the model call; without them, or outside decode, it is
+plain SDPA.
 """
 from __future__ import annotations
 
@@ -17,16 +22,24 @@ from typing import Iterator, Sequence
 
 import torch
 
+from cotbench.backends.decode_kernel import decode_attention, kernel_applies, load_kernel
+
 NAME = "cotbench_slot_groups"
 ROWS_PER_GROUP = 16  # fewer rows per call and per-call overhead outweighs the shorter reads (measured: 16 × 4 ≈ 64 × 1)
 
 
 def _grouped_sdpa(module, query, key, value, attention_mask, slot_groups: Sequence[tuple[int, int, int]] | None = None,
-                  **kwargs):
+                  slot_lengths: torch.Tensor | None = None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if slot_groups is None or query.shape[2] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    plain = not (kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("dropout"))
+    if slot_lengths is not None and plain and kernel_applies(query, key) and (kernel := load_kernel()) is not None:
+        output = decode_attention(kernel, query, key, value, slot_lengths,
+                                  kwargs.get("scaling") or query.shape[-1] ** -0.5)
+        if output is not None:
+            return output, None
     outputs = [sdpa_attention_forward(module, query[a:b], key[a:b, :, :width], value[a:b, :, :width],
                                       attention_mask[a:b, ..., :width], **kwargs)[0]
                for a, b, width in slot_groups]

@@ -1,0 +1,99 @@
+"""The C decode-attention kernel (``decode_attention.c``): built on first use, called through ctypes.
+
+It is plain C with no torch headers, so it builds in about a second with the system C compiler, for this
+CPU (``-march=native``), into the cotbench cache (``$COTBENCH_CACHE_DIR/kernels``). Where no compiler is
+found or the build fails, :func:`load_kernel` warns once and returns None, and attention stays on SDPA.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("decode_attention.c")
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-fopenmp"]
+DISABLE_ENV = "COTBENCH_DECODE_KERNEL"  # "0": never build or use it
+
+
+def _compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate.split()[0]):
+            return candidate.split()[0]
+    return None
+
+
+def _cpu_signature() -> str:
+    """-march=native code runs only on CPUs like this one: a cache shared between machines keys on it."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return f"{platform.machine()}:{flags}"
+
+
+@functools.lru_cache(maxsize=1)  # one build and one load per process
+def load_kernel():
+    """The kernel's C function, or None (with a warning saying why) where it cannot be built here."""
+    from cotbench.backends.loading import cache_dir
+
+    if os.environ.get(DISABLE_ENV) == "0" or platform.system() != "Linux":
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        warnings.warn("no C compiler found: decode attention stays on PyTorch SDPA (slower on CPU). "
+                      "Install gcc or clang, or set CC, to build cotbench's kernel.", stacklevel=2)
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode()
+                         + _cpu_signature().encode()).hexdigest()[:16]
+    library = cache_dir() / "kernels" / f"decode_attention-{key}.so"
+    try:
+        if not library.exists():
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=library.parent) as staging:
+                built = Path(staging) / library.name
+                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True,
+                               capture_output=True, text=True, timeout=120)
+                os.replace(built, library)  # atomic: a concurrent build just wins or loses the rename
+        function = ctypes.CDLL(str(library)).cotbench_decode_attention_bf16
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        warnings.warn(f"could not build cotbench's decode-attention kernel with {compiler} ({detail}); decode "
+                      f"attention stays on PyTorch SDPA (slower on CPU). Set {DISABLE_ENV}=0 to skip the build.",
+                      stacklevel=2)
+        return None
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_float, ctypes.c_int]
+    return function
+
+
+def kernel_applies(query: torch.Tensor, key: torch.Tensor) -> bool:
+    """bf16 on CPU, dim contiguous: what the kernel handles. fp32 stays on SDPA, so fp32 greedy outputs
+    match the static path's exactly."""
+    return (query.device.type == "cpu" and query.dtype == torch.bfloat16 and key.dtype == torch.bfloat16
+            and key.stride(-1) == 1 and key.stride(-2) == key.shape[-1])
+
+
+def decode_attention(function, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     lengths: torch.Tensor, scaling: float) -> torch.Tensor | None:
+    """(rows, heads, 1, dim) queries against (rows, kv_heads, ≥ length, dim) keys/values, row i reading its
+    first ``lengths[i]`` columns; returns (rows, 1, heads, dim), or None if the kernel declined the shapes."""
+    rows, heads, _, dim = query.shape
+    if key.stride() != value.stride():
+        return None
+    query = query.contiguous()
+    out = torch.empty((rows, 1, heads, dim), dtype=query.dtype)
+    lengths = lengths.to(torch.int32).contiguous()
+    status = function(query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(), lengths.data_ptr(),
+                      rows, heads, key.shape[1], dim, key.stride(0), key.stride(1), scaling,
+                      torch.get_num_threads())
+    return None if status else out
