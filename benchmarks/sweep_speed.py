@@ -88,7 +88,6 @@ def measure_load(args) -> dict:
 
 
 def measure_cotbench(args, marks: dict | None = None) -> dict:
-    from cotbench.backends.decode_kernel import load_kernel
     from cotbench.backends.hf import HFBackend
     from cotbench.config import RunConfig
     from cotbench.runner import run_sweep
@@ -108,6 +107,8 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
     reset_peak_rss()
     run_sweep(config, backend=backend, progress=False)
     wall = time.perf_counter() - started
+    from cotbench.backends.decode_kernel import load_kernel  # torch: imported after the pre-load RSS reading
+
     samples = [json.loads(line) for line in (Path(args.workdir) / "samples.jsonl").read_text().splitlines()]
     tokens = sum(s["n_generated_tokens"] for s in samples)
     result = {"wall_s": round(wall, 2), "load_s": round(loaded - started, 2), "generated_tokens": tokens,
@@ -345,7 +346,8 @@ def write(result: dict, name: str) -> None:
               f"- Decode: {s['decode_tok_per_s']} tokens/s over decode passes = **{s['decode_fraction_of_ceiling']:.0%} of "
               f"the compute ceiling** ({s['ceiling_tok_per_s']} tokens/s = {result['ceiling']['matmul_gflops']} "
               f"GFLOP/s {result['ceiling']['dtype']} matmul ÷ 2 × {ours['n_params']:,} parameters); "
-              f"mean live rows per decode step {ours.get('mean_live_rows')}",
+              f"mean live rows per decode step {ours.get('mean_live_rows')}; decode attention on cotbench's C kernel: "
+              f"{'yes' if ours.get('decode_kernel_built') else 'no (not built here: SDPA)'}",
               f"- cotbench's time: load {ours['load_s']} s, prefill {ours['stats']['prefill_s']} s "
               f"({ours['stats']['prompt_tokens']} prompt tokens computed), decode {ours['stats']['decode_s']} s "
               f"({ours['stats']['decode_steps']} steps); the rest is tokenizing, grading and writing the report",
