@@ -6,7 +6,8 @@
  * for all the query heads that share it (GQA), and stops at the row's own length.
  *
  * Layout (element strides): query and out (rows, heads, dim) contiguous; key and value (slots, kv_heads,
- * capacity, dim) with dim contiguous. Arithmetic in fp32 with a running-max softmax, as SDPA does. */
+ * capacity, dim) with dim contiguous. Arithmetic in fp32, softmax with the row maximum subtracted. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ static void attend(const job_t *j, int64_t pair, float *scores) {
     for (int64_t g = 0; g < group; g++) {
         const uint16_t *src = j->query + (row * j->heads + kv * group + g) * dim;
         for (int64_t d = 0; d < dim; d++) q[g][d] = bf16_to_f32(src[d]) * j->scale;
-        best[g] = -INFINITY;
+        best[g] = -FLT_MAX;  /* not -INFINITY: -ffast-math assumes no infinities */
     }
     for (int64_t t = 0; t < length; t++) {  /* scores: each key row read once for the whole group */
         float kf[MAX_DIM];

@@ -90,3 +90,9 @@ def test_switched_off_by_environment(monkeypatch):
         assert load_kernel() is None
     finally:
         load_kernel.cache_clear()
+
+
+def test_loading_the_kernel_leaves_denormals_alone(kernel):
+    """A -ffast-math shared library linked by GCC < 13 switches the whole process to flush-to-zero."""
+    tiny = torch.tensor([1e-39])  # a float32 denormal
+    assert (tiny * 1.0).item() != 0.0
