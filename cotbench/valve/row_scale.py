@@ -4,8 +4,8 @@ PEFT's LoRA layer applies one scale to the whole batch. For a sweep we want row 
 LoRA layer is swapped for :class:`RowScaledLoRALinear`: ``base(x) + lora_B(lora_A(x) · s_i)`` with
 s_i = α_i · lora_alpha / r. The scale multiplies the rank-r activations rather than the output (PEFT's
 order). The base weight W and the down-projection A share one tensor [W; A], so a single GEMM gives
-both the base output and the rank-r activations: a separate GEMM with r output columns costs about as
-much as a full one in per-call overhead, ~25 µs on CPU, seven per layer. The base columns of that GEMM
+both the base output and the rank-r activations: a separate GEMM with only r output columns still costs
+~25 µs of call overhead on CPU, seven per layer. The base columns of that GEMM
 are the plain base GEMM's, bit for bit (tested); at α = 0 for every row only W is used. The result equals
 PEFT's up to float rounding (tested to 1e-5). The adapter is still loaded and checked by PEFT
 (:func:`cotbench.valve.apply.attach_valve`); only the forward of its layers changes.
