@@ -71,7 +71,8 @@ def load_kernel():
                 os.replace(built, library)  # atomic: a concurrent build just wins or loses the rename
         function = ctypes.CDLL(str(library)).cotbench_decode_attention_bf16
     except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or exc
+        # the compiler's first error line, not its whole output: the warning must stay readable
+        detail = next((line for line in (getattr(exc, "stderr", "") or "").splitlines() if "error" in line), str(exc))
         warnings.warn(f"could not build cotbench's decode-attention kernel with {compiler} ({detail}); decode "
                       f"attention stays on PyTorch SDPA (slower on CPU). Set {DISABLE_ENV}=0 to skip the build.",
                       stacklevel=2)
