@@ -107,7 +107,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
     reset_peak_rss()
     run_sweep(config, backend=backend, progress=False)
     wall = time.perf_counter() - started
-    from cotbench.backends.decode_kernel import load_kernel  # torch: imported after the pre-load RSS reading
+    from cotbench.backends.cpu_kernels import load_library  # torch: imported after the pre-load RSS reading
 
     samples = [json.loads(line) for line in (Path(args.workdir) / "samples.jsonl").read_text().splitlines()]
     tokens = sum(s["n_generated_tokens"] for s in samples)
@@ -115,7 +115,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
               "tok_per_s": round(tokens / wall, 2), "n_samples": len(samples), "batch_size": backend.batch_size,
               "dtype": backend.describe()["dtype"], "scheduler": args.scheduler, "n_params": backend.n_params(),
               "attention_groups": bool(args.attention_groups), "share_prefix": bool(args.share_prefix),
-              "decode_kernel": bool(args.decode_kernel), "decode_kernel_built": load_kernel() is not None,
+              "decode_kernel": bool(args.decode_kernel), "decode_kernel_built": load_library() is not None,
               "param_mb": round(sum(p.numel() * p.element_size() for p in backend.model.parameters()) / 2**20, 1),
               "rss_before_load_mb": round(rss_before, 1), "peak_rss_load_mb": round(load_peak, 1),
               "peak_rss_sweep_mb": round(rss_mb("VmHWM"), 1), "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from cotbench.backends.lean_decode import lean_decoder
 from cotbench.backends.slot_attention import grouped_attention, slot_groups
 from cotbench.backends.slot_cache import SlotCache, attention_mask
 from cotbench.backends.stops import cut_at_stop, stop_end
@@ -70,12 +71,14 @@ class _Row:
 class ContinuousBatcher:
     def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
                  refill_fraction: float = 0.125, prefill_tokens: int = 2048, attention_groups: bool = True,
-                 share_prefix: bool = True, decode_kernel: bool = True):
+                 share_prefix: bool = True, decode_kernel: bool = True, lean_decode: bool = True):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
         self.strengths = strengths  # RowStrengths when a valve is attached, else None
         self.n_slots, self.prefill_tokens = n_slots, prefill_tokens
         self.attention_groups, self.share_prefix = attention_groups, share_prefix
         self.decode_kernel = decode_kernel  # bf16 CPU decode attention in C (slot_attention), under attention_groups
+        # decode steps without transformers' per-layer machinery, where the model is laid out like Llama
+        self._lean = lean_decoder(model) if lean_decode else None
         # Refill once this share of slots is free: one prefill pass for several rows, not one each.
         self.refill_at = max(1, int(n_slots * refill_fraction))
         self.device = next(model.parameters()).device
@@ -154,12 +157,14 @@ class ContinuousBatcher:
         return max(1, int(0.5 * _free_memory(self.device) // per_row))
 
     def _forward(self, cache: SlotCache, rows, input_ids: torch.Tensor, positions: torch.Tensor,
-                 alphas: list[float], **attention_kwargs) -> torch.Tensor:
+                 alphas: list[float], lean: bool = False, **attention_kwargs) -> torch.Tensor:
         width = int(positions.max()) + 1
         cache.bind(rows, positions, width)
         if self.strengths is not None:
             self.strengths.set(alphas, self.dtype, self.device)
         mask = attention_mask(positions, width, self.dtype, self._additive_mask)
+        if lean and self._lean is not None:
+            return self._lean(cache, input_ids, positions, mask, **attention_kwargs)
         # Only the last column's logits. As an index tensor, not the int 1: the int slices a strided view,
         # for which torch's matmul broadcasts the lm_head weight into one copy per row (~1 GB for 16 rows).
         last = torch.tensor([input_ids.shape[1] - 1], device=self.device)
@@ -225,7 +230,7 @@ class ContinuousBatcher:
             if self.decode_kernel:
                 groups["slot_lengths"] = torch.tensor(lengths, dtype=torch.int32)
         logits = self._forward(cache, len(front), input_ids, positions,
-                               [_alpha(row.request) if row else 0.0 for row in front], **groups)
+                               [_alpha(row.request) if row else 0.0 for row in front], lean=True, **groups)
         picked = sampler.pick(logits[live], [front[i].request for i in live])
         self.stats.decode_s += time.perf_counter() - started
         self.stats.decode_steps += 1

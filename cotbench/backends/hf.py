@@ -58,24 +58,26 @@ def pick_batch_size(batch_size: int | str, device: str) -> int:
 
 class HFBackend:
     def __init__(self, model: str, valve: str | None = None, device: str = "auto", dtype: str = "auto",
-                 batch_size: int | str = "auto", scheduler: str = "continuous"):
+                 batch_size: int | str = "auto", scheduler: str = "continuous", pack_weights: bool = True):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         source = resolve_model(model)
         loaded, tokenizer = load_model_and_tokenizer(source, self.dtype, self.device)
-        self._setup(loaded, tokenizer, source.display_name, valve, batch_size, scheduler)
+        self._setup(loaded, tokenizer, source.display_name, valve, batch_size, scheduler, pack_weights)
 
     @classmethod
     def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int | str = "auto",
-                    scheduler: str = "continuous") -> "HFBackend":
+                    scheduler: str = "continuous", pack_weights: bool = True) -> "HFBackend":
         """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts."""
         backend = cls.__new__(cls)
         backend.device = str(next(model.parameters()).device)
         backend.dtype = next(model.parameters()).dtype
-        backend._setup(model, tokenizer, model_id, valve, batch_size, scheduler)
+        backend._setup(model, tokenizer, model_id, valve, batch_size, scheduler, pack_weights)
         return backend
 
-    def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int, scheduler: str) -> None:
+    def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int, scheduler: str,
+               pack_weights: bool) -> None:
+        from cotbench.backends.packed_linear import pack_linear_layers, packing_applies
         from cotbench.valve.apply import attach_valve, valve_fingerprint
         from cotbench.valve.row_scale import row_scaled
 
@@ -85,7 +87,8 @@ class HFBackend:
         self.batch_size = pick_batch_size(batch_size, self.device)
         self.prefill_tokens = 2048  # padded prompt tokens per prefill pass (see ContinuousBatcher)
         # continuous-scheduler techniques, on by default; switchable so benchmarks/ can measure each one
-        self.attention_groups, self.share_prefix, self.decode_kernel = True, True, True
+        self.attention_groups, self.share_prefix, self.decode_kernel, self.lean_decode = True, True, True, True
+        self.lora_kernel = True  # bf16 CPU valve layers: the LoRA up-projection in C (cpu_kernels.lora_up)
         self.scheduler, self._strengths = scheduler, None
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
@@ -97,6 +100,8 @@ class HFBackend:
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
             # both schedulers run the same LoRA arithmetic; only how rows are batched differs
             self.model, self._strengths = row_scaled(self.model)
+        # bf16 on CPU: weights packed once for oneDNN (same numbers, faster GEMMs); the model is inference-only now
+        self.packed_layers = pack_linear_layers(self.model) if pack_weights and packing_applies(self.model) else 0
         self._eos_ids = self._collect_eos_ids()
 
     def _collect_eos_ids(self) -> set[int]:
@@ -132,9 +137,12 @@ class HFBackend:
         groups: dict[SamplingSettings, list[GenerationRequest]] = defaultdict(list)
         for request in requests:
             groups[request.sampling].append(request)
+        if self._strengths is not None:
+            self._strengths.cpu_kernel = self.lora_kernel
         batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size,
                                     prefill_tokens=self.prefill_tokens, attention_groups=self.attention_groups,
-                                    share_prefix=self.share_prefix, decode_kernel=self.decode_kernel)
+                                    share_prefix=self.share_prefix, decode_kernel=self.decode_kernel,
+                                    lean_decode=self.lean_decode)
         self.last_stats = batcher.stats
         for sampling, group in groups.items():
             yield from batcher.run(group, sampling)

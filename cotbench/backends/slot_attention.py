@@ -8,7 +8,7 @@ first; this attention then runs SDPA once per group of neighbouring rows, each t
 The numbers are SDPA's: columns past a row's length were masked out before, now they are not read.
 
 On a CPU in bf16, given ``slot_lengths``, decode attention runs cotbench's C kernel instead
-(:mod:`cotbench.backends.decode_kernel`): it reads each row exactly to its own length, at about twice SDPA's
+(:mod:`cotbench.backends.cpu_kernels`): it reads each row exactly to its own length, at about twice SDPA's
 speed. fp32 stays on SDPA, so fp32 outputs keep matching the static path's.
 
 It plugs into transformers as an attention implementation (``AttentionInterface``), which passes
@@ -22,21 +22,21 @@ from typing import Iterator, Sequence
 
 import torch
 
-from cotbench.backends.decode_kernel import decode_attention, kernel_applies, load_kernel
+from cotbench.backends.cpu_kernels import attention_applies, decode_attention, load_library
 
 NAME = "cotbench_slot_groups"
 ROWS_PER_GROUP = 16  # fewer rows per call and per-call overhead outweighs the shorter reads (measured: 16 × 4 ≈ 64 × 1)
 
 
-def _grouped_sdpa(module, query, key, value, attention_mask, slot_groups: Sequence[tuple[int, int, int]] | None = None,
+def grouped_sdpa(module, query, key, value, attention_mask, slot_groups: Sequence[tuple[int, int, int]] | None = None,
                   slot_lengths: torch.Tensor | None = None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if slot_groups is None or query.shape[2] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     plain = not (kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("dropout"))
-    if slot_lengths is not None and plain and kernel_applies(query, key) and (kernel := load_kernel()) is not None:
-        output = decode_attention(kernel, query, key, value, slot_lengths,
+    if slot_lengths is not None and plain and attention_applies(query, key) and (library := load_library()) is not None:
+        output = decode_attention(library, query, key, value, slot_lengths,
                                   kwargs.get("scaling") or query.shape[-1] ** -0.5)
         if output is not None:
             return output, None
@@ -65,7 +65,7 @@ def grouped_attention(model, enabled: bool = True) -> Iterator[bool]:
     if not enabled or config._attn_implementation != "sdpa":
         yield False
         return
-    AttentionInterface.register(NAME, _grouped_sdpa)  # idempotent: the same function under the same name
+    AttentionInterface.register(NAME, grouped_sdpa)  # idempotent: the same function under the same name
     AttentionMaskInterface.register(NAME, sdpa_mask)  # masks built by the model itself stay SDPA's
     config._attn_implementation = NAME
     try:

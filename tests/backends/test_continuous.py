@@ -121,10 +121,14 @@ def test_row_at_alpha_zero_in_a_mixed_batch_is_the_base_model_bit_for_bit(tiny_m
         mixed = model(input_ids=ids).logits
     assert torch.equal(mixed[0], base)
     assert not torch.equal(mixed[1], base)
-    layer = next(m for m in model.modules() if hasattr(m, "stacked_weight"))
-    # the stacked weight is the layer's own storage, not a copy
-    assert layer.base_layer.weight.data_ptr() == layer.stacked_weight.data_ptr()
-    assert layer.lora_A.weight.data_ptr() == layer.stacked_weight[layer.base_layer.out_features:].data_ptr()
+    from cotbench.valve.row_scale import RowScaledLoRALinear
+
+    layers = [m for m in model.modules() if isinstance(m, RowScaledLoRALinear)]
+    assert layers
+    # [W; A] is the layer's only copy of W: no PEFT base layer is left holding a second one
+    n_base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model).parameters())
+    n_lora = sum(layer.rank * (layer.stacked.in_features + layer.out_features) for layer in layers)
+    assert sum(p.numel() for p in model.parameters()) + sum(layer.up_weight.numel() for layer in layers) == n_base + n_lora
 
 
 def test_sampled_rows_do_not_depend_on_their_batch_mates(tiny_model, tiny_valve):
@@ -202,9 +206,9 @@ def test_adapter_on_an_embedding_is_refused_with_a_way_out(tiny_model, tmp_path)
 
 def test_bf16_decode_runs_the_c_kernel_and_agrees_with_sdpa(tiny_model, tiny_valve, monkeypatch):
     from cotbench.backends import slot_attention
-    from cotbench.backends.decode_kernel import load_kernel
+    from cotbench.backends.cpu_kernels import load_library
 
-    if load_kernel() is None:
+    if load_library() is None:
         pytest.skip("no C compiler here")
     calls = []
     real = slot_attention.decode_attention
@@ -219,3 +223,26 @@ def test_bf16_decode_runs_the_c_kernel_and_agrees_with_sdpa(tiny_model, tiny_val
     assert len(calls) == n_calls
     same = sum(with_kernel[k].text == on_sdpa[k].text for k in on_sdpa)  # 23/25 when written
     assert same >= 0.8 * len(on_sdpa)  # bf16 rounding differs between the two; a wrong kernel agrees on ~none
+
+
+def test_bf16_valve_layers_in_c_are_as_close_to_fp32_as_addmm(tiny_model, tiny_valve):
+    from transformers import AutoModelForCausalLM
+
+    from cotbench.backends.cpu_kernels import load_library
+
+    if load_library() is None:
+        pytest.skip("no C compiler here")
+    ids = torch.tensor([[5, 9, 14, 30, 7]] * 4)
+    alphas = [0.0, 0.7, 1.3, -0.4]
+    logits = {}
+    with torch.inference_mode():
+        for dtype, kernel in ((torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)):
+            model, strengths = row_scaled(attach_valve(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype), tiny_valve))
+            strengths.cpu_kernel = kernel
+            strengths.set(alphas, dtype, "cpu")
+            logits[dtype, kernel] = model(input_ids=ids).logits.float()
+    exact = logits[torch.float32, False]
+    addmm_error = (logits[torch.bfloat16, False] - exact).abs().max().item()
+    kernel_error = (logits[torch.bfloat16, True] - exact).abs().max().item()
+    assert kernel_error <= max(1.5 * addmm_error, 1e-2)
+    assert not torch.equal(logits[torch.bfloat16, True], logits[torch.bfloat16, False])  # the kernel really ran

@@ -1,0 +1,132 @@
+"""cotbench's bf16 CPU kernels (``cpu_kernels.c``): built on first use, called through ctypes.
+
+- :func:`decode_attention`: one query token per row against a slot cache, each row read to its own length.
+- :func:`lora_up`: a valve layer's LoRA up-projection at a per-row strength, added to the base output.
+
+The library is plain C with no torch headers, so it builds in about a second with the system C compiler,
+for this CPU (``-march=native``), into the cotbench cache (``$COTBENCH_CACHE_DIR/kernels``). Where no
+compiler is found or the build fails, :func:`load_library` warns once and returns None, and every caller
+stays on its PyTorch path (SDPA, addmm): slower, the same results up to bf16 rounding.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
+# -ffast-math only to compile (it lets the dot products and exp vectorize). Compiled and linked in two steps
+# because GCC before 13, given -ffast-math when linking a shared library, adds a constructor that switches
+# the whole process to flush-to-zero.
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-fopenmp"]
+LINK_FLAGS = ["-shared", "-fopenmp"]
+DISABLE_ENV = "COTBENCH_CPU_KERNELS"  # "0": never build or use them
+
+
+def _compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate.split()[0]):
+            return candidate.split()[0]
+    return None
+
+
+def _cpu_signature() -> str:
+    """-march=native code runs only on CPUs like this one: a cache shared between machines keys on it."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return f"{platform.machine()}:{flags}"
+
+
+@functools.lru_cache(maxsize=1)  # one build and one load per process
+def load_library():
+    """The built library (its functions typed), or None (with a warning saying why) where it cannot be built here."""
+    from cotbench.backends.loading import cache_dir
+
+    if os.environ.get(DISABLE_ENV) == "0" or platform.system() != "Linux":
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        warnings.warn("no C compiler found: decode attention and valve layers stay on PyTorch (slower on CPU). "
+                      "Install gcc or clang, or set CC, to build cotbench's kernels.", stacklevel=2)
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS, *LINK_FLAGS]).encode()
+                         + _cpu_signature().encode()).hexdigest()[:16]
+    library = cache_dir() / "kernels" / f"cpu_kernels-{key}.so"
+    try:
+        if not library.exists():
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=library.parent) as staging:
+                built, objects = Path(staging) / library.name, Path(staging) / "cpu_kernels.o"
+                for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(objects)],
+                                [compiler, *LINK_FLAGS, str(objects), "-o", str(built), "-lm"]):
+                    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+                os.replace(built, library)  # atomic: a concurrent build just wins or loses the rename
+        loaded = ctypes.CDLL(str(library))
+    except (OSError, subprocess.SubprocessError) as exc:
+        # the compiler's first error line, not its whole output: the warning must stay readable
+        detail = next((line for line in (getattr(exc, "stderr", "") or "").splitlines() if "error" in line), str(exc))
+        warnings.warn(f"could not build cotbench's CPU kernels with {compiler} ({detail}); decode attention and "
+                      f"valve layers stay on PyTorch (slower on CPU). Set {DISABLE_ENV}=0 to skip the build.",
+                      stacklevel=2)
+        return None
+    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
+    for name, argtypes in (("cotbench_decode_attention_bf16", [pointer] * 5 + [i64] * 6 + [ctypes.c_float, ctypes.c_int]),
+                           ("cotbench_lora_up_bf16", [pointer, i64, pointer, i64, pointer, i64, pointer, pointer]
+                            + [i64] * 3 + [ctypes.c_int])):
+        function = getattr(loaded, name)
+        function.restype, function.argtypes = ctypes.c_int, argtypes
+    return loaded
+
+
+def attention_applies(query: torch.Tensor, key: torch.Tensor) -> bool:
+    """bf16 on CPU, dim contiguous: what the kernel handles. fp32 stays on SDPA, so fp32 greedy outputs
+    match the static path's exactly."""
+    return (query.device.type == "cpu" and query.dtype == torch.bfloat16 and key.dtype == torch.bfloat16
+            and key.stride(-1) == 1 and key.stride(-2) == key.shape[-1])
+
+
+def decode_attention(library, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     lengths: torch.Tensor, scaling: float) -> torch.Tensor | None:
+    """(rows, heads, 1, dim) queries against (rows, kv_heads, ≥ length, dim) keys/values, row i reading its
+    first ``lengths[i]`` columns; returns (rows, 1, heads, dim), or None if the kernel declined the shapes."""
+    rows, heads, _, dim = query.shape
+    if key.stride() != value.stride() or lengths.numel() != rows or int(lengths.max()) > key.shape[2]:
+        return None  # the kernel trusts lengths and strides: anything else goes to SDPA
+    query = query.contiguous()
+    out = torch.empty((rows, 1, heads, dim), dtype=query.dtype)
+    lengths = lengths.to(torch.int32).contiguous()
+    status = library.cotbench_decode_attention_bf16(
+        query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(), lengths.data_ptr(), rows, heads,
+        key.shape[1], dim, key.stride(0), key.stride(1), scaling, torch.get_num_threads())
+    return None if status else out
+
+
+def lora_up(library, base: torch.Tensor, low_rank: torch.Tensor, scale: torch.Tensor, up_t: torch.Tensor) -> torch.Tensor | None:
+    """``base + scale · low_rank @ up_t`` as a new contiguous (rows, n) tensor, rounded to bf16 once.
+
+    ``base`` (rows, n) and ``low_rank`` (rows, rank) are bf16 column slices of one GEMM output (unit column
+    stride, any row stride); ``scale`` is fp32, one value per row or per group of ``rows / len(scale)``
+    consecutive rows (a prompt's tokens); ``up_t`` is B transposed, (rank, n) fp32 contiguous. None where
+    the shapes are not the kernel's: the caller falls back to addmm."""
+    rows, n = base.shape
+    if (base.dtype != torch.bfloat16 or low_rank.dtype != torch.bfloat16 or base.stride(1) != 1
+            or low_rank.stride(1) != 1 or scale.dtype != torch.float32 or not scale.is_contiguous()
+            or up_t.dtype != torch.float32 or not up_t.is_contiguous() or rows % scale.numel()):
+        return None
+    out = torch.empty((rows, n), dtype=torch.bfloat16)
+    status = library.cotbench_lora_up_bf16(
+        base.data_ptr(), base.stride(0), low_rank.data_ptr(), low_rank.stride(0), scale.data_ptr(),
+        rows // scale.numel(), up_t.data_ptr(), out.data_ptr(), rows, n, low_rank.shape[1], torch.get_num_threads())
+    return None if status else out

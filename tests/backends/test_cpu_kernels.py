@@ -1,0 +1,128 @@
+"""cotbench's C kernels: built here with the system compiler, checked against fp32 arithmetic."""
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from cotbench.backends import cpu_kernels
+from cotbench.backends.cpu_kernels import attention_applies, decode_attention, load_library, lora_up
+
+ROWS, CAPACITY = 7, 40
+HEADS, KV_HEADS, DIM = 6, 2, 16  # the portable loop
+# (heads, kv_heads, dim): the portable loop, and the AVX512-BF16 path's head sizes (where the CPU has it)
+SHAPES = [(6, 2, 16), (9, 3, 64), (8, 2, 128), (4, 4, 64)]
+
+
+def _attention_module(heads, kv_heads):  # what sdpa_attention_forward reads off a transformers attention module
+    return type("Attention", (), {"num_key_value_groups": heads // kv_heads, "is_causal": True})
+
+
+@pytest.fixture
+def kernel():
+    function = load_library()
+    if function is None:
+        pytest.skip("no C compiler here")
+    return function
+
+
+def _inputs(lengths, heads=HEADS, kv_heads=KV_HEADS, dim=DIM):
+    torch.manual_seed(0)
+    query = torch.randn(ROWS, heads, 1, dim, dtype=torch.bfloat16)
+    # a slot cache: (slots, kv_heads, capacity, dim), read as a view of its first ROWS slots up to the width
+    keys = torch.randn(ROWS + 3, kv_heads, CAPACITY, dim, dtype=torch.bfloat16)
+    values = torch.randn(ROWS + 3, kv_heads, CAPACITY, dim, dtype=torch.bfloat16)
+    width = max(lengths)
+    return query, keys[:ROWS, :, :width], values[:ROWS, :, :width], torch.tensor(lengths, dtype=torch.int32)
+
+
+def _reference(query, key, value, lengths, dtype):
+    mask = (torch.arange(key.shape[2])[None, :] < lengths.clamp(min=1)[:, None].long())[:, None, None, :]
+    module = _attention_module(query.shape[1], key.shape[1])
+    return sdpa_attention_forward(module, query.to(dtype), key.to(dtype), value.to(dtype), mask,
+                                  scaling=query.shape[-1] ** -0.5)[0]
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", SHAPES)
+def test_kernel_is_as_close_to_fp32_attention_as_sdpa_in_bf16(kernel, heads, kv_heads, dim):
+    lengths = [1, 40, 17, 0, 33, 2, 16]  # 0: an idle slot, which attends to column 0 as the mask makes SDPA do
+    query, key, value, lengths = _inputs(lengths, heads, kv_heads, dim)
+    assert attention_applies(query, key)
+    got = decode_attention(kernel, query, key, value, lengths, dim ** -0.5)
+    exact = _reference(query, key, value, lengths, torch.float32)
+    sdpa = _reference(query, key, value, lengths, torch.bfloat16)
+    assert got.shape == sdpa.shape == (ROWS, 1, heads, dim)
+    kernel_error = (got.float() - exact).abs().max().item()
+    sdpa_error = (sdpa.float() - exact).abs().max().item()
+    assert kernel_error <= max(1.5 * sdpa_error, 1e-2)
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", SHAPES)
+def test_columns_past_a_rows_length_are_never_read(kernel, heads, kv_heads, dim):
+    lengths = [5, 40, 17, 3, 33, 2, 25]  # none a multiple of the fast path's 16-key blocks but 40's neighbours
+    query, key, value, lengths_t = _inputs(lengths, heads, kv_heads, dim)
+    clean = decode_attention(kernel, query, key, value, lengths_t, dim ** -0.5)
+    for row, n in enumerate(lengths):  # poison what lies beyond each row's length
+        key[row, :, n:] = float("nan")
+        value[row, :, n:] = float("nan")
+    assert torch.equal(decode_attention(kernel, query, key, value, lengths_t, dim ** -0.5), clean)
+
+
+@pytest.mark.parametrize("scale_per", ["row", "batch", "prompt"])
+def test_lora_up_adds_the_scaled_up_projection_rounding_once(kernel, scale_per):
+    torch.manual_seed(0)
+    rows, n, rank = 12, 300, 4
+    both = torch.randn(rows, n + rank).to(torch.bfloat16)  # one GEMM's output: base columns, then rank-r ones
+    base, low = both.split([n, rank], dim=-1)
+    up = torch.randn(n, rank).to(torch.bfloat16)
+    scale = torch.rand({"row": rows, "batch": 1, "prompt": 3}[scale_per])  # prompt: 3 prompts of 4 tokens
+    got = lora_up(kernel, base, low, scale, up.t().float().contiguous())
+    per_row = scale.repeat_interleave(rows // scale.numel())
+    exact = base.float() + per_row[:, None] * (low.float() @ up.t().float())
+    assert got.is_contiguous() and got.dtype == torch.bfloat16
+    # one rounding to bf16 (half an ulp: 2^-9 relative); a wrong scale or row grouping is off by far more
+    torch.testing.assert_close(got.float(), exact, rtol=2 ** -8, atol=1e-6)
+
+
+def test_lora_up_declines_what_it_does_not_take(kernel):
+    base, low = torch.zeros(6, 8, dtype=torch.bfloat16), torch.zeros(6, 2, dtype=torch.bfloat16)
+    up_t = torch.zeros(2, 8)
+    assert lora_up(kernel, base.float(), low, torch.ones(6), up_t) is None  # fp32: addmm's
+    assert lora_up(kernel, base, low, torch.ones(4), up_t) is None  # 6 rows do not split into 4 groups
+    assert lora_up(kernel, base, low, torch.ones(6), up_t.t()) is None  # not contiguous
+    assert lora_up(kernel, base, low, torch.ones(6), up_t) is not None
+
+
+def test_fp32_and_odd_layouts_are_left_to_sdpa():
+    query, key, _, _ = _inputs([4] * ROWS)
+    assert not attention_applies(query.float(), key.float())
+    assert not attention_applies(query, key.transpose(-1, -2))
+
+
+def test_a_failed_build_warns_and_attention_stays_on_sdpa(monkeypatch, tmp_path):
+    monkeypatch.setenv("COTBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "FLAGS", [*cpu_kernels.FLAGS, "-fno-such-flag-for-any-compiler"])
+    load_library.cache_clear()
+    try:
+        if cpu_kernels._compiler() is None:
+            with pytest.warns(UserWarning, match="no C compiler"):
+                assert load_library() is None
+        else:
+            with pytest.warns(UserWarning, match="could not build"):
+                assert load_library() is None
+        assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-built left behind
+    finally:
+        load_library.cache_clear()
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "0")
+    load_library.cache_clear()
+    try:
+        assert load_library() is None
+    finally:
+        load_library.cache_clear()
+
+
+def test_loading_the_kernel_leaves_denormals_alone(kernel):
+    """A -ffast-math shared library linked by GCC < 13 switches the whole process to flush-to-zero."""
+    tiny = torch.tensor([1e-39])  # a float32 denormal
+    assert (tiny * 1.0).item() != 0.0

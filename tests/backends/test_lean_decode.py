@@ -1,0 +1,76 @@
+"""The lean decode step: transformers' numbers, bit for bit, with less Python around them."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cotbench.backends import HFBackend
+from cotbench.backends.continuous import ContinuousBatcher
+from cotbench.backends.lean_decode import LeanDecoder, why_not_lean
+from cotbench.backends.slot_attention import grouped_attention, slot_groups
+from cotbench.backends.slot_cache import SlotCache
+
+PROMPTS = [[5, 9, 14, 30, 7], [3, 3, 8, 1, 2, 40, 41, 42, 43], [6, 7, 8], [20, 21, 22, 23, 24, 25, 26]]
+ALPHAS = [0.0, 0.5, 1.0, -0.5]
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """Head size 64, so bf16 decode runs the C kernel's vector path where the CPU has one."""
+    from conftest import make_tiny_model, make_valve
+
+    model = make_tiny_model(tmp_path_factory.mktemp("wide_model"), hidden=256)
+    return model, make_valve(model, tmp_path_factory.mktemp("wide_valve"))
+
+
+def _decode_once(backend, lean: bool):
+    """Prefill PROMPTS one row each at ALPHAS, then one decode step for all rows: (logits, cache)."""
+    batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, n_slots=4)
+    cache = SlotCache(4, 16)
+    with torch.inference_mode(), grouped_attention(batcher.model, True):
+        for slot, prompt in enumerate(PROMPTS):
+            batcher._forward(cache, torch.tensor([slot]), torch.tensor([prompt]), torch.arange(len(prompt))[None],
+                             [ALPHAS[slot]])
+        lengths = [len(p) + 1 for p in PROMPTS]
+        groups = {"slot_groups": slot_groups(lengths, rows_per_group=2),
+                  "slot_lengths": torch.tensor(lengths, dtype=torch.int32)}
+        logits = batcher._forward(cache, len(PROMPTS), torch.tensor([[11], [12], [13], [14]]),
+                                  torch.tensor([[len(p)] for p in PROMPTS]), ALPHAS, lean=lean, **groups)
+    assert batcher._lean is not None  # the tiny Llama is laid out like Llama
+    return logits, cache
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lean_step_gives_transformers_logits_and_cache_bit_for_bit(tiny_model, tiny_valve, wide_model, dtype):
+    for model, valve in ((tiny_model, tiny_valve), wide_model):
+        backend = HFBackend(str(model), str(valve), dtype=dtype)
+        (expected, expected_cache), (got, got_cache) = _decode_once(backend, lean=False), _decode_once(backend, lean=True)
+        assert torch.equal(got, expected)
+        assert all(torch.equal(a, b) for a, b in zip(got_cache.keys + got_cache.values,
+                                                     expected_cache.keys + expected_cache.values))
+        assert torch.isfinite(got).all() and not torch.equal(got[0], got[2])
+
+
+def test_decode_steps_of_a_sweep_take_the_lean_path(tiny_model, tiny_valve, monkeypatch):
+    from cotbench.records import GenerationRequest, SamplingSettings
+
+    calls = []
+    real = LeanDecoder.__call__
+    monkeypatch.setattr(LeanDecoder, "__call__", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    backend = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
+    requests = [GenerationRequest(f"q{i}", f"<|user|>{i} + {i}?</s><|assistant|>", 0.5, SamplingSettings(max_new_tokens=6))
+                for i in range(4)]
+    assert sum(len(batch) for batch in backend.generate(requests)) == 4
+    assert len(calls) == backend.last_stats.decode_steps > 0
+
+
+def _model(model_type, **config):
+    return SimpleNamespace(config=SimpleNamespace(model_type=model_type, **config))
+
+
+def test_models_not_laid_out_like_llama_keep_transformers_forward():
+    assert "not one of llama" in why_not_lean(_model("gpt2"))
+    assert "sliding-window" in why_not_lean(_model("mistral", sliding_window=4096))
+    assert "sliding-window" in why_not_lean(_model("qwen2", use_sliding_window=False,
+                                                  layer_types=["full_attention", "sliding_attention"]))
+    assert "module names" in why_not_lean(_model("llama"))  # no .model.layers to run

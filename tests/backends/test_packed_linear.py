@@ -1,0 +1,55 @@
+"""Linear layers with oneDNN-packed bf16 weights: the same numbers as F.linear, without the plain weights."""
+import pytest
+import torch
+from torch import nn
+
+from cotbench.backends.packed_linear import PackedLinear, pack_linear_layers, packing_applies
+
+
+def _bf16_model(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).eval()
+
+
+@pytest.fixture
+def bf16_cpu(tiny_model):
+    if not packing_applies(_bf16_model(tiny_model)):
+        pytest.skip("this CPU's oneDNN has no bf16 matmuls")
+
+
+def test_packed_linear_gives_f_linear_bit_for_bit_at_any_row_count(bf16_cpu):
+    torch.manual_seed(0)
+    for bias in (False, True):
+        plain = nn.Linear(96, 200, bias=bias).to(torch.bfloat16)
+        packed = PackedLinear(plain)
+        for rows in (1, 7, 16, 128, 300):  # packed for 128 rows; other counts must give the same numbers
+            x = torch.randn(rows, 96).to(torch.bfloat16)
+            assert torch.equal(packed(x), plain(x))
+        x = torch.randn(5, 3, 96).to(torch.bfloat16)  # (rows, tokens, features), as in prefill
+        assert torch.equal(packed(x), plain(x))
+        assert torch.equal(packed.dense_weight(), plain.weight)
+
+
+def test_a_packed_model_keeps_its_logits_and_drops_the_plain_weights(tiny_model, bf16_cpu):
+    plain, packed = _bf16_model(tiny_model), _bf16_model(tiny_model)
+    n_linear = sum(type(m) is nn.Linear for m in plain.modules())
+    assert pack_linear_layers(packed) == n_linear
+    assert not any(type(m) is nn.Linear for m in packed.modules())
+    linear_weights = sum(m.weight.numel() for m in plain.modules() if type(m) is nn.Linear)
+    assert sum(p.numel() for p in packed.parameters()) == sum(p.numel() for p in plain.parameters()) - linear_weights
+    ids = torch.tensor([[5, 9, 14, 30, 7], [3, 3, 8, 1, 2]])
+    with torch.inference_mode():
+        assert torch.equal(packed(input_ids=ids).logits, plain(input_ids=ids).logits)
+
+
+def test_the_backend_packs_bf16_on_cpu_and_leaves_fp32_alone(tiny_model, tiny_valve):
+    from cotbench.backends import HFBackend
+
+    assert HFBackend(str(tiny_model), str(tiny_valve), dtype="float32").packed_layers == 0
+    bf16 = HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16")
+    if not packing_applies(bf16.model):
+        pytest.skip("this CPU's oneDNN has no bf16 matmuls")
+    # every linear layer, the valve layers' stacked [W; A] included
+    assert bf16.packed_layers > 0 and not any(type(m) is nn.Linear for m in bf16.model.modules())
+    assert HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16", pack_weights=False).packed_layers == 0
