@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from cotbench.backends.cpu_kernels import argmax, load_library
 from cotbench.backends.lean_decode import lean_decoder
 from cotbench.backends.slot_attention import grouped_attention, slot_groups
 from cotbench.backends.slot_cache import SlotCache, attention_mask
@@ -104,7 +105,7 @@ class ContinuousBatcher:
             if self.share_prefix else _SharedPrefix([], {})
         cache = SlotCache(n_slots, capacity)
         slots: list[_Row | None] = [None] * cache.n_slots
-        sampler = _Sampler(sampling, self.device)
+        sampler = _Sampler(sampling, self.device, self.decode_kernel)
         with torch.inference_mode(), grouped_attention(self.model, self.attention_groups) as self._grouped:
             while True:
                 live = sum(row is not None for row in slots)
@@ -170,7 +171,7 @@ class ContinuousBatcher:
         last = torch.tensor([input_ids.shape[1] - 1], device=self.device)
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions.clamp(min=0),
                             use_cache=True, logits_to_keep=last, **{self._cache_kwarg: cache}, **attention_kwargs)
-        return output.logits[:, -1, :].float()
+        return output.logits[:, -1, :]
 
     def _prefill_chunks(self, free: list[int], admitted: list[GenerationRequest], prompts: dict):
         """Admitted rows in passes of at most ``prefill_tokens`` padded tokens, so prefill activations stay
@@ -231,7 +232,7 @@ class ContinuousBatcher:
                 groups["slot_lengths"] = torch.tensor(lengths, dtype=torch.int32)
         logits = self._forward(cache, len(front), input_ids, positions,
                                [_alpha(row.request) if row else 0.0 for row in front], lean=True, **groups)
-        picked = sampler.pick(logits[live], [front[i].request for i in live])
+        picked = sampler.pick(logits if len(live) == len(front) else logits[live], [front[i].request for i in live])
         self.stats.decode_s += time.perf_counter() - started
         self.stats.decode_steps += 1
         self.stats.decode_rows += len(live)
@@ -305,10 +306,14 @@ def _alpha(request: GenerationRequest) -> float:
 
 class _Sampler:
     """Greedy argmax, or temperature/top-p sampling with one generator per request: a row's draws do
-    not depend on which other rows share its batch, so sampled runs reproduce under any schedule."""
+    not depend on which other rows share its batch, so sampled runs reproduce under any schedule.
 
-    def __init__(self, sampling: SamplingSettings, device):
+    Logits come in the model's dtype. Greedy bf16 logits on a CPU go to cotbench's C argmax (the same
+    choice as torch's, without an fp32 copy of the logits first: ~4x faster at 128 rows); sampling works in fp32."""
+
+    def __init__(self, sampling: SamplingSettings, device, cpu_kernel: bool = True):
         self.sampling, self.device = sampling, device
+        self._library = load_library() if cpu_kernel and device.type == "cpu" and sampling.greedy else None
         self._generators: dict[str, torch.Generator] = {}
         self._warpers = []
         if not sampling.greedy:
@@ -320,7 +325,12 @@ class _Sampler:
 
     def pick(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> list[int]:
         if self.sampling.greedy:
+            if self._library is not None and logits.dtype == torch.bfloat16:
+                picked = argmax(self._library, logits.contiguous())
+                if picked is not None:
+                    return picked
             return logits.argmax(dim=-1).tolist()
+        logits = logits.float()
         for warper in self._warpers:
             logits = warper(None, logits)
         probs = torch.softmax(logits, dim=-1)

@@ -83,8 +83,12 @@ def load_library():
         return None
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
     for name, argtypes in (("cotbench_decode_attention_bf16", [pointer] * 5 + [i64] * 6 + [ctypes.c_float, ctypes.c_int]),
+                           ("cotbench_rope_decode_attention_bf16", [pointer, i64] * 3 + [pointer] * 6 + [i64] * 6
+                            + [ctypes.c_float, ctypes.c_int]),
                            ("cotbench_lora_up_bf16", [pointer, i64, pointer, i64, pointer, i64, pointer, pointer]
-                            + [i64] * 3 + [ctypes.c_int])):
+                            + [i64] * 3 + [ctypes.c_int]),
+                           ("cotbench_add_rms_norm_bf16", [pointer] * 5 + [i64] * 2 + [ctypes.c_float, ctypes.c_int]),
+                           ("cotbench_argmax_bf16", [pointer, pointer, i64, i64, ctypes.c_int])):
         function = getattr(loaded, name)
         function.restype, function.argtypes = ctypes.c_int, argtypes
     return loaded
@@ -113,6 +117,35 @@ def decode_attention(library, query: torch.Tensor, key: torch.Tensor, value: tor
     return None if status else out
 
 
+def rope_decode_attention(library, query: torch.Tensor, key_new: torch.Tensor, value_new: torch.Tensor,
+                          cos: torch.Tensor, sin: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
+                          lengths: torch.Tensor, scaling: float, kv_heads: int) -> torch.Tensor | None:
+    """A decode step's attention from the new token's projections: rotary embedding on its query and key,
+    key and value written into the cache at column ``lengths[i] - 1`` of slot i, then :func:`decode_attention`.
+
+    ``query`` (rows, heads·dim), ``key_new``/``value_new`` (rows, kv_heads·dim): bf16, unit column stride, any
+    row stride; ``cos``/``sin`` (rows, dim) as the model's rotary embedding gives them; ``key_cache`` and
+    ``value_cache`` a layer's (slots, kv_heads, capacity, dim) buffers; idle rows have length 0 and write
+    nothing. Returns (rows, heads·dim), or None if the kernel declined (the cache may then hold some of the
+    new keys already; writing them again gives the same)."""
+    rows, dim = cos.shape[0], cos.shape[-1]
+    tensors = (query, key_new, value_new, cos, sin, key_cache, value_cache)
+    if (any(t.dtype != torch.bfloat16 or t.stride(-1) != 1 for t in tensors) or not cos.is_contiguous()
+            or not sin.is_contiguous() or key_cache.stride() != value_cache.stride()
+            or key_cache.stride(-2) != dim or lengths.numel() != rows or int(lengths.max()) > key_cache.shape[2]
+            or key_cache.shape[0] < rows or key_new.shape[-1] != kv_heads * dim):
+        return None
+    heads = query.shape[-1] // dim
+    out = torch.empty((rows, heads * dim), dtype=torch.bfloat16)
+    lengths = lengths.to(torch.int32).contiguous()
+    status = library.cotbench_rope_decode_attention_bf16(
+        query.data_ptr(), query.stride(0), key_new.data_ptr(), key_new.stride(0), value_new.data_ptr(),
+        value_new.stride(0), cos.data_ptr(), sin.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+        out.data_ptr(), lengths.data_ptr(), rows, heads, kv_heads, dim, key_cache.stride(0), key_cache.stride(1),
+        scaling, torch.get_num_threads())
+    return None if status else out
+
+
 def lora_up(library, base: torch.Tensor, low_rank: torch.Tensor, scale: torch.Tensor, up_t: torch.Tensor) -> torch.Tensor | None:
     """``base + scale · low_rank @ up_t`` as a new contiguous (rows, n) tensor, rounded to bf16 once.
 
@@ -130,3 +163,31 @@ def lora_up(library, base: torch.Tensor, low_rank: torch.Tensor, scale: torch.Te
         base.data_ptr(), base.stride(0), low_rank.data_ptr(), low_rank.stride(0), scale.data_ptr(),
         rows // scale.numel(), up_t.data_ptr(), out.data_ptr(), rows, n, low_rank.shape[1], torch.get_num_threads())
     return None if status else out
+
+
+def add_rms_norm(library, residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(hidden, normed): ``hidden = residual + delta`` and LlamaRMSNorm of it, with transformers' bf16
+    roundings, in one pass; ``delta`` None: only the norm. None where the tensors are not bf16 and contiguous."""
+    tensors = (residual, weight) if delta is None else (residual, delta, weight)
+    if any(t.dtype != torch.bfloat16 or not t.is_contiguous() for t in tensors) or (
+            delta is not None and delta.shape != residual.shape) or residual.shape[-1] != weight.numel():
+        return None
+    n = weight.numel()
+    hidden = residual if delta is None else torch.empty_like(residual)
+    normed = torch.empty_like(residual)
+    library.cotbench_add_rms_norm_bf16(residual.data_ptr(), None if delta is None else delta.data_ptr(),
+                                       hidden.data_ptr(), normed.data_ptr(), weight.data_ptr(),
+                                       residual.numel() // n, n, eps, torch.get_num_threads())
+    return hidden, normed
+
+
+def argmax(library, logits: torch.Tensor) -> list[int] | None:
+    """``logits.argmax(-1).tolist()`` for (rows, vocab) bf16 logits, without first converting them to fp32;
+    None where they are not bf16 and contiguous."""
+    if logits.dtype != torch.bfloat16 or logits.dim() != 2 or not logits.is_contiguous():
+        return None
+    out = torch.empty(logits.shape[0], dtype=torch.int64)
+    library.cotbench_argmax_bf16(logits.data_ptr(), out.data_ptr(), logits.shape[0], logits.shape[1],
+                                 torch.get_num_threads())
+    return out.tolist()

@@ -4,7 +4,10 @@ transformers' forward is general: it builds masks, threads keyword arguments thr
 decorators and hooks and returns output records. In a decode step of a small model on a CPU that machinery
 is a large share of the step (SmolLM2-135M, 128 rows: about 30 of 229 ms, measured). This module calls the
 same modules (norms, projections, MLP, rotary embedding) in the order ``LlamaDecoderLayer`` does, with the
-same tensors, so in fp32 its logits are transformers' bit for bit (tested).
+same tensors, so in fp32 its logits are transformers' bit for bit (tested). In bf16 on a CPU it goes one
+step further: each layer's rotary embedding, key/value write and attention are one C call
+(:func:`cotbench.backends.cpu_kernels.rope_decode_attention`), about twenty small torch ops fewer a layer,
+and each residual add with the RMSNorm after it is another (``add_rms_norm``, transformers' roundings).
 
 It applies to the model types whose decoder layer is Llama's (Llama, Mistral, Qwen2: the CoT-Valve paper's
 base models among them) without sliding-window attention; anything else goes through transformers'
@@ -16,6 +19,7 @@ import sys
 
 import torch
 
+from cotbench.backends.cpu_kernels import add_rms_norm, load_library, rope_decode_attention
 from cotbench.backends.slot_attention import grouped_sdpa
 from cotbench.backends.slot_cache import SlotCache
 
@@ -49,6 +53,9 @@ def why_not_lean(model) -> str | None:
     return None
 
 
+RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")  # weight · x / rms(x): what add_rms_norm computes
+
+
 class LeanDecoder:
     def __init__(self, model):
         self.model = model
@@ -57,31 +64,70 @@ class LeanDecoder:
         self.lm_head = model.lm_head
         attention = self.layers[0].self_attn
         self.head_dim = attention.head_dim
+        self.kv_heads = model.config.num_key_value_heads
         # the model's own rotary function (each modeling file defines it), so its numerics are transformers'
         self.apply_rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb
+        # every norm in the order a decode step runs them: layer i's two, then the final one
+        self._norms = [n for layer in self.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+        self._norms.append(self.norm)
+        self._norms_in_c = all(type(n).__name__ in RMS_NORMS and hasattr(n, "variance_epsilon") for n in self._norms)
 
     def __call__(self, cache: SlotCache, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                 **attention_kwargs) -> torch.Tensor:
-        """Logits (rows, vocab) in fp32 for one token per row; ``cache`` is already bound to these rows.
+                 slot_lengths: torch.Tensor | None = None, **attention_kwargs) -> torch.Tensor:
+        """Logits (rows, vocab) in the model's dtype for one token per row; ``cache`` is already bound to these rows.
 
-        ``input_ids`` and ``positions`` are (rows, 1); ``mask`` and ``attention_kwargs`` are what the
-        batcher would hand transformers' forward."""
+        ``input_ids`` and ``positions`` are (rows, 1); ``mask``, ``slot_lengths`` and ``attention_kwargs`` are
+        what the batcher would hand transformers' forward. Given ``slot_lengths``, bf16 on a CPU runs each
+        layer's rotary embedding, cache write and attention as one C call (``rope_decode_attention``), and
+        each residual add with the norm after it as another (``add_rms_norm``)."""
         rows = input_ids.shape[0]
         hidden = self.embed(input_ids)
         cos, sin = self.rotary(hidden, positions.clamp(min=0))
-        head_dim = self.head_dim
+        library = self._library(hidden, cache, slot_lengths)
+        if slot_lengths is not None:
+            attention_kwargs["slot_lengths"] = slot_lengths
+        norms = iter(self._norms)
+        hidden, x = self._add_norm(library, hidden, None, next(norms))
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
-            residual = hidden
-            x = layer.input_layernorm(hidden)
-            query = attention.q_proj(x).view(rows, 1, -1, head_dim).transpose(1, 2)
-            key = attention.k_proj(x).view(rows, 1, -1, head_dim).transpose(1, 2)
-            value = attention.v_proj(x).view(rows, 1, -1, head_dim).transpose(1, 2)
-            query, key = self.apply_rotary(query, key, cos, sin)
-            key, value = cache.update(key, value, index)
-            out, _ = grouped_sdpa(attention, query, key, value, mask, dropout=0.0, scaling=attention.scaling,
-                                  **attention_kwargs)
-            hidden = residual + attention.o_proj(out.reshape(rows, 1, -1).contiguous())
-            residual = hidden
-            hidden = residual + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.lm_head(self.norm(hidden)).view(rows, -1).float()
+            query, key, value = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
+            out = None
+            if library is not None:
+                out = rope_decode_attention(library, query.view(rows, -1), key.view(rows, -1), value.view(rows, -1),
+                                            cos.view(rows, -1), sin.view(rows, -1), cache.keys[index],
+                                            cache.values[index], slot_lengths, attention.scaling, self.kv_heads)
+            if out is None:
+                out = self._attention(attention, index, cache, query, key, value, cos, sin, mask, attention_kwargs)
+            hidden, x = self._add_norm(library, hidden, attention.o_proj(out.reshape(rows, 1, -1).contiguous()), next(norms))
+            hidden, x = self._add_norm(library, hidden, layer.mlp(x), next(norms))
+        return self.lm_head(x).view(rows, -1)
+
+    def _attention(self, attention, index, cache, query, key, value, cos, sin, mask, attention_kwargs):
+        """LlamaAttention's steps between the projections and o_proj, with the same tensors."""
+        rows, head_dim = query.shape[0], self.head_dim
+        query = query.view(rows, 1, -1, head_dim).transpose(1, 2)
+        key = key.view(rows, 1, -1, head_dim).transpose(1, 2)
+        value = value.view(rows, 1, -1, head_dim).transpose(1, 2)
+        query, key = self.apply_rotary(query, key, cos, sin)
+        key, value = cache.update(key, value, index)
+        out, _ = grouped_sdpa(attention, query, key, value, mask, dropout=0.0, scaling=attention.scaling,
+                              **attention_kwargs)
+        return out
+
+    def _add_norm(self, library, residual, delta, norm):
+        """(residual + delta, norm of it); ``delta`` None: (residual, its norm). In C where it applies, else
+        the two torch steps transformers runs."""
+        if library is not None and self._norms_in_c:
+            fused = add_rms_norm(library, residual, delta, norm.weight, norm.variance_epsilon)
+            if fused is not None:
+                return fused
+        hidden = residual if delta is None else residual + delta
+        return hidden, norm(hidden)
+
+    def _library(self, hidden: torch.Tensor, cache: SlotCache, slot_lengths):
+        """cotbench's kernel library where the fused steps apply (bf16 on a CPU, row lengths given, every
+        layer's cache allocated), else None: that step runs transformers' own ops."""
+        if (slot_lengths is None or hidden.dtype != torch.bfloat16 or hidden.device.type != "cpu"
+                or len(cache.keys) != len(self.layers)):
+            return None
+        return load_library()

@@ -210,9 +210,12 @@ def test_bf16_decode_runs_the_c_kernel_and_agrees_with_sdpa(tiny_model, tiny_val
 
     if load_library() is None:
         pytest.skip("no C compiler here")
+    from cotbench.backends import lean_decode
+
     calls = []
-    real = slot_attention.decode_attention
-    monkeypatch.setattr(slot_attention, "decode_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for module, name in ((slot_attention, "decode_attention"), (lean_decode, "rope_decode_attention")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
     sampling = SamplingSettings(max_new_tokens=12)
     backend = HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16", batch_size=3)
     with_kernel = _generate(backend, _requests(sampling))

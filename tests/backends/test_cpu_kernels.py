@@ -126,3 +126,36 @@ def test_loading_the_kernel_leaves_denormals_alone(kernel):
     """A -ffast-math shared library linked by GCC < 13 switches the whole process to flush-to-zero."""
     tiny = torch.tensor([1e-39])  # a float32 denormal
     assert (tiny * 1.0).item() != 0.0
+
+
+def test_add_rms_norm_rounds_as_transformers_does(kernel):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from cotbench.backends.cpu_kernels import add_rms_norm
+
+    torch.manual_seed(0)
+    norm = LlamaRMSNorm(96, eps=1e-5).to(torch.bfloat16)
+    norm.weight.data = torch.randn(96).to(torch.bfloat16)
+    residual, delta = torch.randn(9, 1, 96).to(torch.bfloat16), torch.randn(9, 1, 96).to(torch.bfloat16)
+    hidden, normed = add_rms_norm(kernel, residual, delta, norm.weight, norm.variance_epsilon)
+    assert torch.equal(hidden, residual + delta)  # the add: bit for bit
+    expected = norm(residual + delta)
+    # the norm: the same roundings; only the fp32 sum of squares may add up in another order
+    assert (normed == expected).float().mean() > 0.99
+    torch.testing.assert_close(normed.float(), expected.float(), rtol=2 ** -7, atol=0)
+    same, only_norm = add_rms_norm(kernel, residual, None, norm.weight, norm.variance_epsilon)
+    assert same is residual and torch.equal(only_norm, add_rms_norm(kernel, residual, None, norm.weight, 1e-5)[1])
+    assert add_rms_norm(kernel, residual.float(), delta.float(), norm.weight, 1e-5) is None
+
+
+def test_argmax_picks_what_torch_picks(kernel):
+    from cotbench.backends.cpu_kernels import argmax
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 1000).to(torch.bfloat16)
+    logits[1, 10] = logits[1, 900] = 50.0  # a tie: the first index
+    logits[2, 333] = float("nan")  # NaN beats every number, as in torch
+    logits[3] = -1e30  # all equal
+    logits[4, 999] = 80.0  # the last column
+    assert argmax(kernel, logits) == logits.argmax(dim=-1).tolist() == logits.float().argmax(dim=-1).tolist()
+    assert argmax(kernel, logits.float()) is None

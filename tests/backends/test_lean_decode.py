@@ -40,15 +40,38 @@ def _decode_once(backend, lean: bool):
     return logits, cache
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_lean_step_gives_transformers_logits_and_cache_bit_for_bit(tiny_model, tiny_valve, wide_model, dtype):
+def test_lean_step_gives_transformers_logits_and_cache_bit_for_bit_in_fp32(tiny_model, tiny_valve, wide_model):
     for model, valve in ((tiny_model, tiny_valve), wide_model):
-        backend = HFBackend(str(model), str(valve), dtype=dtype)
+        backend = HFBackend(str(model), str(valve), dtype="float32")
         (expected, expected_cache), (got, got_cache) = _decode_once(backend, lean=False), _decode_once(backend, lean=True)
         assert torch.equal(got, expected)
         assert all(torch.equal(a, b) for a, b in zip(got_cache.keys + got_cache.values,
                                                      expected_cache.keys + expected_cache.values))
         assert torch.isfinite(got).all() and not torch.equal(got[0], got[2])
+
+
+def test_bf16_lean_step_fuses_rotary_cache_write_and_attention_in_c(tiny_model, tiny_valve, wide_model, monkeypatch):
+    from cotbench.backends import lean_decode
+    from cotbench.backends.cpu_kernels import load_library
+
+    if load_library() is None:
+        pytest.skip("no C compiler here")
+    calls = []
+    real = lean_decode.rope_decode_attention
+    monkeypatch.setattr(lean_decode, "rope_decode_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for model, valve in ((tiny_model, tiny_valve), wide_model):  # the portable loop, then head size 64
+        exact, exact_cache = _decode_once(HFBackend(str(model), str(valve), dtype="float32"), lean=False)
+        backend = HFBackend(str(model), str(valve), dtype="bfloat16")
+        (expected, expected_cache), n_before = _decode_once(backend, lean=False), len(calls)
+        got, got_cache = _decode_once(backend, lean=True)
+        assert len(calls) > n_before  # one call a layer
+        # as close to fp32 as transformers' own bf16 step; a key in the wrong column would be far off
+        assert (got - exact).abs().max() <= max(1.5 * (expected - exact).abs().max(), 1e-2)
+        for ours, theirs, reference in zip(got_cache.keys + got_cache.values, expected_cache.keys + expected_cache.values,
+                                           exact_cache.keys + exact_cache.values):
+            written = slice(0, -1)  # the last column is transformers' scratch for padding, which we never write
+            torch.testing.assert_close(ours[:, :, written].float(), reference[:, :, written], rtol=2 ** -6, atol=2 ** -6)
+            torch.testing.assert_close(theirs[:, :, written].float(), reference[:, :, written], rtol=2 ** -6, atol=2 ** -6)
 
 
 def test_decode_steps_of_a_sweep_take_the_lean_path(tiny_model, tiny_valve, monkeypatch):
