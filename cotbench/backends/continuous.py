@@ -13,8 +13,6 @@ the shortest prefix whose text holds a stop string, whichever is first; else it 
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import inspect
 import os
@@ -24,6 +22,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from cotbench.backends._heap import release_freed_memory
 from cotbench.backends.cpu_kernels import argmax, load_library
 from cotbench.backends.lean_decode import lean_decoder
 from cotbench.backends.slot_attention import grouped_attention, slot_groups
@@ -42,6 +41,9 @@ class BatcherStats:
     decode_steps: int = 0
     decode_rows: int = 0  # rows that were live in decode steps (tokens produced by decoding)
     slot_rows: int = 0  # rows computed in decode steps, idle slots included
+    n_slots: int = 0  # the batch size at work: the batch size asked for, or fewer requests or memory
+    full_batch_s: float = 0.0  # decode steps with every slot live
+    full_batch_rows: int = 0
     kv_cache_bytes: int = 0  # the largest slot cache allocated
 
 
@@ -88,7 +90,6 @@ class ContinuousBatcher:
         self.stats = BatcherStats()
         self._grouped = False  # grouped decode attention is on (set while run() is inside grouped_attention)
         self._prefix = _SharedPrefix([], {})  # the running sweep's shared prompt prefix (set by run())
-        self._malloc_trim = _malloc_trim() if self.device.type == "cpu" else None
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def run(self, requests: Sequence[GenerationRequest], sampling: SamplingSettings) -> Iterator[list[Generation]]:
@@ -104,6 +105,7 @@ class ContinuousBatcher:
         self._prefix = _shared_prefix(list(prompts.values()), sorted({_alpha(r) for r in requests})) \
             if self.share_prefix else _SharedPrefix([], {})
         cache = SlotCache(n_slots, capacity)
+        self.stats.n_slots = max(self.stats.n_slots, n_slots)
         slots: list[_Row | None] = [None] * cache.n_slots
         sampler = _Sampler(sampling, self.device, self.decode_kernel)
         with torch.inference_mode(), grouped_attention(self.model, self.attention_groups) as self._grouped:
@@ -132,12 +134,11 @@ class ContinuousBatcher:
                     yield finished
 
     def _release_freed_memory(self) -> None:
-        """Hand freed heap memory back to the OS (glibc on CPU). Batch shapes change at every refill, and the
-        allocator keeps the differently sized blocks it freed. Over the 1,000-sample run of
-        benchmarks/sweep_speed.py this cut RSS growth (second- to last-quarter mean) from 139 to 84 MB; the
-        rest is still open. A call takes ~1.5 ms (measured on a fragmented heap), once per refill."""
-        if self._malloc_trim is not None:
-            self._malloc_trim(0)
+        """Batch shapes change at every refill, and the allocator keeps the differently sized blocks it freed.
+        Over the 1,000-sample run of benchmarks/sweep_speed.py trimming cut RSS growth (second- to last-quarter
+        mean) from 139 to 84 MB. Once per refill."""
+        if self.device.type == "cpu":
+            release_freed_memory()
 
     def _compact(self, cache: SlotCache, slots: list) -> list:
         """Live rows to the front, longest first; free slots after them. Decode then skips the free slots, and
@@ -233,8 +234,12 @@ class ContinuousBatcher:
         logits = self._forward(cache, len(front), input_ids, positions,
                                [_alpha(row.request) if row else 0.0 for row in front], lean=True, **groups)
         picked = sampler.pick(logits if len(live) == len(front) else logits[live], [front[i].request for i in live])
-        self.stats.decode_s += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.decode_s += elapsed
         self.stats.decode_steps += 1
+        if len(live) == len(slots):
+            self.stats.full_batch_s += elapsed
+            self.stats.full_batch_rows += len(live)
         self.stats.decode_rows += len(live)
         self.stats.slot_rows += len(front)
         return self._advance(slots, live, picked, sampling)
@@ -276,14 +281,6 @@ def _shared_prefix(prompts: list[list[int]], alphas: list[float]) -> _SharedPref
     if n < MIN_SHARED_PREFIX:
         return _SharedPrefix([], {})
     return _SharedPrefix(prompts[0][:n], {a: i for i, a in enumerate(alphas)}, SlotCache(len(alphas), n))
-
-
-def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none (macOS, musl, Windows)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 def _front(slots: list) -> int:

@@ -77,6 +77,7 @@ class HFBackend:
 
     def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int, scheduler: str,
                pack_weights: bool) -> None:
+        from cotbench.backends._heap import release_freed_memory
         from cotbench.backends.packed_linear import pack_linear_layers, packing_applies
         from cotbench.valve.apply import attach_valve, valve_fingerprint
         from cotbench.valve.row_scale import row_scaled
@@ -102,6 +103,8 @@ class HFBackend:
             self.model, self._strengths = row_scaled(self.model)
         # bf16 on CPU: weights packed once for oneDNN (same numbers, faster GEMMs); the model is inference-only now
         self.packed_layers = pack_linear_layers(self.model) if pack_weights and packing_applies(self.model) else 0
+        if self.packed_layers:
+            release_freed_memory()  # the plain weights just dropped
         self._eos_ids = self._collect_eos_ids()
 
     def _collect_eos_ids(self) -> set[int]:

@@ -51,12 +51,22 @@ class PackedLinear(nn.Module):
 def pack_linear_layers(model: nn.Module) -> int:
     """Swap every ``nn.Linear`` of ``model`` for a :class:`PackedLinear`, in place; returns how many.
 
-    A weight another module shares (tied input and output embeddings) is packed as a copy for the linear
-    layer and kept plain for the other user."""
+    A weight another module shares (an output layer tied to the input embeddings) stays plain: packing it
+    would keep a second copy of it (54 MB for SmolLM2's embeddings) for the other user."""
+    shared = _shared_weights(model)
     swapped = 0
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
+            if type(child) is nn.Linear and id(child.weight) not in shared:
                 setattr(module, child_name, PackedLinear(child))
                 swapped += 1
     return swapped
+
+
+def _shared_weights(model: nn.Module) -> set[int]:
+    """ids of parameters that more than one module holds."""
+    seen: dict[int, int] = {}
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            seen[id(parameter)] = seen.get(id(parameter), 0) + 1
+    return {key for key, count in seen.items() if count > 1}

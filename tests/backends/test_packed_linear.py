@@ -53,3 +53,16 @@ def test_the_backend_packs_bf16_on_cpu_and_leaves_fp32_alone(tiny_model, tiny_va
     # every linear layer, the valve layers' stacked [W; A] included
     assert bf16.packed_layers > 0 and not any(type(m) is nn.Linear for m in bf16.model.modules())
     assert HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16", pack_weights=False).packed_layers == 0
+
+
+def test_an_output_layer_tied_to_the_embeddings_stays_plain(tiny_model, bf16_cpu):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig.from_pretrained(tiny_model)
+    config.tie_word_embeddings = True
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    packed = pack_linear_layers(model)
+    assert packed == sum(type(m) is PackedLinear for m in model.modules()) > 0
+    # packing it would keep a second copy of the embeddings
+    assert type(model.lm_head) is nn.Linear and model.lm_head.weight is model.model.embed_tokens.weight
