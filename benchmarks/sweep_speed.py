@@ -317,13 +317,15 @@ def main() -> None:
                                                                       batch_size=64, attention_groups=1)}),
              ("+ shared prompt prefix once per α", {**older, **dict(scheduler="continuous", dtype="bfloat16",
                                                                     batch_size=64, attention_groups=1, share_prefix=1)}),
-             ("+ batch 128 (auto)", {**older, **bf16_128}),
+             ("+ batch 128", {**older, **bf16_128}),
              ("+ C decode kernels (attention, each row read to its own length; greedy argmax)",
               {**older, **bf16_128, "decode_kernel": 1}),
              ("+ bf16 weights packed once for oneDNN", {**older, **bf16_128, "decode_kernel": 1, "pack_weights": 1}),
              ("+ LoRA up-projection in C", {**older, **bf16_128, "decode_kernel": 1, "pack_weights": 1, "lora_kernel": 1}),
              ("+ lean decode step (rotary, cache write and attention in one C call; add + RMSNorm in C)",
-              {**bf16_128, "decode_kernel": 1, "pack_weights": 1, "lora_kernel": 1, "lean_decode": 1})]
+              {**bf16_128, "decode_kernel": 1, "pack_weights": 1, "lora_kernel": 1, "lean_decode": 1}),
+             ("+ batch 256 (auto)", {**bf16_128, "batch_size": 256, "decode_kernel": 1, "pack_weights": 1,
+                                     "lora_kernel": 1, "lean_decode": 1})]
     ablations = []
     for label, overrides in steps:
         run = child("cotbench", args, **small, **overrides)
