@@ -94,7 +94,7 @@ static void attend(const job_t *j, int64_t pair, const uint16_t *query, float *s
  * key/value head: the same arithmetic as attend() in vector registers. Scores come from bf16 dot-product
  * instructions (each bf16 product exact, sums in fp32, the scale applied after), 16 keys at a time;
  * weighted values in fp32 FMAs, up to 256 / dim query heads per pass over the values. Nothing past a row's
- * length is read: the last block's loads are masked. Measured on decode shapes: see decode_kernel.py. */
+ * length is read: the last block's loads are masked. Measured on decode shapes: benchmarks/decode_step.py. */
 #include <immintrin.h>
 #define HAVE_FAST_PATH 1
 

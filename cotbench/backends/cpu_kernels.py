@@ -1,7 +1,11 @@
 """cotbench's bf16 CPU kernels (``cpu_kernels.c``): built on first use, called through ctypes.
 
-- :func:`decode_attention`: one query token per row against a slot cache, each row read to its own length.
+- :func:`decode_attention`: one query token per row against a slot cache, each row read to its own length
+  (an AVX512-BF16 path for head dims 64 and 128, a portable loop otherwise).
+- :func:`rope_decode_attention`: the same, with the new token's rotary embedding and cache write in the call.
 - :func:`lora_up`: a valve layer's LoRA up-projection at a per-row strength, added to the base output.
+- :func:`add_rms_norm`: a residual add and the RMSNorm after it, with transformers' roundings.
+- :func:`argmax`: greedy picks straight from bf16 logits.
 
 The library is plain C with no torch headers, so it builds in about a second with the system C compiler,
 for this CPU (``-march=native``), into the cotbench cache (``$COTBENCH_CACHE_DIR/kernels``). Where no

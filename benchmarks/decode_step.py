@@ -1,0 +1,136 @@
+"""Decode step, side by side: what each decode technique adds, one change at a time, in one process.
+
+    python benchmarks/decode_step.py           # rows 16, 64, 128, 256; about 12 min and 10 GB on a 2-core CPU
+    python benchmarks/decode_step.py --quick   # rows 16, 3 steps: a smoke run
+
+Writes benchmarks/results/decode_step.{json,md}. The end-to-end ablation of sweep_speed.py runs each step as
+its own small sweep, minutes apart, on a shared machine whose speed drifts by 10 % and more; this one times
+single decode steps of every variant in turn, round after round, so drift hits all of them alike.
+
+Each variant is SmolLM2-135M-Instruct + the shipped valve in bf16, with its own copy of the model and its
+own slot cache, filled by the same prefill: ``rows`` rows at lengths spread over 100-290 tokens, α cycling
+over 0, 0.25, 0.5, 0.75, 1. A step is what the batcher runs: the forward pass for one token per row and the
+greedy pick. Reported: the median step time over the rounds, tokens/s, and the speed-up over the variant
+before it; and how often each variant's greedy token agrees with the first one's (bf16 rounding differs
+between them, so not always; transformers' fp32 numbers are checked bit for bit by the tests).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CAPACITY = 300  # cache columns: the longest row (290) and its next token fit
+
+# cumulative, in the order sweep_speed.py's ablation adds them
+VARIANTS = [
+    ("grouped SDPA, plain weights", dict(decode_kernel=False, pack_weights=False, lora_kernel=False, lean=False)),
+    ("+ C decode kernels (attention, argmax)", dict(decode_kernel=True, pack_weights=False, lora_kernel=False, lean=False)),
+    ("+ weights packed for oneDNN", dict(decode_kernel=True, pack_weights=True, lora_kernel=False, lean=False)),
+    ("+ LoRA up-projection in C", dict(decode_kernel=True, pack_weights=True, lora_kernel=True, lean=False)),
+    ("+ lean decode step", dict(decode_kernel=True, pack_weights=True, lora_kernel=True, lean=True)),
+]
+
+
+def build(rows: int, settings: dict, fill: list, alphas: list):
+    """A backend, its batcher and a slot cache prefilled with ``fill`` (the same for every variant)."""
+    import torch
+
+    from cotbench.backends.continuous import ContinuousBatcher, _Sampler
+    from cotbench.backends.hf import HFBackend
+    from cotbench.backends.slot_attention import grouped_attention
+    from cotbench.backends.slot_cache import SlotCache
+    from cotbench.config import RunConfig
+    from cotbench.records import SamplingSettings
+
+    backend = HFBackend("smollm2", RunConfig().valve, dtype="bfloat16", pack_weights=settings["pack_weights"])
+    backend._strengths.cpu_kernel = settings["lora_kernel"]
+    batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, rows,
+                                decode_kernel=settings["decode_kernel"], lean_decode=settings["lean"])
+    cache = SlotCache(rows, CAPACITY)
+    with torch.inference_mode(), grouped_attention(batcher.model, True):
+        for start, ids in fill:
+            n = ids.shape[0]
+            batcher._forward(cache, torch.arange(start, start + n), ids, torch.arange(ids.shape[1]).expand(n, -1),
+                             alphas[start:start + n])
+    return batcher, cache, _Sampler(SamplingSettings(), batcher.device, settings["decode_kernel"])
+
+
+def measure(rows: int, rounds: int) -> list[dict]:
+    import torch
+
+    from cotbench.backends.slot_attention import grouped_attention, slot_groups
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = sorted(torch.randint(100, CAPACITY - 10, (rows,), generator=generator).tolist(), reverse=True)
+    alphas = [(0.0, 0.25, 0.5, 0.75, 1.0)[i % 5] for i in range(rows)]
+    fill = [(start, torch.randint(0, 40000, (min(16, rows - start), CAPACITY - 1), generator=generator))
+            for start in range(0, rows, 16)]
+    tokens = torch.randint(0, 40000, (rows, 1), generator=generator)
+    positions = torch.tensor(lengths).view(-1, 1) - 1
+    variants = [(label, settings, *build(rows, settings, fill, alphas)) for label, settings in VARIANTS]
+    times: dict[str, list[float]] = {label: [] for label, *_ in variants}
+    picks: dict[str, list[int]] = {}
+    with torch.inference_mode():
+        for round_ in range(rounds + 1):  # round 0 warms up
+            for label, settings, batcher, cache, sampler in variants:
+                groups = {"slot_groups": slot_groups(lengths)}
+                if settings["decode_kernel"]:  # as the batcher passes them
+                    groups["slot_lengths"] = torch.tensor(lengths, dtype=torch.int32)
+                with grouped_attention(batcher.model, True):
+                    started = time.perf_counter()
+                    logits = batcher._forward(cache, rows, tokens, positions, alphas, lean=settings["lean"], **groups)
+                    picked = sampler.pick(logits, [None] * rows)
+                    if round_:
+                        times[label].append(time.perf_counter() - started)
+                picks[label] = picked
+    results, previous = [], None
+    first = picks[variants[0][0]]
+    for label, *_ in variants:
+        step = statistics.median(times[label])
+        results.append({"variant": label, "rows": rows, "step_ms": round(step * 1000, 1),
+                        "tok_per_s": round(rows / step, 1),
+                        "speedup_over_previous": round(previous / step, 3) if previous else None,
+                        "greedy_agreement_with_first": round(sum(a == b for a, b in zip(picks[label], first)) / rows, 3)})
+        previous = step
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="16,64,128,256")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.rounds = "16", 3
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    results = []
+    for rows in (int(r) for r in args.rows.split(",")):
+        rows_results = measure(rows, args.rounds)
+        for r in rows_results:
+            print(f"[decode_step] {r}", flush=True)
+        results += rows_results
+    name = "decode_step_quick" if args.quick else "decode_step"
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    wall = round(time.perf_counter() - started, 1)
+    (out / f"{name}.json").write_text(json.dumps({"rounds": args.rounds, "results": results, "wall_s": wall}, indent=1))
+    lines = ["# Decode step, side by side", "",
+             "SmolLM2-135M-Instruct + the shipped valve, bf16, rows at lengths 100-290, mixed α; median of "
+             f"{args.rounds} rounds, every variant timed in turn. `python benchmarks/decode_step.py`.", "",
+             "| rows | variant | ms/step | tokens/s | × previous | greedy = first |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['rows']} | {r['variant']} | {r['step_ms']} | {r['tok_per_s']} | "
+              f"{r['speedup_over_previous'] or '-'} | {r['greedy_agreement_with_first']:.0%} |" for r in results]
+    lines += ["", f"Wall time: {wall} s."]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
