@@ -334,7 +334,7 @@ def main() -> None:
                           "outputs": run["outputs"]})
     result["ablations"] = [{k: v for k, v in a.items() if k != "outputs"} for a in ablations]
     # fp32 parity of the default continuous path (lean decode step included; the C kernels are bf16-only)
-    fp32_default = child("cotbench", args, **small, dtype="float32", batch_size=128)
+    fp32_default = child("cotbench", args, **small, dtype="float32")  # batch size auto, like the headline run
     result["parity_fp32_static_vs_continuous"] = agreement(ablations[0]["outputs"], fp32_default["outputs"])
     result["parity_fp32_static_vs_continuous_batch64"] = agreement(ablations[0]["outputs"], ablations[2]["outputs"])
     result["parity_bf16_vs_fp32"] = agreement(ablations[2]["outputs"], ablations[3]["outputs"])
@@ -398,7 +398,7 @@ def write(result: dict, name: str) -> None:
     lines += [f"| {a['step']} | {a['wall_s']} | {a['generated_tokens']} | {a['tok_per_s']} | {a['decode_tok_per_s'] or '-'} | "
               f"{a['peak_rss_sweep_mb']} |" for a in result["ablations"]]
     p, q = result["parity_fp32_static_vs_continuous"], result["parity_bf16_vs_fp32"]
-    lines += ["", f"- fp32 greedy parity, static vs continuous with its defaults (batch 128, lean decode step): "
+    lines += ["", f"- fp32 greedy parity, static vs continuous with its defaults (batch size auto, lean decode step): "
               f"{p['same_text_and_count']}/{p['n']} identical texts and counts, {p['same_verdict']}/{p['n']} same verdicts",
               f"- bf16 vs fp32 (both continuous): {q['same_text_and_count']}/{q['n']} identical, "
               f"{q['same_verdict']}/{q['n']} same verdicts",

@@ -319,7 +319,7 @@ class _Sampler:
 
     def __init__(self, sampling: SamplingSettings, device, cpu_kernel: bool = True):
         self.sampling, self.device = sampling, device
-        self._library = load_library() if cpu_kernel and device.type == "cpu" and sampling.greedy else None
+        self._cpu_kernel = cpu_kernel and device.type == "cpu" and sampling.greedy
         self._generators: dict[str, torch.Generator] = {}
         self._warpers = []
         if not sampling.greedy:
@@ -331,8 +331,9 @@ class _Sampler:
 
     def pick(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> list[int]:
         if self.sampling.greedy:
-            if self._library is not None and logits.dtype == torch.bfloat16:
-                picked = argmax(self._library, logits.contiguous())
+            # the library is built only once bf16 logits need it: fp32 runs never compile or warn
+            if self._cpu_kernel and logits.dtype == torch.bfloat16 and (library := load_library()) is not None:
+                picked = argmax(library, logits.contiguous())
                 if picked is not None:
                     return picked
             return logits.argmax(dim=-1).tolist()

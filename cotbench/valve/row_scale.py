@@ -66,13 +66,14 @@ class RowScaledLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result, low_rank = self.stacked(x).split([self.out_features, self.rank], dim=-1)
-        if self.strengths.scale(self.scaling) is None:  # every row at α = 0: exactly the base model, no LoRA work
+        scale = self.strengths.scale(self.scaling)
+        if scale is None:  # every row at α = 0: exactly the base model, no LoRA work
             return result.contiguous()
         if self.strengths.cpu_kernel and x.dtype == torch.bfloat16 and x.device.type == "cpu":
             fused = self._lora_up_in_c(result, low_rank)
             if fused is not None:
                 return fused.view(*x.shape[:-1], self.out_features)
-        low_rank = low_rank * self.strengths.scale(self.scaling).view(-1, *[1] * (low_rank.dim() - 1))
+        low_rank = low_rank * scale.view(-1, *[1] * (low_rank.dim() - 1))
         result = torch.addmm(result.reshape(-1, self.out_features), low_rank.reshape(-1, self.rank), self.up_weight.t())
         return result.view(*x.shape[:-1], self.out_features)
 

@@ -249,3 +249,17 @@ def test_bf16_valve_layers_in_c_are_as_close_to_fp32_as_addmm(tiny_model, tiny_v
     kernel_error = (logits[torch.bfloat16, True] - exact).abs().max().item()
     assert kernel_error <= max(1.5 * addmm_error, 1e-2)
     assert not torch.equal(logits[torch.bfloat16, True], logits[torch.bfloat16, False])  # the kernel really ran
+
+
+def test_fp32_runs_never_build_the_cpu_kernels(pair, monkeypatch):
+    """fp32 uses none of them, so a machine without a C compiler must not get a build or its warning."""
+    from cotbench.backends import cpu_kernels, lean_decode, slot_attention
+
+    calls = []
+    # every module that calls it (valve/row_scale.py imports it from cpu_kernels at call time)
+    for module in (continuous, cpu_kernels, lean_decode, slot_attention):
+        monkeypatch.setattr(module, "load_library", lambda: calls.append(1))
+
+    _, flowing = pair
+    out = _generate(flowing, _requests(SamplingSettings(max_new_tokens=6)))
+    assert out and not calls
