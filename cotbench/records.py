@@ -50,6 +50,9 @@ class Generation:
     latency_s: float  # from the row's prefill to its last token (static scheduler: its batch's wall time)
 
 
+GRADE_STATUSES = ("correct", "incorrect", "timeout", "error")
+
+
 @dataclass(frozen=True)
 class Grade:
     """A verdict. An unreadable answer is data (`extracted is None`), not an exception."""
@@ -58,7 +61,23 @@ class Grade:
     extracted: str | None
     gold: str
     protocol: str
-    reason: str  # why it was judged so, e.g. "numeric match", "no answer found", "timeout"
+    reason: str  # why it was judged so, e.g. "numeric match", "no answer found", "timeout: ..."
+    # correct | incorrect | timeout (no verdict in time) | error (the grader failed). The last two are not
+    # judgements: they are kept out of accuracy and counted apart. Empty: derived from `correct`.
+    status: str = ""
+
+    def __post_init__(self):
+        if not self.status:
+            object.__setattr__(self, "status", "correct" if self.correct else "incorrect")
+        elif self.status not in GRADE_STATUSES:
+            raise ValueError(f"grade status must be one of {GRADE_STATUSES}, got {self.status!r}")
+        if self.correct and self.status != "correct":
+            raise ValueError(f"a {self.status} verdict cannot be correct")
+
+    @property
+    def judged(self) -> bool:
+        """True for a real verdict (correct or incorrect), False for a timeout or a grader error."""
+        return self.status in ("correct", "incorrect")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from cotbench.adapters import TASKS
 from cotbench.backends import BACKENDS, Backend
 from cotbench.config import RunConfig
+from cotbench.grading import grader_id
 from cotbench.grading.pool import GradingPool
 from cotbench.prompts import build_messages
 from cotbench.records import GenerationRequest, Problem, Sample
@@ -94,9 +95,10 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
     pending = [p.request for p in plan if p.key not in done]
     _say(progress, f"{len(plan)} samples planned: {len(done)} already stored, {len(pending)} to generate")
     pool = GradingPool(config.protocol, config.grade_timeout_s, config.grade_workers)
+    grader = grader_id(config.protocol)
     try:
-        for key, response, gold in store.needing_grade(done, config.protocol):
-            pool.submit(key, response, gold)  # stored but ungraded (or graded under another protocol)
+        for key, response, gold in store.needing_grade(done, grader):
+            pool.submit(key, response, gold)  # stored but ungraded, or graded by another grader
         tokens, started = 0, time.perf_counter()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
             for batch in backend.generate(pending):
@@ -105,14 +107,24 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
                 store.put_generations(samples)
                 for s in samples:
                     pool.submit(s.key, s.generation.text, s.problem.gold)
-                store.put_grades(pool.ready())
+                store.put_grades(pool.ready(), grader)
                 tokens += sum(g.n_generated_tokens for g in batch)
                 bar.update(len(batch))
                 bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.1f}")
         with tqdm(unit="verdict", desc="grading", disable=not progress) as bar:
-            store.put_grades(pool.finish(on_progress=bar.update))
+            while True:  # stored as they come: an interrupted run keeps every verdict given
+                waiting = pool.n_pending
+                got = pool.ready(0.5)
+                store.put_grades(got, grader)
+                bar.update(len(got))
+                if not waiting:
+                    break
     finally:
         pool.close()
+    unjudged = store.count_unjudged(by_key)
+    if unjudged:
+        _say(True, f"warning: {unjudged} verdicts timed out or failed (twice) and are left out of accuracy; "
+                   f"see n_timeout in summary.csv; a larger --grade-timeout or rerunning the command grades them again")
     return len(pending)
 
 

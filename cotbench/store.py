@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from cotbench.errors import RunDirError
-from cotbench.grading import GRADER_VERSION
 from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
 
 SCHEMA_VERSION = 1
@@ -23,7 +22,8 @@ CREATE TABLE IF NOT EXISTS samples (
     problem_id TEXT NOT NULL, question TEXT NOT NULL, gold TEXT NOT NULL, metadata TEXT NOT NULL,
     prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
-    extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version INTEGER, created_at TEXT NOT NULL
+    extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version TEXT, created_at TEXT NOT NULL,
+    status TEXT
 );
 """
 
@@ -54,9 +54,11 @@ class Store:
 
     def _check_schema(self) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(samples)")}
-        if "grader_version" not in columns:  # stores from before verdicts were versioned: regrade them
-            with self.db:
-                self.db.execute("ALTER TABLE samples ADD COLUMN grader_version INTEGER")
+        with self.db:  # columns added since schema 1; rows without them are regraded
+            if "grader_version" not in columns:
+                self.db.execute("ALTER TABLE samples ADD COLUMN grader_version TEXT")
+            if "status" not in columns:
+                self.db.execute("ALTER TABLE samples ADD COLUMN status TEXT")
         found = self.get_meta("schema_version")
         if found is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -110,19 +112,27 @@ class Store:
                 "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
                 "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
-    def put_grades(self, grades: Sequence[tuple[str, Grade]]) -> None:
+    def put_grades(self, grades: Sequence[tuple[str, Grade]], grader: str) -> None:
+        """Store verdicts with the identity of the grader that gave them (``grading.grader_id``)."""
         with self.db:
             self.db.executemany(
-                "UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ?, grader_version = ? "
-                "WHERE key = ?", [(g.extracted, int(g.correct), g.protocol, g.reason, GRADER_VERSION, key)
-                                  for key, g in grades])
+                "UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ?, grader_version = ?, "
+                "status = ? WHERE key = ?", [(g.extracted, int(g.correct), g.protocol, g.reason, grader, g.status, key)
+                                             for key, g in grades])
 
-    def needing_grade(self, keys: Iterable[str], protocol: str) -> list[tuple[str, str, str]]:
-        """(key, response, gold) of stored samples not graded under ``protocol`` by this grader version."""
+    def needing_grade(self, keys: Iterable[str], grader: str) -> list[tuple[str, str, str]]:
+        """(key, response, gold) of stored samples without a verdict of ``grader``: ungraded, graded by another
+        grader (protocol, code or library version), or left as a timeout or error (tried again)."""
         wanted = set(keys)
-        rows = self.db.execute("SELECT key, response, gold, protocol, grader_version FROM samples")
-        return [(key, response, gold) for key, response, gold, graded_protocol, version in rows
-                if key in wanted and (graded_protocol != protocol or version != GRADER_VERSION)]
+        rows = self.db.execute("SELECT key, response, gold, grader_version, status FROM samples")
+        return [(key, response, gold) for key, response, gold, version, status in rows
+                if key in wanted and (version != grader or status in ("timeout", "error", None))]
+
+    def count_unjudged(self, keys: Iterable[str]) -> int:
+        """Samples among ``keys`` whose verdict is a timeout or a grader error."""
+        wanted = set(keys)
+        rows = self.db.execute("SELECT key FROM samples WHERE status IN ('timeout', 'error')")
+        return sum(1 for (key,) in rows if key in wanted)
 
     def samples(self, keys: Iterable[str] | None = None) -> list[Sample]:
         cursor = self.db.execute("SELECT * FROM samples ORDER BY task, alpha, problem_id")
@@ -145,5 +155,6 @@ def _to_sample(row: dict[str, Any]) -> Sample:
                             row["finish_reason"], row["latency_s"])
     grade = None
     if row["correct"] is not None:
-        grade = Grade(bool(row["correct"]), row["extracted"], row["gold"], row["protocol"], row["reason"])
+        grade = Grade(bool(row["correct"]), row["extracted"], row["gold"], row["protocol"], row["reason"],
+                      status=row.get("status") or "")
     return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade)

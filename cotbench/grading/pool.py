@@ -1,88 +1,147 @@
-"""Grading off the generation thread: worker processes, each grading on its own main thread so the
-per-check timer works; a worker that hangs past a hard deadline is killed and its verdict is 'timeout'."""
+"""Grading beside generation: worker processes (``_worker``), each verdict under its own deadline.
+
+- The deadline of a verdict counts from when a worker *starts* it (the job is handed to an idle worker and
+  timed from then), never from when it was queued: a queue of thousands behind one worker on a loaded
+  machine times nothing out.
+- Inside the worker the whole verdict runs under a SIGALRM alarm; C code that outlives it is killed
+  ``HARD_GRACE_S`` later and a fresh worker takes its place.
+- A verdict that times out, or whose worker died, is retried once, in a fresh worker when the first one was
+  killed; if it fails again it is stored as ``timeout`` / ``error``, which summaries count apart and keep out
+  of accuracy, never as a wrong answer.
+"""
 from __future__ import annotations
 
-import multiprocessing as mp
+import select
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 
-from cotbench.grading.grader import grade
+from cotbench.grading._worker import Worker, WorkerDied
+from cotbench.grading.config import GradingConfig, resolve
+from cotbench.grading.grader import grade, grade_in_worker
+from cotbench.grading.sandbox import HARD_GRACE_S
 from cotbench.records import Grade
+
+MAX_ATTEMPTS = 2  # a timeout or a crash gets one more try
+
+
+@dataclass
+class _Job:
+    key: str
+    response: str
+    gold: str
+    attempt: int = 1
 
 
 class GradingPool:
-    def __init__(self, protocol: str, timeout_s: float, workers: int = 1):
-        self.protocol, self.timeout_s, self.workers = protocol, timeout_s, workers
-        # A verdict the worker itself could not time out (stuck in C code) is abandoned after this.
-        self.hard_deadline_s = 4 * timeout_s + 30
-        self._pending: dict[Future, tuple[str, str, str, float]] = {}  # future -> (key, response, gold, t)
-        self._inline: list[tuple[str, Grade]] = []
-        self._executor = self._new_executor() if workers > 0 else None
+    def __init__(self, protocol: str | GradingConfig, timeout_s: float, workers: int = 1):
+        self.config, self.timeout_s, self.workers = resolve(protocol), timeout_s, workers
+        self.budget_s = timeout_s if timeout_s and timeout_s > 0 else None
+        self._queue: deque[_Job] = deque()
+        self._done: list[tuple[str, Grade]] = []
+        self._workers = [Worker() for _ in range(workers)]
+        self.n_retried = 0
+        for w in self._workers:
+            w.start()  # boot in the background while generation starts
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # spawn: workers must not inherit torch's threads from a forked parent
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+    @property
+    def n_pending(self) -> int:
+        return len(self._queue) + sum(w.busy for w in self._workers)
 
     def submit(self, key: str, response: str, gold: str) -> None:
-        if self._executor is None:
-            self._inline.append((key, grade(response, gold, self.protocol, self.timeout_s)))
+        if not self._workers:
+            self._done.append((key, grade(response, gold, self.config, self.timeout_s)))
             return
-        future = self._executor.submit(grade, response, gold, self.protocol, self.timeout_s)
-        self._pending[future] = (key, response, gold, time.monotonic())
+        self._queue.append(_Job(key, response, gold))
+        self._pump(0.0)
 
-    def ready(self) -> list[tuple[str, Grade]]:
-        """Verdicts finished so far, without waiting."""
-        done = [f for f in self._pending if f.done()]
-        return self._take_inline() + [self._collect(f) for f in done]
+    def ready(self, wait_s: float = 0.0) -> list[tuple[str, Grade]]:
+        """Verdicts finished so far, waiting up to ``wait_s`` for the first of them."""
+        self._pump(wait_s if not self._done else 0.0)
+        taken, self._done = self._done, []
+        return taken
 
     def finish(self, on_progress: Callable[[int], None] | None = None) -> list[tuple[str, Grade]]:
         """Wait for every submitted verdict; ``on_progress(n)`` is told as each n more come in."""
-        results = self._take_inline()
-        while self._pending:
-            done, _ = wait(list(self._pending), timeout=1.0, return_when=FIRST_COMPLETED)
-            results += [self._collect(f) for f in done]
-            if on_progress and done:
-                on_progress(len(done))
-            overdue = [f for f, (*_, t) in self._pending.items() if time.monotonic() - t > self.hard_deadline_s]
-            if overdue:
-                results += [self._give_up(f, "timeout: grading worker stopped answering") for f in overdue]
-                self._restart()
+        results = self.ready()
+        while self.n_pending:
+            got = self.ready(0.2)
+            if got and on_progress:
+                on_progress(len(got))
+            results += got
         return results
 
-    def _take_inline(self) -> list[tuple[str, Grade]]:
-        taken, self._inline = self._inline, []
-        return taken
+    # -- the dispatcher: hand jobs to idle workers, collect answers, kill overdue ones
+    def _pump(self, wait_s: float) -> None:
+        for w in self._workers:
+            if not w.busy and self._queue:
+                self._hand_over(w)
+        busy = [w for w in self._workers if w.busy]
+        if not busy:
+            return
+        readable = select.select(busy, [], [], self._wait(busy, wait_s))[0]
+        for w in busy:
+            job = w.job
+            try:
+                answer = w.collect(0.0) if w in readable else None
+            except WorkerDied as exc:
+                self._settle(job, Grade(False, None, job.gold, self.config.name,
+                                        f"error: grading worker died ({exc})", status="error"), fresh=True)
+                continue
+            if answer is not None:
+                self._settle(job, self._verdict(job, answer), fresh=False)
+            elif w.overdue(HARD_GRACE_S):
+                w.kill()  # stuck in C code past its alarm; the retry goes to a fresh worker
+                w.start()
+                self._settle(job, self._timeout(job, "worker killed"), fresh=True)
+        for w in self._workers:
+            if not w.busy and self._queue:
+                self._hand_over(w)
 
-    def _collect(self, future: Future) -> tuple[str, Grade]:
-        key, _, gold, _ = self._pending.pop(future)
+    def _wait(self, busy: list[Worker], wait_s: float) -> float:
+        if self.budget_s is None:
+            return wait_s
+        now = time.monotonic()
+        next_due = min(w.started_at + self.budget_s + HARD_GRACE_S - now for w in busy)
+        return max(0.0, min(wait_s, next_due + 0.01))
+
+    def _hand_over(self, w: Worker) -> None:
+        job = self._queue.popleft()
         try:
-            return key, future.result()
-        except BrokenProcessPool:
-            self._restart()
-            return key, Grade(False, None, gold, self.protocol, "error: grading worker crashed")
-        except Exception as exc:  # grading never crashes a run
-            return key, Grade(False, None, gold, self.protocol, f"error: {exc!r}")
+            if not w.ensure_ready():
+                self._queue.appendleft(job)  # still booting: try again on the next pump
+                return
+            w.submit(grade_in_worker, (job.response, job.gold, self.config, self.timeout_s), self.budget_s, job)
+        except WorkerDied as exc:
+            w.start()
+            self._settle(job, Grade(False, None, job.gold, self.config.name, f"error: grading worker died ({exc})",
+                                    status="error"), fresh=True)
 
-    def _give_up(self, future: Future, why: str) -> tuple[str, Grade]:
-        key, _, gold, _ = self._pending.pop(future)
-        future.cancel()
-        return key, Grade(False, None, gold, self.protocol, why)
+    def _verdict(self, job: _Job, answer) -> Grade:
+        status, value = answer
+        if status == "ok":
+            return value
+        if status == "timeout":
+            return self._timeout(job, "alarm")
+        return Grade(False, None, job.gold, self.config.name, f"error: {value}"[:300], status="error")
 
-    def _restart(self) -> None:
-        """Kill the workers and hand what they still held to fresh ones."""
-        old, self._executor = self._executor, self._new_executor()
-        for proc in list(getattr(old, "_processes", {}).values()):
-            proc.kill()
-        old.shutdown(wait=False, cancel_futures=True)
-        stranded, self._pending = self._pending, {}
-        for future, (key, response, gold, _) in stranded.items():
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._inline.append((key, future.result()))
-            else:
-                self.submit(key, response, gold)
+    def _timeout(self, job: _Job, how: str) -> Grade:
+        return Grade(False, None, job.gold, self.config.name,
+                     f"timeout: no verdict within {self.timeout_s:g}s ({how})", status="timeout")
+
+    def _settle(self, job: _Job, verdict: Grade, fresh: bool) -> None:
+        if not verdict.judged and job.attempt < MAX_ATTEMPTS:
+            self.n_retried += 1
+            retry = _Job(job.key, job.response, job.gold, job.attempt + 1)
+            self._queue.appendleft(retry)
+            return
+        if job.attempt > 1 and not verdict.judged:
+            verdict = Grade(False, None, verdict.gold, verdict.protocol, verdict.reason + "; also on a second try",
+                            status=verdict.status)
+        self._done.append((job.key, verdict))
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        for w in self._workers:
+            w.kill()
+        self._workers = []

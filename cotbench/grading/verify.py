@@ -1,50 +1,202 @@
-"""Equivalence of two answer strings: exact numbers first, then math-verify, then normalised text.
+"""Equivalence of a prediction and a gold answer, cheapest check first:
 
-Pure apart from the time limit: the same pair always gets the same verdict.
+1. normalise both (``normalize``);
+2. several answers on either side (``2, 3``, ``x = 1 or x = 2``, several gold boxes) are compared as sets;
+3. exact numbers (``numbers``): decisive when both sides are plain numbers;
+4. the same text, ignoring spaces and case;
+5. equations: both equations -> compared as equations; one equation whose left side names a value
+   (``x = 5``, ``f(x) = ...``, ``5 \\times 6 = 30``) -> its last right-hand side against the other side;
+   any other equation against a non-equation -> not equal (``2x + z = 1`` is not ``1``);
+6. sympy (``symbolic``), unless ``guard`` refuses the work, run by the caller's ``runner`` within the
+   verdict's deadline.
+
+Pure apart from the time limit: the same pair under the same config always gets the same verdict.
 """
 from __future__ import annotations
 
-import logging
 import re
+from typing import Callable
 
-from cotbench.grading._timeout import CallTimedOut, call_with_timeout
-from cotbench.grading.normalize import as_number, normalize
+from cotbench.grading.config import GradingConfig
+from cotbench.grading.guard import symbolic_refusal
+from cotbench.grading.normalize import normalize
+from cotbench.grading.numbers import numbers_equal, parse_number
+from cotbench.grading.sandbox import Deadline, GradingTimeout, SymbolicCrash
+from cotbench.grading.symbolic import symbolic_equal
+
+Runner = Callable[[Callable, tuple, "float | None"], object]
+_RELATION = re.compile(r"\\(?:le|ge|leq|geq|neq|ne|lt|gt|approx|sim|equiv|in|subset|subseteq)(?![A-Za-z])|[<>≤≥≠]")
+_SPLIT_WORDS = re.compile(r"\s+(?:and|or)\s+|\s*(?<!\\)(?:\\text\{\s*(?:and|or)\s*\})\s*|\s*;\s*", re.IGNORECASE)
+_LEADING_WORDS = re.compile(r"^(?:either|both|maybe|perhaps)\s+", re.IGNORECASE)
 
 
-class _DropTimeoutDisabledWarning(logging.Filter):
-    # We switch math-verify's signal-based limit off on purpose (see _timeout.py); its warning is noise.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Timeout is disabled" not in record.getMessage()
+class Trace(list):
+    """Steps of one verdict, for ``cotbench grade --explain``."""
+
+    def add(self, step: str) -> None:
+        self.append(step)
 
 
-for _name in ("math_verify.parser", "math_verify.grader"):
-    logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
-
-
-def equivalent(pred: str, gold: str, timeout_s: float = 5.0) -> tuple[bool, str]:
-    """(verdict, reason) for a prediction against a gold answer, both raw or normalised.
-
-    When one side is an equation and the other is not, the right-hand side of its last "=" is compared
-    too ("x = 5" vs "5", "k = 5+5 = 10" vs "10"); an approximation after it is ignored ("= 1/3 ≈ 0.33").
-    """
-    p, g = normalize(pred), normalize(gold)
+def equivalent(pred: str, gold: str, config: GradingConfig, runner: Runner, deadline: Deadline,
+               trace: Trace | None = None) -> tuple[bool, str]:
+    """(verdict, reason). Raises ``GradingTimeout`` when the deadline passes; nothing else."""
+    p, g = normalize(pred, config.strip_units), normalize(gold, config.strip_units)
+    if trace is not None:
+        trace.add(f"normalised: answer {p!r}, gold {g!r}")
     if not p:
         return False, "empty answer"
-    same, why = _equivalent_normalised(p, g, timeout_s)
-    if same or ("=" in p) == ("=" in g):
-        return same, why
-    p2, g2 = (_last_rhs(p), g) if "=" in p else (p, _last_rhs(g))
-    if not p2 or not g2 or not _names_a_value(p if "=" in p else g):
-        return same, why
-    same2, why2 = _equivalent_normalised(normalize(p2), normalize(g2), timeout_s)
-    return (True, f"{why2} (right-hand side of '=')") if same2 else (same, why)
+    p_items, g_items = split_items(p), split_items(g)
+    if len(p_items) > 1 or len(g_items) > 1:
+        return _sets_equal(p_items, g_items, config, runner, deadline, trace)
+    return _one(p, g, config, runner, deadline, trace)
+
+
+def split_items(s: str) -> list[str]:
+    """Top-level items of a list answer: commas, semicolons, "and"/"or" outside any bracket. Brackets keep
+    tuples and intervals whole: ``(1, 2)`` is one item, ``1, 2`` two. A set literal ``\\{1, 2\\}`` is its items
+    (a set, as a list answer is), and ``a \\pm b`` is the two items ``a + b`` and ``a - b``."""
+    if len(s) > 2000:
+        return [s]
+    set_literal = re.fullmatch(r"\\\{(.*)\\\}", s.strip())
+    if set_literal and _balanced(set_literal.group(1)):
+        s = set_literal.group(1)
+    parts, depth, last = [], 0, 0
+    pieces = []
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0 and not s.startswith("\\,", i - 1):
+            pieces.append(s[last:i])
+            last = i + 1
+    pieces.append(s[last:])
+    for piece in pieces:
+        parts += _split_words_top_level(piece)
+    items = [_LEADING_WORDS.sub("", x.strip()).strip() for x in parts]
+    items = [y for x in items if x for y in _plus_minus(x)]
+    return items if len(items) > 1 else [s]
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _plus_minus(item: str) -> list[str]:
+    """``1 \\pm \\sqrt{2}`` -> ``1 + \\sqrt{2}``, ``1 - \\sqrt{2}``; ``x = \\pm 3`` -> ``x = +3``, ``x = -3``."""
+    marks = [m.start() for m in re.finditer(r"\\pm(?![A-Za-z])|±", item)]
+    if len(marks) != 1 or not _balanced(item[:marks[0]]):
+        return [item]
+    at = marks[0]
+    width = 1 if item[at] == "±" else 3
+    left, right = item[:at], item[at + width:]
+    return [f"{left}+{right}".strip(), f"{left}-{right}".strip()]
+
+
+def _split_words_top_level(piece: str) -> list[str]:
+    out, last = [], 0
+    for m in _SPLIT_WORDS.finditer(piece):
+        before = piece[:m.start()]
+        if before.count("(") + before.count("[") + before.count("{") == before.count(")") + before.count("]") + before.count("}"):
+            out.append(piece[last:m.start()])
+            last = m.end()
+    out.append(piece[last:])
+    return out
+
+
+def _sets_equal(p_items, g_items, config, runner, deadline, trace) -> tuple[bool, str]:
+    p_distinct = _distinct(p_items, config, runner, deadline)
+    g_distinct = _distinct(g_items, config, runner, deadline)
+    if trace is not None:
+        trace.add(f"compared as sets: answer {p_distinct}, gold {g_distinct}")
+    if len(p_distinct) != len(g_distinct):
+        if len(g_distinct) == 1:
+            return False, f"several answers offered ({len(p_distinct)}), one expected"
+        return False, f"{len(p_distinct)} answers, {len(g_distinct)} expected"
+    unmatched = list(g_distinct)
+    for item in p_distinct:
+        hit = next((g for g in unmatched if _one(item, g, config, runner, deadline, None)[0]), None)
+        if hit is None:
+            return False, f"answer {item!r} matches no gold item"
+        unmatched.remove(hit)
+    return True, f"same set of {len(g_distinct)} answers"
+
+
+def _distinct(items, config, runner, deadline) -> list[str]:
+    kept: list[str] = []
+    for item in items:
+        if not any(item == k or _one(item, k, config, runner, deadline, None)[0] for k in kept):
+            kept.append(item)
+    return kept
+
+
+def _one(p: str, g: str, config: GradingConfig, runner: Runner, deadline: Deadline,
+         trace: Trace | None) -> tuple[bool, str]:
+    pn, gn = parse_number(p), parse_number(g)
+    if pn is not None and gn is not None:
+        return _say(trace, numbers_equal(pn, gn, config.percent, config.rel_tol), "exact numbers")
+    if _text_key(p) == _text_key(g):
+        return _say(trace, (True, "same text after normalisation"), "text")
+    p_eq, g_eq = _is_equation(p), _is_equation(g)
+    if p_eq != g_eq:
+        equation, other = (p, g) if p_eq else (g, p)
+        if not _names_a_value(equation):
+            return _say(trace, (False, "an equation against a value"), "equations")
+        rhs = _last_rhs(equation)
+        args = (rhs, other) if p_eq else (other, rhs)
+        verdict, why = _one(normalize(args[0], config.strip_units), normalize(args[1], config.strip_units),
+                            config, runner, deadline, trace)
+        return (verdict, f"{why} (right-hand side of '=')") if verdict else (False, why)
+    if not config.symbolic:
+        return _say(trace, (False, "not the same text (symbolic checks off)"), "text")
+    refusal = symbolic_refusal(p, config.max_symbolic_chars) or symbolic_refusal(g, config.max_symbolic_chars)
+    if refusal:
+        return _say(trace, (False, f"not the same text, and no symbolic check: {refusal}"), "guard")
+    for variant_p, variant_g, note in _percent_variants(p, g, config.percent):
+        try:
+            verdict, why = runner(symbolic_equal, (variant_p, variant_g, config.rel_tol), deadline.remaining())
+        except SymbolicCrash as exc:
+            return _say(trace, (False, f"symbolic check crashed: {exc}"), "symbolic")
+        if verdict:
+            return _say(trace, (True, why + note), "symbolic")
+    return _say(trace, (False, why), "symbolic")
+
+
+def _percent_variants(p: str, g: str, policy: str):
+    """A trailing % in a symbolic answer: ×1/100; under ``value_or_bare`` also the bare value."""
+    def scaled(s):
+        return f"\\frac{{{s[:-1]}}}{{100}}" if s.endswith("%") else s
+
+    yield scaled(p), scaled(g), ""
+    if policy == "value_or_bare" and p.endswith("%") != g.endswith("%"):
+        yield p.rstrip("%"), g.rstrip("%"), " (percent sign on one side only)"
+
+
+def _say(trace: Trace | None, result: tuple[bool, str], check: str) -> tuple[bool, str]:
+    if trace is not None:
+        trace.add(f"{check}: {'equal' if result[0] else 'not equal'} ({result[1]})")
+    return result
+
+
+def _text_key(s: str) -> str:
+    return re.sub(r"\s+", "", s).lower()
+
+
+def _is_equation(s: str) -> bool:
+    """One '=' at least, outside a relation like ``\\leq`` (which is not an equation)."""
+    return "=" in s.replace("\\neq", "").replace("!=", "").replace("<=", "").replace(">=", "") and not _RELATION.search(s)
 
 
 def _names_a_value(equation: str) -> bool:
-    """True for "x = ...", "f(x) = ..." or "5 \\times 6 = ...": the left side is one name or pure arithmetic.
-    False for "2x + z = 1", where the right side alone is not the answer."""
+    """True for "x = ...", "f(x) = ...", "a_1 = ..." or "5 \\times 6 = ...": the left side is one name or pure
+    arithmetic. False for "2x + z = 1", where the right side alone is not the answer."""
     lhs = equation.split("=", 1)[0].strip()
-    if re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?", lhs):
+    if re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?(?:\([A-Za-z, ]*\))?", lhs):
         return True
     return not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", lhs))
 
@@ -52,54 +204,3 @@ def _names_a_value(equation: str) -> bool:
 def _last_rhs(s: str) -> str:
     s = re.split(r"\\approx|≈", s)[0]
     return s.rsplit("=", 1)[1].strip() if "=" in s else s
-
-
-def _equivalent_normalised(p: str, g: str, timeout_s: float) -> tuple[bool, str]:
-    pn, gn = as_number(p), as_number(g)
-    if pn is not None and gn is not None:
-        # Exact rationals: 0.5 == 1/2 == 5e-1. A tiny relative slack absorbs printed float noise only.
-        same = pn == gn or abs(pn - gn) <= abs(gn) * 1e-9
-        return same, "numeric match" if same else "numbers differ"
-    if _text_key(p) == _text_key(g):
-        return True, "same text after normalisation"
-    try:
-        same = call_with_timeout(_symbolic_equal, (p, g), timeout_s)
-    except CallTimedOut:
-        return False, f"timeout: symbolic check exceeded {timeout_s:g}s"
-    except Exception as exc:  # grading never crashes a run
-        return False, f"error in symbolic check: {exc}"
-    return same, "symbolic match (math-verify)" if same else "not equivalent"
-
-
-def _text_key(s: str) -> str:
-    return re.sub(r"\s+", "", s).lower()
-
-
-def _parse(s: str):
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-
-    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    for candidate in (f"\\boxed{{{s}}}", f"${s}$", s):
-        parsed = parse(candidate, extraction_config=configs, parsing_timeout=None)
-        if parsed:
-            return parsed
-    return []
-
-
-def symbolic_equal_raw(response: str, gold: str) -> bool:
-    """math-verify on the whole response (its own extraction), against the gold answer."""
-    from math_verify import parse, verify
-
-    gold_parsed, pred_parsed = _parse(gold), parse(response, parsing_timeout=None)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-
-
-def _symbolic_equal(pred: str, gold: str) -> bool:
-    from math_verify import verify
-
-    gold_parsed, pred_parsed = _parse(gold), _parse(pred)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))

@@ -29,7 +29,7 @@ def run_lm_eval(argv: list[str]) -> int:
 
 def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = False) -> Path:
     """lm-eval ``--output_path … --log_samples`` output -> a cotbench run directory."""
-    from cotbench.grading import grade
+    from cotbench.grading import grade, grader_id
     from cotbench.lmeval.glue import split_marker
     from cotbench.records import Generation, Grade, Problem, Sample
     from cotbench.report import write_run_outputs
@@ -69,7 +69,7 @@ def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = Fal
                                "model_id": model, "valve_id": valve, "params_b": params_b, "n_params": 0,
                                "backend": {"backend": "lm-eval", "model_args": config.get("model_args")}})
         store.put_generations(samples)
-        store.put_grades([(s.key, s.grade) for s in samples])
+        store.put_grades([(s.key, s.grade) for s in samples], grader_id("math") if regrade else "lm-eval task")
         store.set_meta("selection", [s.key for s in samples])
         write_run_outputs(store, [s.key for s in samples])
     finally:

@@ -38,6 +38,10 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
              "Generated tokens are counted with the model's own tokenizer: every token produced, the final EOS "
              "included, padding and prompt excluded.", "", "## Summary", ""]
     lines.append(format_table(summary) if len(summary) else "_no graded samples yet_")
+    if len(summary) and (summary["n_timeout"].sum() or summary["n_ungraded"].sum()):
+        lines += ["", f"**Warning:** {int(summary['n_timeout'].sum())} verdicts timed out or failed and "
+                  f"{int(summary['n_ungraded'].sum())} samples are not graded yet; both are left out of accuracy "
+                  "(`n` counts only real verdicts). Rerun the same command to grade them again."]
     for path in plots:
         if path.suffix == ".png":
             lines += ["", f"![{path.stem}]({path.name})"]

@@ -13,7 +13,7 @@ from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "valve", "alpha", "task", "n", "accuracy_pct", "mean_tokens", "median_tokens",
                    "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct", "params_b", "acu",
-                   "protocol", "n_ungraded"]
+                   "protocol", "n_ungraded", "n_timeout"]
 
 
 def summary_frame(samples: Sequence[Sample], params_b: float) -> pd.DataFrame:
@@ -22,7 +22,9 @@ def summary_frame(samples: Sequence[Sample], params_b: float) -> pd.DataFrame:
         groups.setdefault((s.model, s.valve, s.alpha, s.problem.task), []).append(s)
     rows = []
     for (model, valve, alpha, task), members in groups.items():
-        graded = [s for s in members if s.grade is not None]
+        # Accuracy is over real verdicts only: a timeout or a grader error is no judgement of the answer.
+        graded = [s for s in members if s.grade is not None and s.grade.judged]
+        n_timeout = sum(1 for s in members if s.grade is not None and not s.grade.judged)
         if not graded:
             continue
         outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length")
@@ -30,7 +32,8 @@ def summary_frame(samples: Sequence[Sample], params_b: float) -> pd.DataFrame:
         stats = asdict(summarize(outcomes, params_b))
         protocols = sorted({s.grade.protocol for s in graded})
         rows.append({"model": model, "valve": valve, "alpha": alpha, "task": task, **stats,
-                     "protocol": ",".join(protocols), "n_ungraded": len(members) - len(graded)})
+                     "protocol": ",".join(protocols), "n_ungraded": len(members) - len(graded) - n_timeout,
+                     "n_timeout": n_timeout})
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return frame.sort_values(["task", "model", "valve", "alpha"], na_position="first").reset_index(drop=True)
 
@@ -41,7 +44,8 @@ def sample_record(s: Sample) -> dict:
         "key": s.key, "model": s.model, "valve": s.valve, "alpha": s.alpha, "task": s.problem.task,
         "problem_id": s.problem.problem_id, "question": s.problem.question, "metadata": dict(s.problem.metadata),
         "prompt": s.prompt, "response": s.generation.text, "extracted": g.extracted if g else None,
-        "gold": s.problem.gold, "correct": g.correct if g else None, "reason": g.reason if g else None,
+        "gold": s.problem.gold, "correct": g.correct if g else None, "status": g.status if g else None,
+        "reason": g.reason if g else None,
         "protocol": g.protocol if g else None, "n_prompt_tokens": s.generation.n_prompt_tokens,
         "n_generated_tokens": s.generation.n_generated_tokens, "finish_reason": s.generation.finish_reason,
         "latency_s": round(s.generation.latency_s, 4),

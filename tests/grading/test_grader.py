@@ -5,7 +5,6 @@ import time
 import pytest
 
 from cotbench.grading import extract_answer, grade
-from cotbench.grading._timeout import CallTimedOut, call_with_timeout
 from grading.cases import all_cases
 
 @pytest.mark.parametrize("category,gold,response,expected", all_cases())
@@ -38,25 +37,8 @@ def test_protocols(protocol, response, expected):
 
 def test_nested_and_unbalanced_boxes():
     assert extract_answer("\\boxed{\\frac{a}{b^{2}}}", "paper").text == "\\frac{a}{b^{2}}"
-    assert extract_answer("ran out \\boxed{\\frac{1", "paper").text == "1"  # cut off inside the box: last number
-
-
-def test_timeout_applies_on_and_off_the_main_thread():
-    with pytest.raises(CallTimedOut):
-        call_with_timeout(time.sleep, (5,), 0.3)
-    caught = []
-
-    def worker():
-        try:
-            call_with_timeout(time.sleep, (5,), 0.3)
-        except CallTimedOut as exc:
-            caught.append(exc)
-
-    started = time.monotonic()
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join(10)
-    assert caught and time.monotonic() - started < 4
+    assert extract_answer("ran out \\boxed{\\frac{1", "paper").text == "1"  # paper: cut off inside the box -> last number
+    assert extract_answer("ran out \\boxed{\\frac{1", "math").text is None  # math: a cut-off box is no answer
 
 
 def test_grade_works_off_the_main_thread():

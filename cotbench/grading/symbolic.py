@@ -1,0 +1,198 @@
+"""The sympy side of equivalence: parse two answers and compare them. Runs where it can be killed
+(``sandbox``): nothing here has a time limit of its own.
+
+- LaTeX goes through math-verify's parser (latex2sympy2). Text without a backslash is plain maths, read the
+  way people type it (``pi``, ``sqrt(2)``, ``exp(-x)``, ``2+3i``, ``x**2``) by rewriting it as LaTeX first; never
+  through ``eval``.
+- ``i`` is the imaginary unit when the answers read as complex numbers (math-verify's own test), on both
+  sides alike.
+- Two numbers (no free symbols) are compared exactly: equal rationals, or a difference sympy simplifies to 0,
+  or one that is zero to 50 significant digits *relative* to the values. A float on one side is an
+  approximation, equal within ``rel_tol``. math-verify's own numeric check rounds to 6 decimals absolute,
+  which calls 1/2004! and 1/2006! equal; it is used only for what is not a plain number (sets, intervals,
+  matrices, relations).
+- Two equations are equal when one is a non-zero constant multiple of the other (``y = 3x - 4`` and
+  ``3x - y = 4``).
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+_FUNCS = ("arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sin", "cos", "tan", "sec", "csc", "cot",
+          "ln", "log")
+_PLAIN_FUNC = re.compile(r"\b(sqrt|exp|abs|" + "|".join(_FUNCS) + r")\s*\(")
+_IMAGINARY = re.compile(r"(?<![A-Za-z\\_])i(?![A-Za-z])")
+
+
+class _QuietTimeoutWarning(logging.Filter):
+    # We call math-verify with its own signal-based limit off, on purpose: ours is the process around it.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+def _quiet() -> None:
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietTimeoutWarning) for f in logger.filters):
+            logger.addFilter(_QuietTimeoutWarning())
+
+
+def warm_up() -> None:
+    """Import and exercise the parser once (a fresh worker pays ~1 s of imports here, not in a verdict)."""
+    _quiet()
+    symbolic_equal("\\frac{1}{2}", "0.5", 1e-6)
+
+
+def plain_to_latex(s: str) -> str:
+    """``2*pi*sqrt(3)/exp(x)`` -> ``2\\cdot\\pi\\cdot\\sqrt{3}/e^{x}`` for text typed without LaTeX."""
+    out, i = [], 0
+    s = s.replace("**", "^")
+    while i < len(s):
+        m = _PLAIN_FUNC.match(s, i) if (i == 0 or not s[i - 1].isalpha()) else None
+        if m:
+            close = _matching_paren(s, m.end() - 1)
+            if close < 0:
+                return s  # unbalanced: leave it for the parser to refuse
+            inner = plain_to_latex(s[m.end():close])
+            name = m.group(1)
+            out.append({"sqrt": f"\\sqrt{{{inner}}}", "exp": f"e^{{{inner}}}", "abs": f"\\left|{inner}\\right|"}
+                       .get(name, f"\\{name}\\left({inner}\\right)"))
+            i = close + 1
+            continue
+        word = re.match(r"pi\b|infinity\b|inf\b|oo\b", s[i:]) if (i == 0 or not s[i - 1].isalpha()) else None
+        if word:
+            out.append("\\pi " if word.group(0) == "pi" else "\\infty ")
+            i += len(word.group(0))
+            continue
+        if s[i] == "*":
+            out.append("\\cdot ")
+        elif s[i] == "^" and i + 1 < len(s) and s[i + 1] == "(":
+            close = _matching_paren(s, i + 1)
+            if close > 0:
+                out.append("^{" + plain_to_latex(s[i + 2:close]) + "}")
+                i = close + 1
+                continue
+            out.append("^")
+        else:
+            out.append(s[i])
+        i += 1
+    return "".join(out)
+
+
+def _matching_paren(s: str, open_at: int) -> int:
+    depth = 0
+    for j in range(open_at, len(s)):
+        depth += (s[j] == "(") - (s[j] == ")")
+        if depth == 0:
+            return j
+    return -1
+
+
+def parse_math(s: str):
+    """The sympy object an answer denotes, or None when neither parser reads it."""
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    _quiet()
+    text = s if ("\\" in s or "$" in s) else plain_to_latex(s)
+    # math-verify's own unit stripping is off: it takes letters after a number for units ("4ab" -> 4);
+    # ours (normalize.py) strips only known units and nouns.
+    latex = LatexExtractionConfig(boxed_match_priority=0, normalization_config=NormalizationConfig(
+        basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False))
+    configs = [latex, ExprExtractionConfig()]
+    for candidate in (f"${text}$", f"\\boxed{{{text}}}", text):
+        parsed = parse(candidate, extraction_config=configs, parsing_timeout=None)
+        if parsed:
+            return parsed[0]
+    return None
+
+
+def _as_complex(expr, use: bool):
+    if not use:
+        return expr
+    import sympy
+
+    try:  # by name: the parser's symbol carries assumptions, so Symbol("i") would not match it
+        return expr.subs({s: sympy.I for s in getattr(expr, "free_symbols", ()) if s.name == "i"})
+    except Exception:
+        return expr
+
+
+def symbolic_equal(pred: str, gold: str, rel_tol: float) -> tuple[bool, str]:
+    """(verdict, how) for two normalised answers."""
+    from math_verify.grader import should_treat_as_complex
+
+    g, p = parse_math(gold), parse_math(pred)
+    if g is None or p is None:
+        return False, f"could not parse the {'gold' if g is None else 'answer'} as maths"
+    complex_i = (should_treat_as_complex(gold) or should_treat_as_complex(pred)) and bool(
+        _IMAGINARY.search(gold) or _IMAGINARY.search(pred))
+    g, p = _as_complex(g, complex_i), _as_complex(p, complex_i)
+    return compare(g, p, rel_tol)
+
+
+def compare(g, p, rel_tol: float) -> tuple[bool, str]:
+    import sympy
+    from math_verify import verify
+
+    if _is_scalar_number(g) and _is_scalar_number(p):
+        return numbers_equal(g, p, rel_tol)
+    if isinstance(g, sympy.Eq) and isinstance(p, sympy.Eq):
+        if _equations_equal(g, p):
+            return True, "same equation (sympy)"
+    if verify(g, p, timeout_seconds=None):
+        return True, "symbolic match (math-verify)"
+    return False, "not equivalent"
+
+
+def _is_scalar_number(x) -> bool:
+    import sympy
+
+    return (isinstance(x, sympy.Expr) and not isinstance(x, (sympy.MatrixBase, sympy.MatrixExpr))
+            and not x.free_symbols and x.is_number)
+
+
+def numbers_equal(g, p, rel_tol: float) -> tuple[bool, str]:
+    import sympy
+
+    if g == p:
+        return True, "same number (sympy)"
+    if g.is_Rational and p.is_Rational:
+        return False, "numbers differ (exact)"
+    if g.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan) or p.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+        return False, "numbers differ (infinite)"  # oo - (-oo) is no finite difference to measure
+    approximate = g.has(sympy.Float) or p.has(sympy.Float)
+    if not approximate:
+        try:
+            if sympy.simplify(g - p) == 0:
+                return True, "same closed form (sympy)"
+        except Exception:
+            pass
+    try:
+        gv, pv = sympy.N(g, 60), sympy.N(p, 60)
+        diff, scale = abs(gv - pv), max(abs(gv), abs(pv))
+        if not (diff.is_number and scale.is_number) or diff.has(sympy.nan, sympy.zoo):
+            return False, "numbers differ"
+        if scale == 0:
+            return True, "both zero"
+        tol = sympy.Rational(str(rel_tol)) if approximate else sympy.Float("1e-50", 60)
+        if bool(diff <= tol * scale):
+            return True, ("numeric match within relative tolerance" if approximate
+                          else "same value to 50 significant digits")
+    except Exception:
+        pass
+    return False, "numbers differ"
+
+
+def _equations_equal(g, p) -> bool:
+    import sympy
+
+    a, b = g.lhs - g.rhs, p.lhs - p.rhs
+    try:
+        if b == 0 or a == 0:
+            return a == b
+        ratio = sympy.simplify(a / b)
+        return bool(ratio.is_number and ratio != 0 and not ratio.free_symbols)
+    except Exception:
+        return False
