@@ -53,8 +53,10 @@ def _run_parser(sub) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--backend")
-    p.add_argument("--protocol", help="answer extraction: math (default) | paper | gsm8k-strict | gsm8k-flexible")
-    p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float, help="seconds per equivalence check")
+    p.add_argument("--protocol", help="grading preset: math (default) | math-strict-percent | paper | gsm8k-strict | "
+                   "gsm8k-flexible")
+    p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float,
+                   help="seconds per verdict, counted from when a grading worker starts it (default 5)")
     p.add_argument("--grade-workers", dest="grade_workers", type=int)
     p.add_argument("--params-b", dest="params_b", type=float, help="parameter count in billions for ACU (default: exact)")
     p.add_argument("--out", help="run directory (default runs/<model>[-<valve>]); rerunning resumes")
@@ -114,12 +116,17 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_grade(args) -> int:
-    from cotbench.grading import grade
+    from cotbench.grading import explain, grader_id
 
-    verdict = grade(args.response, args.gold, protocol=args.protocol, timeout_s=args.timeout)
-    print(f"{'correct' if verdict.correct else 'incorrect'}: extracted {verdict.extracted!r}, gold "
-          f"{verdict.gold!r} ({verdict.reason})")
-    return 0 if verdict.correct else 1
+    told = explain(args.response, args.gold, protocol=args.protocol, timeout_s=args.timeout)
+    verdict = told.grade
+    if args.explain:
+        print(f"protocol: {args.protocol} (grader {grader_id(args.protocol)})")
+        for step in told.steps:
+            print(f"  {step}")
+        print(f"  took {told.seconds:.3f}s")
+    print(f"{verdict.status}: extracted {verdict.extracted!r}, gold {verdict.gold!r} ({verdict.reason})")
+    return {"correct": 0, "incorrect": 1}.get(verdict.status, 3)
 
 
 def _cmd_lm_eval(args) -> int:
@@ -168,11 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     from cotbench.valve.commands import add_commands
 
     add_commands(sub)
-    grade = sub.add_parser("grade", help="grade one response against a gold answer (exit 0 if correct)")
+    grade = sub.add_parser("grade", help="grade one response against a gold answer (exit 0 correct, 1 incorrect, "
+                           "3 timeout or grader error)")
     grade.add_argument("response")
     grade.add_argument("gold")
-    grade.add_argument("--protocol", default="math")
-    grade.add_argument("--timeout", type=float, default=5.0)
+    grade.add_argument("--protocol", default="math", help="a grading preset (see README: Grading)")
+    grade.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole verdict")
+    grade.add_argument("--explain", action="store_true",
+                       help="print each step: extracted answer, normal forms, the check that decided, time taken")
     grade.set_defaults(func=_cmd_grade)
     return parser
 

@@ -94,6 +94,14 @@ def test_grade_command(capsys):
     assert code == 1 and "incorrect" in out and "'7'" in out
 
 
+def test_grade_explain_prints_each_step(capsys):
+    code, out, _ = run_cli(capsys, "grade", "--explain", "Answer: 2x + 3", "3+2x")
+    assert code == 0
+    assert "extracted '2x + 3' ('answer is ...')" in out
+    assert "normalised: answer '2x + 3', gold '3+2x'" in out
+    assert "symbolic: equal" in out and "took" in out and "grader math-" in out
+
+
 def test_kill_minus_9_loses_at_most_the_batch_in_flight(tmp_path, tiny_model):
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "cotbench", "run", "--model", str(tiny_model), "--tasks", "arithmetic",

@@ -30,7 +30,8 @@ class Extraction:
     how: str  # which rule picked it, kept in the verdict's reason
 
 
-_NUMBER = re.compile(r"(?<![A-Za-z_\d.])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?:[eE][-+]?\d+)?|\.\d+)")
+_NUMBER = re.compile(r"(?<![A-Za-z_\d.])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?:[eE][-+]?\d+)?|\.\d+)"
+                     r"(?:\s?\\?%)?")
 _LM_EVAL_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")  # lm-eval gsm8k.yaml "strict-match"
 _LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")  # lm-eval gsm8k.yaml "flexible-extract"
 _MARKER = re.compile(
@@ -44,6 +45,9 @@ _DISJUNCTION = re.compile(r"(?<![A-Za-z])(?:or|either|ou|oder|или|或者|或)
 _GAP = re.compile(r"^[\s,;:$]*(?:(?i:or|either|ou|oder|или|或者|或|maybe|perhaps|possibly|else)[\s,;:$]*)*$")
 _BOX_TOKENS = re.compile(r"\\[{}]|\\(?:boxed|fbox)\s*\{|\\(?:boxed|fbox)\s+([^\s${}]+)|[{}]")
 _SPAN_TOKENS = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\n")
+# Words of a sentence, not of an answer: "It is 50%" is prose around an answer, "10 dollars" an answer.
+_PROSE = frozenset("it is are was were the so we get thus hence therefore this that be has have answer equals "
+                   "gives total result value which means".split())
 _MAX_LINE = 1000  # an answer marker's line is read this far
 
 
@@ -150,7 +154,8 @@ def _looks_like_bare_answer(text: str) -> bool:
     if "$" in inner or "\\(" in inner or "\\[" in inner:
         return False  # prose around math: "Answer $$ 9 $$" is not itself an answer
     plain = re.sub(r"\\text\{[^}]*\}|\\[a-zA-Z]+", " ", inner)
-    return len(re.findall(r"[A-Za-z]{2,}", plain)) <= 2
+    words = re.findall(r"[A-Za-z]{2,}", plain)
+    return len(words) <= 2 and not any(w.lower() in _PROSE for w in words)
 
 
 def _strip_math_delimiters(s: str) -> str:

@@ -89,8 +89,46 @@ def _matching_paren(s: str, open_at: int) -> int:
     return -1
 
 
+_JOINED = re.compile(r"\s+(or|and)\s+|\\text\{\s*(or|and)\s*\}|\\(lor|vee|land|wedge)(?![A-Za-z])|,")
+
+
 def parse_math(s: str):
     """The sympy object an answer denotes, or None when neither parser reads it."""
+    joined = _relations_as_set(s)
+    if joined is not None:
+        return joined
+    return _parse_one(s)
+
+
+def _relations_as_set(s: str):
+    """``x < -2 or x > 2`` -> the set it describes (a union; ``and``: an intersection); None if not that."""
+    if not re.search(r"[<>]|\\[lg]eq?(?![A-Za-z])", s):
+        return None
+    pieces, ops, last = [], [], 0
+    for m in _JOINED.finditer(s):
+        pieces.append(s[last:m.start()])
+        word = next(g for g in m.groups() if g) if m.group(0) != "," else "or"
+        ops.append("and" if word in ("and", "land", "wedge") else "or")
+        last = m.end()
+    pieces.append(s[last:])
+    if len(pieces) < 2:
+        return None
+    import sympy
+
+    sets = []
+    for piece in pieces:
+        rel = _parse_one(piece.strip())
+        if rel is None or not isinstance(rel, (sympy.core.relational.Relational, sympy.And, sympy.Or)) \
+                or len(rel.free_symbols) != 1:
+            return None
+        sets.append(rel.as_set())
+    out = sets[0]
+    for op, nxt in zip(ops, sets[1:]):
+        out = sympy.Intersection(out, nxt) if op == "and" else sympy.Union(out, nxt)
+    return out
+
+
+def _parse_one(s: str):
     from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
@@ -138,12 +176,33 @@ def compare(g, p, rel_tol: float) -> tuple[bool, str]:
 
     if _is_scalar_number(g) and _is_scalar_number(p):
         return numbers_equal(g, p, rel_tol)
+    g, p = _relation_as_set_beside(g, p), _relation_as_set_beside(p, g)
+    if isinstance(g, sympy.Set) and isinstance(p, sympy.Set):
+        try:
+            if g == p or (sympy.Complement(g, p) == sympy.EmptySet and sympy.Complement(p, g) == sympy.EmptySet):
+                return True, "same set (sympy)"
+        except Exception:
+            pass
     if isinstance(g, sympy.Eq) and isinstance(p, sympy.Eq):
         if _equations_equal(g, p):
             return True, "same equation (sympy)"
     if verify(g, p, timeout_seconds=None):
         return True, "symbolic match (math-verify)"
     return False, "not equivalent"
+
+
+def _relation_as_set_beside(x, other):
+    """An inequality in one variable, read as the set it describes when the other side is a set
+    (``x \\geq 2`` and ``[2, \\infty)``)."""
+    import sympy
+
+    if isinstance(other, sympy.Set) and isinstance(x, (sympy.core.relational.Relational, sympy.And, sympy.Or)) \
+            and not isinstance(x, sympy.Eq) and len(x.free_symbols) == 1:
+        try:
+            return x.as_set()
+        except Exception:
+            return x
+    return x
 
 
 def _is_scalar_number(x) -> bool:

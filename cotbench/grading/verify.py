@@ -62,6 +62,8 @@ def split_items(s: str) -> list[str]:
         s = set_literal.group(1)
     parts, depth, last = [], 0, 0
     pieces = []
+    if re.search(r"[<>≤≥]|\\[lg]eq?(?![A-Za-z])", s):
+        return [s]  # inequalities joined by commas / "or" describe one set
     for i, ch in enumerate(s):
         if ch in "([{":
             depth += 1
@@ -99,6 +101,8 @@ def _plus_minus(item: str) -> list[str]:
 
 
 def _split_words_top_level(piece: str) -> list[str]:
+    if _RELATION.search(piece) and re.search(r"[<>≤≥]|\\[lg]eq?(?![A-Za-z])", piece):
+        return [piece]  # "x < -2 or x > 2" is one set (a union), not two answers
     out, last = [], 0
     for m in _SPLIT_WORDS.finditer(piece):
         before = piece[:m.start()]
