@@ -2,7 +2,8 @@
 
     python benchmarks/grader_agreement.py        # writes benchmarks/results/grader_agreement.{json,md}
 
-Also times grading throughput (verdicts per second) on GSM8K- and MATH-style answers.
+Also times grading throughput (verdicts per second) on GSM8K- and MATH-style answers, in one process and
+through the grading pool, and the slowest verdict on the hostile inputs of tests/grading/test_deadlines.py.
 """
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from grading.cases import all_cases  # noqa: E402
+from grading.test_deadlines import GOLDS, HOSTILE  # noqa: E402
 
-from cotbench.grading import grade  # noqa: E402
+from cotbench.grading import grade, grader_id  # noqa: E402
+from cotbench.grading.identity import library_versions  # noqa: E402
+from cotbench.grading.pool import GradingPool  # noqa: E402
 
 
 def math_verify_default(gold: str, response: str) -> bool:
@@ -30,16 +34,56 @@ def math_verify_default(gold: str, response: str) -> bool:
 
 
 def grading_throughput() -> dict[str, float]:
-    """Verdicts per second in one process on GSM8K-style (plain numbers) and MATH-style (fractions) answers."""
+    """Verdicts per second on GSM8K-style (plain numbers), MATH-style (fractions) and symbolic answers, in
+    this process (symbolic part in the helper) and through a one-worker grading pool."""
     gsm = [("The answer is \\boxed{%d}." % i, str(i)) for i in range(300)]
     maths = [("so $\\boxed{\\frac{%d}{%d}}$" % (i, i + 1), "\\frac{%d}{%d}" % (2 * i, 2 * i + 2)) for i in range(1, 101)]
+    symbolic = [("\\boxed{(x+%d)^2}" % i, "x^2+%dx+%d" % (2 * i, i * i)) for i in range(1, 51)]
+    grade("\\boxed{x+1}", "1+x")  # start the helper outside the timing
     throughput = {}
-    for name, pairs in (("gsm8k_style", gsm), ("math_style", maths)):
+    for name, pairs in (("gsm8k_style", gsm), ("math_style", maths), ("symbolic", symbolic)):
         started = time.perf_counter()
         for response, gold in pairs:
             grade(response, gold)
-        throughput[name] = round(len(pairs) / (time.perf_counter() - started), 1)
+        throughput[f"{name}_in_process"] = round(len(pairs) / (time.perf_counter() - started), 1)
+        pool = GradingPool("math", 5.0, workers=1)
+        pool.ready(0.0)
+        pool._workers[0].ensure_ready()  # boot outside the timing
+        started = time.perf_counter()
+        for i, (response, gold) in enumerate(pairs):
+            pool.submit(str(i), response, gold)
+        pool.finish()
+        throughput[f"{name}_pool_1_worker"] = round(len(pairs) / (time.perf_counter() - started), 1)
+        pool.close()
     return throughput
+
+
+def slowest_hostile(timeout_s: float = 5.0) -> dict:
+    worst, worst_case = 0.0, None
+    for name, text in HOSTILE.items():
+        for response, gold in [(text, g) for g in GOLDS] + [("\\boxed{3}", text)]:
+            started = time.perf_counter()
+            grade(response, gold, timeout_s=timeout_s)
+            took = time.perf_counter() - started
+            if took > worst:
+                worst, worst_case = took, name
+    return {"timeout_s": timeout_s, "slowest_verdict_s": round(worst, 3), "slowest_input": worst_case,
+            "n_inputs": len(HOSTILE) * (len(GOLDS) + 1)}
+
+
+def cpu() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        flags = next(line for line in info.splitlines() if line.startswith("flags"))
+        kind = "AVX-512 BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else \
+            "AVX2" if "avx2" in flags else "no AVX2"
+        return f"{name}, {kind}, {len([l for l in info.splitlines() if l.startswith('processor')])} cores"
+    except (OSError, StopIteration):
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -60,13 +104,18 @@ def main() -> None:
     theirs_total = sum(r[2] for r in per_category.values())
 
     throughput = grading_throughput()
+    hostile = slowest_hostile()
 
     result = {
+        "cpu": cpu(),
+        "grader": grader_id("math"),
+        "libraries": library_versions(),
         "n_cases": n,
         "cotbench_agreement_pct": round(100 * ours_total / n, 1),
         "math_verify_default_agreement_pct": round(100 * theirs_total / n, 1),
         "per_category": {c: {"n": r[0], "cotbench": r[1], "math_verify_default": r[2]} for c, r in per_category.items()},
-        "verdicts_per_second_single_process": throughput,
+        "verdicts_per_second": throughput,
+        "hostile_inputs": hostile,
         "cotbench_disagreements": disagreements,
     }
     out = HERE / "results"
@@ -76,7 +125,11 @@ def main() -> None:
              "| category | n | cotbench | math-verify defaults |", "|---|---|---|---|"]
     lines += [f"| {c} | {r[0]} | {r[1]} | {r[2]} |" for c, r in per_category.items()]
     lines += [f"| **all** | {n} | {result['cotbench_agreement_pct']} % | {result['math_verify_default_agreement_pct']} % |",
-              "", f"Grading throughput, one process: {throughput} verdicts/s."]
+              "", f"Grader `{result['grader']}` ({', '.join(f'{k} {v}' for k, v in result['libraries'].items())}); "
+              f"CPU: {result['cpu']}.", "",
+              f"Verdicts per second: {throughput}.", "",
+              f"Hostile inputs ({hostile['n_inputs']} verdicts, timeout {hostile['timeout_s']} s): slowest verdict "
+              f"{hostile['slowest_verdict_s']} s ({hostile['slowest_input']})."]
     (out / "grader_agreement.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

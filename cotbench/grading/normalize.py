@@ -21,6 +21,7 @@ import re
 # Markdown bold around an answer ("**72** dollars"), never a power between operands ("x**2").
 _EMPHASIS = re.compile(r"(?<![\w)])\*\*|\*\*(?![\w(])")
 _EMPTY_SET = re.compile(r"\\varnothing(?![A-Za-z])|∅|^\\\{\s*\\\}$|^\{\s*\}$")
+_MIXED = re.compile(r"(?<![\d.^_{}A-Za-z])(\d+)\s*\\frac\s*(?:\{([^{}]*)\}\s*\{([^{}]*)\}|(\d)(\d))")
 _SIZING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])|\\displaystyle")
 _SPACING = re.compile(r"\\\\|\\[,!;: ]|\\q?quad(?![A-Za-z])|~")
 _TEXT_CMD = re.compile(r"\\(?:text|textnormal|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
@@ -78,6 +79,7 @@ def normalize(answer: str, strip_units: bool = True) -> str:
     s = _EMPTY_SET.sub(r"\\emptyset", s)
     s = _before_approximation(s)
     s = s.replace("{,}", ",")  # LaTeX thousands separator 1{,}000
+    s = _MIXED.sub(_mixed_number, s)
     s = s.strip().rstrip(".").strip()
     percent = False
     m = _PERCENT_WORDS.search(s[-_TAIL_WINDOW:])
@@ -208,3 +210,12 @@ def _before_approximation(s: str) -> str:
     if not left or re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?", left):
         return right
     return left
+
+
+def _mixed_number(m: re.Match) -> str:
+    """``3\\frac{1}{2}`` is 3½ (a proper fraction of digits after a whole number); ``2\\frac{x}{2}`` is 2·x/2."""
+    whole, num, den = m.group(1), m.group(2) or m.group(4), m.group(3) or m.group(5)
+    if num.strip().isdigit() and den.strip().isdigit() and 0 < int(num) < int(den) and len(whole) < 30:
+        n, d = int(whole) * int(den) + int(num), int(den)
+        return f"\\frac{{{n}}}{{{d}}}"
+    return f"{whole}\\cdot\\frac{{{num}}}{{{den}}}"

@@ -183,6 +183,12 @@ def compare(g, p, rel_tol: float) -> tuple[bool, str]:
                 return True, "same set (sympy)"
         except Exception:
             pass
+    if _is_expression(g) and _is_expression(p):
+        try:  # math-verify compares a lone symbol by name only: x against 2·x/2 would fail there
+            if sympy.simplify(g - p) == 0:
+                return True, "same expression (sympy)"
+        except Exception:
+            pass
     if isinstance(g, sympy.Eq) and isinstance(p, sympy.Eq):
         if _equations_equal(g, p):
             return True, "same equation (sympy)"
@@ -203,6 +209,13 @@ def _relation_as_set_beside(x, other):
         except Exception:
             return x
     return x
+
+
+def _is_expression(x) -> bool:
+    import sympy
+
+    return (isinstance(x, sympy.Expr) and not isinstance(x, (sympy.MatrixBase, sympy.MatrixExpr))
+            and not x.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan))
 
 
 def _is_scalar_number(x) -> bool:

@@ -293,6 +293,8 @@ CASES = {
         ("3.5", "\\boxed{3\\frac{1}{2}}", True),
         ("\\frac{14}{3}", "\\boxed{4 \\frac{2}{3}}", True),
         ("7/2", "3\\tfrac12", True),
+        ("x", "\\boxed{2\\frac{x}{2}}", True),  # a whole number before a fraction of symbols multiplies it
+        ("3", "\\boxed{2\\frac{3}{2}}", True),  # ... and before an improper fraction too
         ("3", "The answer is three.", True),
         ("25", "\\boxed{twenty-five}", True),
         ("3", "There are three solutions.", False),
