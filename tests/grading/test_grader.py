@@ -1,6 +1,5 @@
 """The grading table (cases.py), the protocols, and time limits on and off the main thread."""
 import threading
-import time
 
 import pytest
 
