@@ -53,7 +53,7 @@ class RunConfig:
     # Grading and metrics
     protocol: str = "math"
     grade_timeout_s: float = 5.0  # per verdict, from when a worker starts it; math-verify's default per comparison
-    grade_workers: int = 1  # processes; 0 grades inline on the main thread
+    grade_workers: int = 1  # worker processes beside generation; 0: in this process (sympy still in a helper)
     params_b: float | None = None  # None: exact count of the base model; set 32 to match the paper's nominal size
     out: str | None = None  # None: runs/<model>[-<valve>]
 
