@@ -108,7 +108,8 @@ def _cmd_leaderboard(args) -> int:
         board = leaderboard.add_summary(path, summary, source=f"cotbench run {Path(args.run_dir).name}")
         print(f"{len(summary)} rows from {args.run_dir} in {path} ({len(board)} rows)")
     elif args.action == "init":
-        leaderboard.write(leaderboard.merge(leaderboard.read(path), leaderboard.paper_rows()), path)
+        with leaderboard.locked(path):
+            leaderboard.write(leaderboard.merge(leaderboard.read(path), leaderboard.paper_rows()), path)
         print(f"{path}: published CoT-Valve rows present")
     else:
         print(leaderboard.read(path).to_string(index=False))

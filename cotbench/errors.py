@@ -38,4 +38,9 @@ class ValveError(CotbenchError):
 
 
 class RunDirError(CotbenchError):
-    """A run directory is missing, or was written by an incompatible configuration."""
+    """A run directory is missing, in use by another process, unreadable, or written by an incompatible
+    configuration."""
+
+
+class StorageError(CotbenchError, OSError):
+    """A file cannot be written (full disk, read-only folder) or a lock cannot be had."""

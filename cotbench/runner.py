@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from cotbench.adapters import TASKS
 from cotbench.backends import BACKENDS, Backend
 from cotbench.config import RunConfig
+from cotbench.files import write_text
 from cotbench.grading import grader_id
 from cotbench.grading.pool import GradingPool
 from cotbench.prompts import build_messages
@@ -44,7 +45,7 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
     shots = {task: TASKS.get(task).few_shot(config.n_shot, data) for task in config.tasks}
     if backend is None:
         _preflight(config)
-    store = Store(config.out_dir())
+    store = Store(config.out_dir(), exclusive=True)  # one writer per run directory
     try:
         store.check_identity(config.identity())  # before minutes of loading
         if backend is None:
@@ -55,7 +56,7 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,
                                "n_params": backend.n_params(), "params_b": params_b, "backend": backend.describe()})
-        (store.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_text(store.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         plan = _plan(config, backend, problems, shots)
         n_generated = _generate_and_grade(config, backend, store, plan, progress)
         keys = [p.key for p in plan]

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from cotbench.errors import RunDirError
+from cotbench.errors import CotbenchError, RunDirError, StorageError
+from cotbench.files import RunDirLock
 from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
 
 SCHEMA_VERSION = 1
@@ -36,21 +37,55 @@ def sample_key(model: str, valve: str, alpha: float | None, problem: Problem, pr
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
+def _guarded(method):
+    """A damaged file or a full disk, met while reading or writing: a CotbenchError naming the file."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from None
+
+    return wrapper
+
+
 class Store:
-    def __init__(self, run_dir: str | Path, create: bool = True):
+    """``exclusive``: this process is the run directory's only writer (``files.RunDirLock``) until ``close``;
+    a second ``cotbench run`` on it is refused at once instead of interleaving with the first."""
+
+    def __init__(self, run_dir: str | Path, create: bool = True, exclusive: bool = False):
         self.run_dir = Path(run_dir)
-        path = self.run_dir / DB_NAME
-        if not create and not path.is_file():
+        self.path = self.run_dir / DB_NAME
+        self._lock = None
+        if not create and not self.path.is_file():
             raise RunDirError(f"{self.run_dir} is not a cotbench run directory (no {DB_NAME}). "
                               "Pass the --out directory of an earlier `cotbench run`.")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path)
-        except (OSError, sqlite3.Error) as exc:
-            raise RunDirError(f"cannot open run directory {self.run_dir}: {exc}") from None
-        self.db.execute("PRAGMA journal_mode=WAL")  # readers (cotbench report) never block the writer
-        self.db.executescript(_SCHEMA)
-        self._check_schema()
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {self.run_dir}: {exc.strerror or exc}") from None
+        if exclusive:
+            self._lock = RunDirLock(self.run_dir)
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")  # readers (cotbench report) never block the writer
+            self.db.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: sqlite3.Error) -> CotbenchError:
+        text = str(exc)
+        if "full" in text:
+            return StorageError(f"cannot write {self.path}: the disk is full. Free some space and rerun the same "
+                                "command: what is stored is kept and the run goes on from there.")
+        return RunDirError(f"{self.path} cannot be read as a cotbench store ({text}). It is damaged or not a "
+                           "cotbench file: move it aside (`mv samples.sqlite samples.sqlite.bad`) and rerun to "
+                           "generate again, or restore it from a copy. samples.jsonl beside it holds the samples "
+                           "of the last completed report.")
 
     def _check_schema(self) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(samples)")}
@@ -66,13 +101,13 @@ class Store:
             raise RunDirError(f"{self.run_dir} was written by a cotbench store of schema {found}; this version "
                               f"reads schema {SCHEMA_VERSION}. Use a new --out directory.")
 
+    @_guarded
     def get_meta(self, name: str) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def set_meta(self, name: str, value: Any) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, json.dumps(value)))
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(name, json.dumps(value))])
 
     def claim(self, identity: dict[str, Any]) -> None:
         """Record the settings this directory is for (after checking them)."""
@@ -91,6 +126,7 @@ class Store:
             raise RunDirError(f"run directory {self.run_dir} was written by an incompatible config ("
                               + "; ".join(diffs) + "). Use a new --out directory, or the same settings to resume.")
 
+    @_guarded
     def done_keys(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
         found: set[str] = set()
@@ -106,20 +142,18 @@ class Store:
                  s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
                  s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
                  s.generation.latency_s, now) for s in samples]
-        with self.db:  # one transaction per batch
-            self.db.executemany(
-                "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
-                "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
-                "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        self._write(  # one transaction per batch
+            "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
+            "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
+            "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def put_grades(self, grades: Sequence[tuple[str, Grade]], grader: str) -> None:
         """Store verdicts with the identity of the grader that gave them (``grading.grader_id``)."""
-        with self.db:
-            self.db.executemany(
-                "UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ?, grader_version = ?, "
-                "status = ? WHERE key = ?", [(g.extracted, int(g.correct), g.protocol, g.reason, grader, g.status, key)
-                                             for key, g in grades])
+        self._write("UPDATE samples SET extracted = ?, correct = ?, protocol = ?, reason = ?, grader_version = ?, "
+                    "status = ? WHERE key = ?", [(g.extracted, int(g.correct), g.protocol, g.reason, grader, g.status,
+                                                  key) for key, g in grades])
 
+    @_guarded
     def needing_grade(self, keys: Iterable[str], grader: str) -> list[tuple[str, str, str]]:
         """(key, response, gold) of stored samples without a verdict of ``grader``: ungraded, graded by another
         grader (protocol, code or library version), or left as a timeout or error (tried again)."""
@@ -128,12 +162,14 @@ class Store:
         return [(key, response, gold) for key, response, gold, version, status in rows
                 if key in wanted and (version != grader or status in ("timeout", "error", None))]
 
+    @_guarded
     def count_unjudged(self, keys: Iterable[str]) -> int:
         """Samples among ``keys`` whose verdict is a timeout or a grader error."""
         wanted = set(keys)
         rows = self.db.execute("SELECT key FROM samples WHERE status IN ('timeout', 'error')")
         return sum(1 for (key,) in rows if key in wanted)
 
+    @_guarded
     def samples(self, keys: Iterable[str] | None = None) -> list[Sample]:
         cursor = self.db.execute("SELECT * FROM samples ORDER BY task, alpha, problem_id")
         names = [d[0] for d in cursor.description]
@@ -146,7 +182,20 @@ class Store:
         return out
 
     def close(self) -> None:
-        self.db.close()
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+            self.db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _write(self, sql: str, rows) -> None:
+        """One transaction; a full disk or a damaged file is a CotbenchError that says what to do."""
+        try:
+            with self.db:
+                self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from None
 
 
 def _to_sample(row: dict[str, Any]) -> Sample:

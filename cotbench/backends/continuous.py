@@ -13,7 +13,6 @@ the shortest prefix whose text holds a stop string, whichever is first; else it 
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 import time
@@ -23,8 +22,8 @@ from typing import Iterator, Sequence
 import torch
 
 from cotbench.backends._heap import release_freed_memory
-from cotbench.backends.cpu_kernels import argmax, load_library
 from cotbench.backends.lean_decode import lean_decoder
+from cotbench.backends.sampling import Sampler
 from cotbench.backends.slot_attention import grouped_attention, slot_groups
 from cotbench.backends.slot_cache import SlotCache, attention_mask
 from cotbench.backends.stops import cut_at_stop, stop_end
@@ -112,7 +111,7 @@ class ContinuousBatcher:
         cache = SlotCache(n_slots, capacity)
         self.stats.n_slots = max(self.stats.n_slots, n_slots)
         slots: list[_Row | None] = [None] * cache.n_slots
-        sampler = _Sampler(sampling, self.device, self.decode_kernel)
+        sampler = Sampler(sampling, self.device, self.decode_kernel)
         with torch.inference_mode(), grouped_attention(self.model, self.attention_groups) as self._grouped:
             while True:
                 live = sum(row is not None for row in slots)
@@ -308,43 +307,3 @@ def _free_memory(device) -> int:
 
 def _alpha(request: GenerationRequest) -> float:
     return 0.0 if request.alpha is None else float(request.alpha)
-
-
-class _Sampler:
-    """Greedy argmax, or temperature/top-p sampling with one generator per request: a row's draws do
-    not depend on which other rows share its batch, so sampled runs reproduce under any schedule.
-
-    Logits come in the model's dtype. Greedy bf16 logits on a CPU go to cotbench's C argmax (the same
-    choice as torch's, without an fp32 copy of the logits first: ~4x faster at 128 rows); sampling works in fp32."""
-
-    def __init__(self, sampling: SamplingSettings, device, cpu_kernel: bool = True):
-        self.sampling, self.device = sampling, device
-        self._cpu_kernel = cpu_kernel and device.type == "cpu" and sampling.greedy
-        self._generators: dict[str, torch.Generator] = {}
-        self._warpers = []
-        if not sampling.greedy:
-            from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
-
-            self._warpers.append(TemperatureLogitsWarper(sampling.temperature))
-            if sampling.top_p < 1.0:
-                self._warpers.append(TopPLogitsWarper(sampling.top_p))
-
-    def pick(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> list[int]:
-        if self.sampling.greedy:
-            # the library is built only once bf16 logits need it: fp32 runs never compile or warn
-            if self._cpu_kernel and logits.dtype == torch.bfloat16 and (library := load_library()) is not None:
-                picked = argmax(library, logits.contiguous())
-                if picked is not None:
-                    return picked
-            return logits.argmax(dim=-1).tolist()
-        logits = logits.float()
-        for warper in self._warpers:
-            logits = warper(None, logits)
-        probs = torch.softmax(logits, dim=-1)
-        return [int(torch.multinomial(p, 1, generator=self._generator(r.request_id))) for p, r in zip(probs, requests)]
-
-    def _generator(self, request_id: str) -> torch.Generator:
-        if request_id not in self._generators:
-            seed = int.from_bytes(hashlib.sha256(f"{self.sampling.seed}:{request_id}".encode()).digest()[:8], "big")
-            self._generators[request_id] = torch.Generator(device=self.device).manual_seed(seed)
-        return self._generators[request_id]

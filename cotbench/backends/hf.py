@@ -168,13 +168,16 @@ class HFBackend:
 
         encoded = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
                                  add_special_tokens=add_special_tokens).to(self.device)
+        # Sampling through one generator per request (not generate's draws from torch's global RNG), so a
+        # row's text does not depend on its batch mates; generate itself decodes greedily over the picks.
         kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=sorted(self._eos_ids), do_sample=not sampling.greedy)
+                      eos_token_id=sorted(self._eos_ids), do_sample=False, temperature=None, top_p=None, top_k=None)
         if not sampling.greedy:
-            torch.manual_seed(sampling.seed)
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+            from transformers import LogitsProcessorList
+
+            from cotbench.backends.sampling import PerRequestSampling
+
+            kwargs["logits_processor"] = LogitsProcessorList([PerRequestSampling(sampling, batch, self.device)])
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         started = time.perf_counter()

@@ -12,12 +12,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from cotbench.errors import ModelLoadError
+from cotbench.files import atomic_dir
 
 EMBEDDED_MODEL = "smollm2"
 EMBEDDED_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -110,26 +110,20 @@ def _save_converted(model, tokenizer, target: Path) -> None:
 
     from safetensors.torch import save_model
 
-    staging = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        config = copy.deepcopy(model.config)
-        if hasattr(config, "quantization_config"):  # the GGUF marker: what is saved is plain, dequantized weights
-            del config.quantization_config
-        config.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"))  # handles the tied embedding / lm_head
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)  # atomic: a reader sees the whole directory or none
+        with atomic_dir(target) as staging:  # a reader sees the whole directory or none
+            config = copy.deepcopy(model.config)
+            if hasattr(config, "quantization_config"):  # the GGUF marker: what is saved is plain, dequantized weights
+                del config.quantization_config
+            config.save_pretrained(staging)
+            model.generation_config.save_pretrained(staging)
+            save_model(model, str(staging / "model.safetensors"))  # handles the tied embedding / lm_head
+            tokenizer.save_pretrained(staging)
     except Exception as exc:  # the model in hand is fine: a cache that cannot be written must not cost the run
         if (target / "config.json").is_file():  # another process converted it first
             return
         warnings.warn(f"could not cache the converted GGUF under {target.parent} ({exc}); the next load converts "
                       f"again. Set {CACHE_ENV} to a writable directory to keep it.", stacklevel=3)
-    finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _from_pretrained(source: ModelSource, location: str, kwargs: dict, dtype):

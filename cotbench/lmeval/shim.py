@@ -28,46 +28,52 @@ def run_lm_eval(argv: list[str]) -> int:
 
 
 def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = False) -> Path:
-    """lm-eval ``--output_path … --log_samples`` output -> a cotbench run directory."""
+    """lm-eval ``--output_path … --log_samples`` output -> a cotbench run directory.
+
+    Each ``results_<time>.json`` says which model (``pretrained``, ``valve``, ``alpha`` in ``model_args``) wrote
+    the ``samples_<task>_<time>.jsonl`` of the same time in its folder; samples are keyed by model, valve, α,
+    settings, task, problem and prompt, so outputs of several models or α values import side by side."""
     from cotbench.grading import grade, grader_id
     from cotbench.lmeval.glue import split_marker
-    from cotbench.records import Generation, Grade, Problem, Sample
+    from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
     from cotbench.report import write_run_outputs
-    from cotbench.store import Store
+    from cotbench.store import Store, sample_key
 
-    root = Path(lm_eval_dir)
-    sample_files = sorted(root.rglob("samples_cotbench_*.jsonl"))
-    result_files = sorted(root.rglob("results_*.json"))
-    if not sample_files or not result_files:
-        raise CotbenchError(f"{root} holds no lm-eval samples of cotbench tasks (samples_cotbench_*.jsonl and "
-                            "results_*.json). Run lm_eval with --output_path DIR --log_samples first.")
-    config = json.loads(result_files[-1].read_text()).get("config", {})
-    args = _model_args(config.get("model_args"))
-    model, valve = str(args.get("pretrained", "unknown")), str(args.get("valve") or "")
-    alpha = float(args["alpha"]) if valve and "alpha" in args else None
-    samples, params_b = [], None
-    for path in sample_files:
-        task = path.name[len("samples_cotbench_"):].rsplit("_", 1)[0]
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            doc = record["doc"]
-            raw = record["filtered_resps"][0] if record.get("filtered_resps") else record["resps"][0][0]
-            text, n_tokens, finish = split_marker(raw)
-            acu_item = record.get("acu") or [None, None, None]
-            n_tokens = n_tokens if n_tokens is not None else acu_item[1]
-            params_b = params_b or acu_item[2]
-            verdict = grade(text, doc["gold"]) if regrade else Grade(
-                bool(record.get("acc")), None, doc["gold"], "lm-eval task", "as scored inside lm-eval")
-            problem = Problem(task, str(doc["problem_id"]), doc["question"], doc["gold"], {})
-            prompt = record["arguments"]["gen_args_0"]["arg_0"] if isinstance(record.get("arguments"), dict) else ""
-            key = f"lmeval-{task}-{doc['problem_id']}"
-            samples.append(Sample(key, model, valve, alpha, problem, prompt,
-                                  Generation(key, text, 0, int(n_tokens or 0), finish or "stop", 0.0), verdict))
-    store = Store(out)
+    runs = _lm_eval_runs(Path(lm_eval_dir))
+    samples, params_b = [], {}
+    for results_path, sample_files in runs:
+        config = json.loads(results_path.read_text()).get("config", {})
+        args = _model_args(config.get("model_args"))
+        model, valve = str(args.get("pretrained", "unknown")), _valve_id(args.get("valve"))
+        alpha = float(args["alpha"]) if valve and "alpha" in args else None
+        settings = {"backend": "lm-eval", "model_args": config.get("model_args"), "gen_kwargs": config.get("gen_kwargs")}
+        for path in sample_files:
+            task = path.name[len("samples_cotbench_"):].rsplit("_", 1)[0]
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                doc = record["doc"]
+                raw = record["filtered_resps"][0] if record.get("filtered_resps") else record["resps"][0][0]
+                text, n_tokens, finish = split_marker(raw)
+                acu_item = record.get("acu") or [None, None, None]
+                n_tokens = n_tokens if n_tokens is not None else acu_item[1]
+                if acu_item[2]:
+                    params_b.setdefault(model, acu_item[2])
+                verdict = grade(text, doc["gold"]) if regrade else Grade(
+                    bool(record.get("acc")), None, doc["gold"], "lm-eval task", "as scored inside lm-eval")
+                problem = Problem(task, str(doc["problem_id"]), doc["question"], doc["gold"], {})
+                arguments = record.get("arguments")
+                prompt = arguments["gen_args_0"]["arg_0"] if isinstance(arguments, dict) else ""
+                key = sample_key(model, valve, alpha, problem, prompt, SamplingSettings(), settings)
+                samples.append(Sample(key, model, valve, alpha, problem, prompt,
+                                      Generation(key, text, 0, int(n_tokens or 0), finish or "stop", 0.0), verdict))
+    store = Store(out, exclusive=True)
     try:
-        store.set_meta("run", {"config": {"tasks": sorted({s.problem.task for s in samples}), "model": model},
-                               "model_id": model, "valve_id": valve, "params_b": params_b, "n_params": 0,
-                               "backend": {"backend": "lm-eval", "model_args": config.get("model_args")}})
+        models = sorted({s.model for s in samples})
+        store.set_meta("run", {"config": {"tasks": sorted({s.problem.task for s in samples}), "model": ", ".join(models)},
+                               "model_id": ", ".join(models), "valve_id": ", ".join(sorted({s.valve for s in samples})),
+                               "params_b": params_b.get(models[0]) if len(models) == 1 else None,
+                               "params_b_by_model": params_b, "n_params": 0,
+                               "backend": {"backend": "lm-eval", "runs": [str(r.name) for r, _ in runs]}})
         store.put_generations(samples)
         store.put_grades([(s.key, s.grade) for s in samples], grader_id("math") if regrade else "lm-eval task")
         store.set_meta("selection", [s.key for s in samples])
@@ -75,6 +81,30 @@ def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = Fal
     finally:
         store.close()
     return Path(out)
+
+
+def _lm_eval_runs(root: Path) -> list[tuple[Path, list[Path]]]:
+    """(results file, the cotbench sample files of the same lm-eval invocation) for every invocation under root."""
+    runs = []
+    for results in sorted(root.rglob("results_*.json")):
+        stamp = results.stem[len("results_"):]
+        files = sorted(p for p in results.parent.glob(f"samples_cotbench_*_{stamp}.jsonl"))
+        if files:
+            runs.append((results, files))
+    if not runs:
+        raise CotbenchError(f"{root} holds no lm-eval samples of cotbench tasks (samples_cotbench_*.jsonl next to "
+                            "results_*.json). Run lm_eval with --output_path DIR --log_samples first.")
+    return runs
+
+
+def _valve_id(valve) -> str:
+    """The valve as a sweep records it (name@fingerprint) when its directory is here, else as lm-eval named it."""
+    if not valve:
+        return ""
+    from cotbench.valve.apply import valve_fingerprint
+
+    path = Path(str(valve))
+    return f"{path.name}@{valve_fingerprint(path)}" if (path / "adapter_config.json").is_file() else str(valve)
 
 
 def _model_args(value) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from cotbench.errors import CotbenchError
+from cotbench.files import atomic_write, locked
 from cotbench.metrics import acu
 
 COLUMNS = ["task", "model", "valve", "alpha", "params_b", "n", "accuracy_pct", "mean_tokens", "acu", "protocol",
@@ -62,12 +63,13 @@ def _row_key(row) -> str:
 
 
 def write(board: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    board.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        board.to_csv(handle, index=False)
 
 
 def add_summary(path: Path, summary: pd.DataFrame, source: str) -> pd.DataFrame:
-    board = merge(read(path), rows_from_summary(summary, source))
-    write(board, path)
+    """Read, merge and write under one lock: concurrent adds never lose each other's rows."""
+    with locked(path):
+        board = merge(read(path), rows_from_summary(summary, source))
+        write(board, path)
     return board

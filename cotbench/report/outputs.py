@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cotbench.files import atomic_write, write_text
 from cotbench.report.plots import plot_curves
 from cotbench.report.tables import format_table, summary_frame, write_samples_jsonl
 from cotbench.store import Store
@@ -16,12 +17,13 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
     out = store.run_dir
     run = store.get_meta("run") or {}
     samples = store.samples(keys)
-    params_b = run.get("params_b")
+    params_b = run.get("params_b") or run.get("params_b_by_model")  # one model, or several (an lm-eval import)
     write_samples_jsonl(samples, out / "samples.jsonl")
     summary = summary_frame(samples, params_b) if params_b else pd.DataFrame()
-    summary.to_csv(out / "summary.csv", index=False)
+    with atomic_write(out / "summary.csv") as handle:
+        summary.to_csv(handle, index=False)
     plots = plot_curves(summary, out) if len(summary) else []
-    (out / "report.md").write_text(_report(summary, run, plots), encoding="utf-8")
+    write_text(out / "report.md", _report(summary, run, plots))
     return summary
 
 

@@ -5,17 +5,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from cotbench.files import atomic_write
+
 
 def plot_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
+    # A Figure of our own on the Agg canvas: no pyplot state, and the user's matplotlib backend untouched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     written = []
     tasks = sorted(summary["task"].unique())
     for metric, label, stem in (("acu", "ACU", "acu_vs_tokens"), ("accuracy_pct", "accuracy (%)", "accuracy_vs_tokens")):
-        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+        fig = Figure(figsize=(5.5 * len(tasks), 4.2))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(tasks), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             rows = summary[summary["task"] == task]
             for (model, valve), curve in rows.groupby(["model", "valve"], sort=True):
@@ -34,7 +37,7 @@ def plot_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         fig.tight_layout()
         for ext in ("png", "svg"):
             path = out_dir / f"{stem}.{ext}"
-            fig.savefig(path, dpi=120)
+            with atomic_write(path, "wb", None) as handle:
+                fig.savefig(handle, format=ext, dpi=120)
             written.append(path)
-        plt.close(fig)
     return written

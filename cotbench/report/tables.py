@@ -8,6 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from cotbench.files import atomic_write
 from cotbench.metrics import Outcome, summarize
 from cotbench.records import Sample
 
@@ -16,7 +17,8 @@ SUMMARY_COLUMNS = ["model", "valve", "alpha", "task", "n", "accuracy_pct", "mean
                    "protocol", "n_ungraded", "n_timeout"]
 
 
-def summary_frame(samples: Sequence[Sample], params_b: float) -> pd.DataFrame:
+def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]") -> pd.DataFrame:
+    """``params_b``: the model's size in billions, or one size per model name."""
     groups: dict[tuple, list[Sample]] = {}
     for s in samples:
         groups.setdefault((s.model, s.valve, s.alpha, s.problem.task), []).append(s)
@@ -29,7 +31,10 @@ def summary_frame(samples: Sequence[Sample], params_b: float) -> pd.DataFrame:
             continue
         outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length")
                     for s in graded]
-        stats = asdict(summarize(outcomes, params_b))
+        size = params_b.get(model) if isinstance(params_b, dict) else params_b
+        if not size:
+            continue  # no parameter count for this model: no ACU row can be computed
+        stats = asdict(summarize(outcomes, size))
         protocols = sorted({s.grade.protocol for s in graded})
         rows.append({"model": model, "valve": valve, "alpha": alpha, "task": task, **stats,
                      "protocol": ",".join(protocols), "n_ungraded": len(members) - len(graded) - n_timeout,
@@ -53,11 +58,9 @@ def sample_record(s: Sample) -> dict:
 
 
 def write_samples_jsonl(samples: Sequence[Sample], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:  # never a half-written file under the final name
         for s in samples:
             handle.write(json.dumps(sample_record(s), ensure_ascii=False) + "\n")
-    tmp.replace(path)  # never leave a half-written file under the final name
 
 
 def format_table(frame: pd.DataFrame) -> str:

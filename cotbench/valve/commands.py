@@ -6,6 +6,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from cotbench.files import write_text
 from cotbench.valve.train import TrainConfig
 
 _TRAIN_HELP = {
@@ -97,8 +98,8 @@ def _cmd_default(args) -> int:
     card["data"] = (f"first {N_TRAIN} GSM8K train rows (openai/grade-school-math, MIT), reference solutions "
                     f"shortened to their calculator equations + boxed answer: {n} rows kept")
     card["reproduce"] = f"cotbench valve default --data-dir {args.data_dir or '$COTBENCH_DATA_DIR'} --out {args.out}"
-    card_path.write_text(json.dumps(card, indent=2))
-    (out / "README.md").write_text(card_markdown(card))
+    write_text(out / "README.md", card_markdown(card))
+    write_text(card_path, json.dumps(card, indent=2))
     print(f"valve written to {out} (trained adapter, before scaling: {trained})")
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cotbench.errors import ValveError
+from cotbench.files import atomic_dir
 from cotbench.valve.apply import read_valve_config
 
 
@@ -32,13 +33,10 @@ def export_alpha_copies(valve: str | Path, alphas: Sequence[float], out: str | P
         target = out / _alpha_name(alpha)
         if target.exists():
             raise ValveError(f"{target} already exists. Choose another --out, or delete it.")
-        tmp = target.with_name(target.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        shutil.copy(valve / "adapter_config.json", tmp / "adapter_config.json")
-        scaled = {k: (v * alpha if "lora_B" in k else v).contiguous() for k, v in weights.items()}
-        save_file(scaled, str(tmp / "adapter_model.safetensors"))
-        tmp.rename(target)
+        with atomic_dir(target) as tmp:
+            shutil.copy(valve / "adapter_config.json", tmp / "adapter_config.json")
+            scaled = {k: (v * alpha if "lora_B" in k else v).contiguous() for k, v in weights.items()}
+            save_file(scaled, str(tmp / "adapter_model.safetensors"))
         written.append(target)
     return written
 
@@ -56,8 +54,9 @@ def export_merged(base: str, valve: str | Path, alphas: Sequence[float], out: st
         with valve_strength(wrapped, alpha):
             merged = wrapped.merge_and_unload()  # W + α·Δθ, written into the base weights
         target = Path(out) / f"merged_{_alpha_name(alpha)}"
-        merged.save_pretrained(target)
-        tokenizer.save_pretrained(target)
+        with atomic_dir(target) as tmp:
+            merged.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         written.append(target)
     return written
 

@@ -7,10 +7,10 @@ with their size, never dropped silently. At full rank, α = 1 reproduces the tun
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from cotbench.errors import ValveError
+from cotbench.files import atomic_dir
 
 
 def _load(spec: str):
@@ -94,15 +94,10 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int | str, out: str | P
             lora.lora_B["default"].weight.copy_(b)
         error = (delta - b @ a).norm() / delta.norm()
         layers[name] = {"relative_error": error.item(), "rank": r, "energy_kept": (s[:r].square().sum() / s.square().sum()).item()}
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
     report = {"base": base_spec, "tuned": tuned_spec, "rank": rank, "layers": layers,
               "not_captured_non_linear_deltas": other,
               "max_relative_error": max(v["relative_error"] for v in layers.values())}
-    (tmp / "extraction_report.json").write_text(json.dumps(report, indent=2))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty directory made beforehand is fine to replace
-    tmp.rename(out)  # whole or absent: nothing half-written looks complete
+    with atomic_dir(out) as tmp:  # whole or absent: nothing half-written looks complete
+        peft_model.save_pretrained(tmp)
+        (tmp / "extraction_report.json").write_text(json.dumps(report, indent=2))
     return report

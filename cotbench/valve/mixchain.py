@@ -9,6 +9,7 @@ from typing import Sequence
 
 from cotbench.config import RunConfig
 from cotbench.errors import ConfigError
+from cotbench.files import atomic_write, write_text
 
 
 def build_mixchain(model: str, valve: str, alphas: Sequence[float], task: str, out: str | Path,
@@ -51,12 +52,10 @@ def build_mixchain(model: str, valve: str, alphas: Sequence[float], task: str, o
             row[f"correct_{k}"] = bool(s.grade and s.grade.correct)
             row[f"alpha_{k}"] = s.alpha
         rows.append(row)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".jsonl.partial")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.rename(out)
+    write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     if rows:
         import pandas as pd
 
-        pd.DataFrame(rows).to_parquet(out.with_suffix(".parquet"), index=False)
+        with atomic_write(out.with_suffix(".parquet"), "wb", None) as handle:
+            pd.DataFrame(rows).to_parquet(handle, index=False)
     return {"rows": len(rows), "questions_without_a_correct_solution": dropped, "run_dir": str(run_dir)}

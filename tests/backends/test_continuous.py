@@ -141,6 +141,19 @@ def test_sampled_rows_do_not_depend_on_their_batch_mates(tiny_model, tiny_valve)
     assert any(a[k].text != reseeded[k].text for k in a)
 
 
+def test_static_path_samples_the_same_whatever_the_batch_and_scheduler(tiny_model, tiny_valve, pair):
+    """The static path draws from one generator per request too: batch 1, batch 4 and the continuous
+    scheduler give the same sampled texts for the same seed."""
+    sampling = SamplingSettings(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
+    static4, flowing = pair
+    static1 = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=1, scheduler="static")
+    a = _generate(static1, _requests(sampling))
+    _same(a, _generate(static4, _requests(sampling)))
+    _same(a, _generate(flowing, _requests(sampling)))
+    greedy = _generate(static4, _requests(SamplingSettings(max_new_tokens=10)))
+    assert any(a[k].text != greedy[k].text for k in a)  # it really sampled
+
+
 def test_batch_shrinks_to_what_memory_holds(tiny_model, monkeypatch):
     backend = HFBackend(str(tiny_model), dtype="float32", batch_size=64)
     monkeypatch.setattr(continuous, "_free_memory", lambda device: 1)  # room for no row at all: one at a time
@@ -253,11 +266,11 @@ def test_bf16_valve_layers_in_c_are_as_close_to_fp32_as_addmm(tiny_model, tiny_v
 
 def test_fp32_runs_never_build_the_cpu_kernels(pair, monkeypatch):
     """fp32 uses none of them, so a machine without a C compiler must not get a build or its warning."""
-    from cotbench.backends import cpu_kernels, lean_decode, slot_attention
+    from cotbench.backends import cpu_kernels, lean_decode, sampling, slot_attention
 
     calls = []
     # every module that calls it (valve/row_scale.py imports it from cpu_kernels at call time)
-    for module in (continuous, cpu_kernels, lean_decode, slot_attention):
+    for module in (sampling, cpu_kernels, lean_decode, slot_attention):
         monkeypatch.setattr(module, "load_library", lambda: calls.append(1))
 
     _, flowing = pair

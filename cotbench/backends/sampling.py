@@ -1,0 +1,70 @@
+"""Token choice, the same on every path: greedy argmax, or temperature/top-p sampling with one generator per
+request, seeded from the run's seed and the request's key. A row's draws then do not depend on which rows
+share its batch, on the batch size or on the scheduler, so a sampled run reproduces under any schedule.
+
+The continuous batcher calls ``Sampler.pick`` itself; the static path (``model.generate``) gets the same
+choice through ``PerRequestSampling``, a logits processor that leaves only the picked token open, with
+generate's own sampling off.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from cotbench.backends.cpu_kernels import argmax, load_library
+from cotbench.records import GenerationRequest, SamplingSettings
+
+
+class Sampler:
+    """Greedy argmax, or temperature/top-p sampling with one generator per request: a row's draws do
+    not depend on which other rows share its batch, so sampled runs reproduce under any schedule.
+
+    Logits come in the model's dtype. Greedy bf16 logits on a CPU go to cotbench's C argmax (the same
+    choice as torch's, without an fp32 copy of the logits first: ~4x faster at 128 rows); sampling works in fp32."""
+
+    def __init__(self, sampling: SamplingSettings, device, cpu_kernel: bool = True):
+        self.sampling, self.device = sampling, device
+        self._cpu_kernel = cpu_kernel and device.type == "cpu" and sampling.greedy
+        self._generators: dict[str, torch.Generator] = {}
+        self._warpers = []
+        if not sampling.greedy:
+            from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+            self._warpers.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                self._warpers.append(TopPLogitsWarper(sampling.top_p))
+
+    def pick(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> list[int]:
+        if self.sampling.greedy:
+            # the library is built only once bf16 logits need it: fp32 runs never compile or warn
+            if self._cpu_kernel and logits.dtype == torch.bfloat16 and (library := load_library()) is not None:
+                picked = argmax(library, logits.contiguous())
+                if picked is not None:
+                    return picked
+            return logits.argmax(dim=-1).tolist()
+        logits = logits.float()
+        for warper in self._warpers:
+            logits = warper(None, logits)
+        probs = torch.softmax(logits, dim=-1)
+        return [int(torch.multinomial(p, 1, generator=self._generator(r.request_id))) for p, r in zip(probs, requests)]
+
+    def _generator(self, request_id: str) -> torch.Generator:
+        if request_id not in self._generators:
+            seed = int.from_bytes(hashlib.sha256(f"{self.sampling.seed}:{request_id}".encode()).digest()[:8], "big")
+            self._generators[request_id] = torch.Generator(device=self.device).manual_seed(seed)
+        return self._generators[request_id]
+
+
+class PerRequestSampling:
+    """A ``LogitsProcessor`` for ``model.generate`` (greedy decoding): row i's next token is what
+    ``Sampler.pick`` draws from row i's own generator; every other token is masked out."""
+
+    def __init__(self, sampling: SamplingSettings, requests: list[GenerationRequest], device):
+        self.sampler, self.requests = Sampler(sampling, device, cpu_kernel=False), requests
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        picks = self.sampler.pick(scores, self.requests)
+        chosen = torch.full_like(scores, float("-inf"))
+        chosen[torch.arange(len(picks)), torch.tensor(picks)] = 0.0
+        return chosen
