@@ -151,10 +151,19 @@ class RunConfig:
         """Settings a run directory must keep: changing any would mix incomparable samples in its summary."""
         keep = ("model", "valve", "instruction", "system_prompt", "n_shot", "token_budget", "max_new_tokens",
                 "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b")
-        return {k: _jsonable(getattr(self, k)) for k in keep}
+        settings = self.to_dict()
+        return {k: settings[k] for k in keep}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _jsonable(v) for k, v in asdict(self).items()}
+        """The settings as files record them: portable, so a config.yaml runs on another machine (the
+        shipped valve is "default", not this install's path)."""
+        settings = {k: _jsonable(v) for k, v in asdict(self).items()}
+        from cotbench.valve.default import default_valve
+
+        shipped = default_valve()
+        if shipped is not None and self.valve and Path(self.valve).resolve() == shipped.resolve():
+            settings["valve"] = "default"
+        return settings
 
 
 def _jsonable(value):

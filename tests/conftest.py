@@ -70,7 +70,7 @@ def make_tiny_model(path: Path, hidden: int = 32, seed: int = 0) -> Path:
     return path
 
 
-def make_valve(model_dir: Path, out: Path, targets=("q_proj", "v_proj"), seed: int = 1) -> Path:
+def make_valve(model_dir: Path, out: Path, targets=("q_proj", "v_proj"), seed: int = 1, **lora) -> Path:
     """A real PEFT LoRA adapter with non-zero A and B, so α visibly changes the logits."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -78,7 +78,8 @@ def make_valve(model_dir: Path, out: Path, targets=("q_proj", "v_proj"), seed: i
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), init_lora_weights=False)
+    config = LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": list(targets), "init_lora_weights": False,
+                           **lora})
     get_peft_model(base, config).save_pretrained(out)
     return out
 

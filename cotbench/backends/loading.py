@@ -41,6 +41,12 @@ def embedded_model() -> ModelSource:
     return ModelSource(str(folder), ggufs[0].name, f"{EMBEDDED_MODEL_NAME} ({ggufs[0].name})")
 
 
+def portable_name(spec: str) -> str:
+    """The name to record for a model spec in files others will read: the embedded model's Hub id, else the
+    spec as the user gave it (never this machine's resolved site-packages path)."""
+    return EMBEDDED_MODEL_NAME if spec == EMBEDDED_MODEL else spec
+
+
 def resolve_model(spec: str) -> ModelSource:
     if spec == EMBEDDED_MODEL:
         return embedded_model()

@@ -7,10 +7,10 @@ per LoRA layer: the base weights are never reloaded or re-merged.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from cotbench.errors import ValveError
 
@@ -18,12 +18,25 @@ ADAPTER_NAME = "valve"
 _WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
+# Fields of adapter_config.json that name or describe the adapter without changing what it computes.
+_DESCRIPTIVE = ("base_model_name_or_path", "revision", "peft_version", "inference_mode", "auto_mapping", "task_type")
+
+
 def valve_fingerprint(valve_dir: str | Path) -> str:
-    """12 hex digits of the adapter's config and weights: results are keyed by it, so an edited valve
-    never silently reuses old samples."""
+    """12 hex digits of the adapter's weights and of the config fields that change its output: results are
+    keyed by it, so an edited valve never silently reuses old samples, while renaming its base model or
+    saving it with another PEFT version keeps them."""
     folder = Path(valve_dir)
     digest = hashlib.sha256()
-    for name in ("adapter_config.json", *_WEIGHT_FILES):
+    config_path = folder / "adapter_config.json"
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            config = {k: v for k, v in config.items() if k not in _DESCRIPTIVE}
+            digest.update(b"adapter_config.json" + json.dumps(config, sort_keys=True).encode())
+        except ValueError:
+            digest.update(config_path.read_bytes())
+    for name in _WEIGHT_FILES:
         path = folder / name
         if path.is_file():
             digest.update(name.encode())
@@ -50,10 +63,31 @@ def read_valve_config(valve_dir: str | Path):
         raise ValveError(f"{folder}/adapter_config.json cannot be read by PEFT: {exc}") from None
     if not isinstance(config, LoraConfig):
         raise ValveError(f"{folder} is a {config.peft_type} adapter; a valve must be a LoRA adapter.")
-    if getattr(config, "use_dora", False):
-        raise ValveError(f"{folder} is a DoRA adapter: its update is not linear in the adapter scale, so "
-                         "θ + α·Δθ is not defined for it. Train a plain LoRA valve.")
+    variants = [why for name, why in _NOT_SCALABLE.items() if getattr(config, name, None) not in (None, False, [], {})]
+    if variants:
+        raise ValveError(f"{folder} uses {'; '.join(variants)}: θ + α·Δθ is not exactly its update scaled by α, so "
+                         "cotbench cannot turn it as a valve. Retrain it as a plain LoRA on linear layers (rsLoRA, "
+                         "rank and alpha patterns are fine), or export merged checkpoints θ + α·Δθ yourself and "
+                         "evaluate them as models without --valve.")
     return config
+
+
+# LoRA variants whose output is not (PEFT scale) × B·A·x, or that change weights outside the LoRA delta.
+_NOT_SCALABLE = {
+    "use_dora": "DoRA (a weight-normalised update, not linear in the scale)",
+    "modules_to_save": "modules_to_save (fully trained copies of layers that α does not scale)",
+    "trainable_token_indices": "trainable_token_indices (trained embedding rows that α does not scale)",
+    "layer_replication": "layer_replication (it changes the architecture: α = 0 would not be the base model)",
+    "alora_invocation_tokens": "activated LoRA (applied only after invocation tokens)",
+    "use_qalora": "QA-LoRA (pooled inputs the per-row valve layers do not compute)",
+    "target_parameters": "LoRA on bare parameters (target_parameters)",
+    "arrow_config": "Arrow routing between adapters",
+    "use_bdlora": "BD-LoRA",
+    "kasa_config": "KaSA",
+    "velora_config": "VeLoRA",
+    "monteclora_config": "MonteCLoRA",
+    "megatron_config": "Megatron-parallel LoRA layers",
+}
 
 
 def attach_valve(model, valve_dir: str | Path):
@@ -62,6 +96,9 @@ def attach_valve(model, valve_dir: str | Path):
 
     config = read_valve_config(valve_dir)
     config.inference_mode = True
+    # The valve may record any name for its base (a Hub id, another machine's folder): it is attached to this
+    # model on purpose, and its shapes are checked below. Recording ours keeps PEFT from warning of a rename.
+    config.base_model_name_or_path = getattr(model, "name_or_path", None) or config.base_model_name_or_path
     try:
         with warnings.catch_warnings():  # transformers deprecation noise from inside peft, not the user's concern
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -83,25 +120,17 @@ def attach_valve(model, valve_dir: str | Path):
     return peft_model.eval()
 
 
-def _lora_layers(peft_model) -> Iterator:
-    from peft.tuners.lora import LoraLayer
-
-    return (m for m in peft_model.modules() if isinstance(m, LoraLayer))
-
-
 @contextmanager
 def valve_strength(peft_model, alpha: float):
-    """Run the wrapped model as θ + α·Δθ inside the block; back to α = 1 afterwards, even on error."""
-    layers = list(_lora_layers(peft_model))
-    try:
-        for layer in layers:
-            for name in list(layer.scaling):
-                layer.set_scale(name, float(alpha))
+    """Run the wrapped model as θ + α·Δθ inside the block, and exactly as before afterwards, even on error.
+
+    PEFT's own ``rescale_adapter_scale``: it multiplies each layer's scaling as PEFT computed it (rsLoRA's
+    lora_alpha/√r, rank and alpha patterns included) and restores the saved values on exit, where
+    ``set_scale`` recomputes lora_alpha/r (and in older PEFT releases ignores rsLoRA)."""
+    from peft.helpers import rescale_adapter_scale
+
+    with rescale_adapter_scale(peft_model, float(alpha)):
         yield peft_model
-    finally:
-        for layer in layers:
-            for name in list(layer.scaling):
-                layer.set_scale(name, 1.0)
 
 
 def describe_valve(valve_dir: str | Path) -> dict:

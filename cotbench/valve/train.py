@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cotbench.errors import ConfigError, ValveError
+from cotbench.files import write_text
 from cotbench.valve.data import TrainExample, level_examples, levels_longest_first, plusplus_examples, read_mixchain, read_pairs
 
 METHODS = ("cotvalve", "plusplus", "progressive")
@@ -227,7 +228,7 @@ def train_valve(cfg: TrainConfig, progress: bool = True) -> Path:
                 bar.close()
                 state.update(epoch=epoch + 1, batch=0)
             if stage.name:
-                _save_adapter(model, out / stage.name, cfg.save_dtype)
+                _save_adapter(model, out / stage.name, cfg.save_dtype, cfg.base)
             state.update(stage=stage_index + 1, epoch=0, batch=0)
     except BaseException:
         save_checkpoint()  # interrupted: keep what was learned; the same command resumes
@@ -235,7 +236,7 @@ def train_valve(cfg: TrainConfig, progress: bool = True) -> Path:
     finally:
         log.close()
     seconds = time.perf_counter() - started
-    _save_adapter(model, out, cfg.save_dtype)
+    _save_adapter(model, out, cfg.save_dtype, cfg.base)
     card = {"config": cfg.to_dict(), "method": cfg.method, "n_examples": [len(s.examples) for s in stages],
             "stages": [s.name for s in stages if s.name], "optimizer_steps": state["step"],
             "skipped_beta0_examples": state["skipped_beta0"], "train_seconds": round(seconds, 1),
@@ -245,12 +246,18 @@ def train_valve(cfg: TrainConfig, progress: bool = True) -> Path:
     return out
 
 
-def _save_adapter(model, path: Path, dtype: str) -> None:
+def _save_adapter(model, path: Path, dtype: str, base: str) -> None:
     import torch
     from peft import get_peft_model_state_dict
 
+    from cotbench.backends.loading import portable_name
+
     state = {k: v.detach().to(getattr(torch, dtype)).cpu() for k, v in get_peft_model_state_dict(model).items()}
     model.save_pretrained(path, state_dict=state)
+    config_path = path / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = portable_name(base)  # PEFT wrote this machine's resolved path
+    write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _train_batch(model, examples, encode, pad_id, device, cfg, state, valve_strength) -> float:
