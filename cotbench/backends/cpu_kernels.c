@@ -365,3 +365,13 @@ int cotbench_argmax_bf16(const uint16_t *logits, int64_t *out, int64_t rows, int
     }
     return 0;
 }
+
+/* The argument types of every function above, in the notation cpu_kernels.py checks at load: p pointer,
+ * q int64, f float, i int. Edit it with any signature; a mismatch is refused rather than called. */
+const char *cotbench_abi(void) {
+    return "decode_attention_bf16:pppppqqqqqqfi;"
+           "rope_decode_attention_bf16:pqpqpqppppppqqqqqqfi;"
+           "lora_up_bf16:pqpqpqppqqqi;"
+           "add_rms_norm_bf16:pppppqqfi;"
+           "argmax_bf16:ppqqi";
+}

@@ -53,49 +53,112 @@ def _cpu_signature() -> str:
     return f"{platform.machine()}:{flags}"
 
 
-@functools.lru_cache(maxsize=1)  # one build and one load per process
-def load_library():
-    """The built library (its functions typed), or None (with a warning saying why) where it cannot be built here."""
+class KernelBuildError(RuntimeError):
+    """The kernels could not be built or loaded here (the compiler's first error line, or the ABI mismatch)."""
+
+
+_P, _Q, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+SIGNATURES = {  # argument types of each C function; cotbench_abi() in the C source must spell the same
+    "decode_attention_bf16": [_P] * 5 + [_Q] * 6 + [_F, _I],
+    "rope_decode_attention_bf16": [_P, _Q] * 3 + [_P] * 6 + [_Q] * 6 + [_F, _I],
+    "lora_up_bf16": [_P, _Q, _P, _Q, _P, _Q, _P, _P] + [_Q] * 3 + [_I],
+    "add_rms_norm_bf16": [_P] * 5 + [_Q] * 2 + [_F, _I],
+    "argmax_bf16": [_P, _P, _Q, _Q, _I],
+}
+_CODE = {_P: "p", _Q: "q", _F: "f", _I: "i"}
+
+
+def expected_abi() -> str:
+    return ";".join(f"{name}:{''.join(_CODE[t] for t in types)}" for name, types in SIGNATURES.items())
+
+
+def library_path() -> Path | None:
+    """Where this CPU's build lives in the cache (keyed on source, compiler, flags, CPU); None: no compiler."""
     from cotbench.backends.loading import cache_dir
 
-    if os.environ.get(DISABLE_ENV) == "0" or platform.system() != "Linux":
-        return None
     compiler = _compiler()
     if compiler is None:
-        warnings.warn("no C compiler found: decode attention and valve layers stay on PyTorch (slower on CPU). "
-                      "Install gcc or clang, or set CC, to build cotbench's kernels.", stacklevel=2)
         return None
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS, *LINK_FLAGS]).encode()
                          + _cpu_signature().encode()).hexdigest()[:16]
-    library = cache_dir() / "kernels" / f"cpu_kernels-{key}.so"
-    try:
+    return cache_dir() / "kernels" / f"cpu_kernels-{key}.so"
+
+
+def build_library():
+    """Build (or reuse the cached build) and load; raises ``KernelBuildError`` with the reason. A cached file
+    that does not load, or whose ABI does not match ``SIGNATURES``, is rebuilt once."""
+    library = library_path()
+    if library is None:
+        raise KernelBuildError("no C compiler found")
+    for attempt in (1, 2):
         if not library.exists():
-            library.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=library.parent) as staging:
-                built, objects = Path(staging) / library.name, Path(staging) / "cpu_kernels.o"
-                for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(objects)],
-                                [compiler, *LINK_FLAGS, str(objects), "-o", str(built), "-lm"]):
-                    subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-                os.replace(built, library)  # atomic: a concurrent build just wins or loses the rename
-        loaded = ctypes.CDLL(str(library))
-    except (OSError, subprocess.SubprocessError) as exc:
-        # the compiler's first error line, not its whole output: the warning must stay readable
-        detail = next((line for line in (getattr(exc, "stderr", "") or "").splitlines() if "error" in line), str(exc))
-        warnings.warn(f"could not build cotbench's CPU kernels with {compiler} ({detail}); decode attention and "
-                      f"valve layers stay on PyTorch (slower on CPU). Set {DISABLE_ENV}=0 to skip the build.",
-                      stacklevel=2)
-        return None
-    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    for name, argtypes in (("cotbench_decode_attention_bf16", [pointer] * 5 + [i64] * 6 + [ctypes.c_float, ctypes.c_int]),
-                           ("cotbench_rope_decode_attention_bf16", [pointer, i64] * 3 + [pointer] * 6 + [i64] * 6
-                            + [ctypes.c_float, ctypes.c_int]),
-                           ("cotbench_lora_up_bf16", [pointer, i64, pointer, i64, pointer, i64, pointer, pointer]
-                            + [i64] * 3 + [ctypes.c_int]),
-                           ("cotbench_add_rms_norm_bf16", [pointer] * 5 + [i64] * 2 + [ctypes.c_float, ctypes.c_int]),
-                           ("cotbench_argmax_bf16", [pointer, pointer, i64, i64, ctypes.c_int])):
-        function = getattr(loaded, name)
+            _compile(_compiler(), library)
+        try:
+            loaded = ctypes.CDLL(str(library))
+            found = "none"
+            if hasattr(loaded, "cotbench_abi"):
+                loaded.cotbench_abi.restype, loaded.cotbench_abi.argtypes = ctypes.c_char_p, []
+                found = loaded.cotbench_abi().decode()
+        except OSError as exc:
+            found, loaded = f"unloadable ({exc})", None
+        if found == expected_abi():
+            break
+        if attempt == 2:
+            raise KernelBuildError(f"the built library's ABI does not match cotbench's ({found} != {expected_abi()})")
+        library.unlink(missing_ok=True)  # stale or damaged: build it again, once
+    for name, argtypes in SIGNATURES.items():
+        function = getattr(loaded, f"cotbench_{name}")
         function.restype, function.argtypes = ctypes.c_int, argtypes
+    _check_one_openmp()
     return loaded
+
+
+def _compile(compiler: str, library: Path) -> None:
+    library.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=library.parent) as staging:
+            built, objects = Path(staging) / library.name, Path(staging) / "cpu_kernels.o"
+            for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(objects)],
+                            [compiler, *LINK_FLAGS, str(objects), "-o", str(built), "-lm"]):
+                subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+            os.replace(built, library)  # atomic: a concurrent build just wins or loses the rename
+    except (OSError, subprocess.SubprocessError) as exc:
+        # the compiler's first error line, not its whole output: the message must stay readable
+        detail = next((line for line in (getattr(exc, "stderr", "") or "").splitlines() if "error" in line), str(exc))
+        raise KernelBuildError(f"could not build with {compiler}: {detail}") from None
+
+
+def openmp_runtimes() -> list[str]:
+    """Files of the OpenMP runtimes loaded in this process (threadpoolctl). Two runtimes (torch's libgomp and
+    another) would each spin their own threads on the same cores."""
+    from threadpoolctl import threadpool_info
+
+    return sorted({info["filepath"] for info in threadpool_info() if info.get("user_api") == "openmp"})
+
+
+def _check_one_openmp() -> None:
+    runtimes = openmp_runtimes()
+    if len(runtimes) > 1:
+        warnings.warn(f"{len(runtimes)} OpenMP runtimes are loaded ({', '.join(runtimes)}): their threads compete "
+                      "for the same cores. Build with the compiler torch was built with (gcc), or set "
+                      f"{DISABLE_ENV}=0.", stacklevel=3)
+
+
+@functools.lru_cache(maxsize=1)  # one build and one load per process
+def load_library():
+    """The built library (its functions typed), or None (with a warning saying why) where it cannot be built here."""
+    if os.environ.get(DISABLE_ENV) == "0" or platform.system() != "Linux":
+        return None
+    if _compiler() is None:
+        warnings.warn("no C compiler found: decode attention and valve layers stay on PyTorch (slower on CPU). "
+                      "Install gcc or clang, or set CC, to build cotbench's kernels.", stacklevel=2)
+        return None
+    try:
+        return build_library()
+    except KernelBuildError as exc:
+        warnings.warn(f"{exc}; decode attention and valve layers stay on PyTorch (slower on CPU). "
+                      f"Set {DISABLE_ENV}=0 to skip the build.", stacklevel=2)
+        return None
 
 
 def attention_applies(query: torch.Tensor, key: torch.Tensor) -> bool:

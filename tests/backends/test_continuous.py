@@ -219,10 +219,9 @@ def test_adapter_on_an_embedding_is_refused_with_a_way_out(tiny_model, tmp_path)
 
 def test_bf16_decode_runs_the_c_kernel_and_agrees_with_sdpa(tiny_model, tiny_valve, monkeypatch):
     from cotbench.backends import slot_attention
-    from cotbench.backends.cpu_kernels import load_library
+    from conftest import kernels_or_skip
 
-    if load_library() is None:
-        pytest.skip("no C compiler here")
+    kernels_or_skip()
     from cotbench.backends import lean_decode
 
     calls = []
@@ -244,10 +243,9 @@ def test_bf16_decode_runs_the_c_kernel_and_agrees_with_sdpa(tiny_model, tiny_val
 def test_bf16_valve_layers_in_c_are_as_close_to_fp32_as_addmm(tiny_model, tiny_valve):
     from transformers import AutoModelForCausalLM
 
-    from cotbench.backends.cpu_kernels import load_library
+    from conftest import kernels_or_skip
 
-    if load_library() is None:
-        pytest.skip("no C compiler here")
+    kernels_or_skip()
     ids = torch.tensor([[5, 9, 14, 30, 7]] * 4)
     alphas = [0.0, 0.7, 1.3, -0.4]
     logits = {}

@@ -18,10 +18,10 @@ def _attention_module(heads, kv_heads):  # what sdpa_attention_forward reads off
 
 @pytest.fixture
 def kernel():
-    function = load_library()
-    if function is None:
+    """The built kernels. Skipped only where no C compiler exists: any other failure to build fails the tests."""
+    if cpu_kernels._compiler() is None:
         pytest.skip("no C compiler here")
-    return function
+    return cpu_kernels.build_library()
 
 
 def _inputs(lengths, heads=HEADS, kv_heads=KV_HEADS, dim=DIM):
@@ -159,3 +159,36 @@ def test_argmax_picks_what_torch_picks(kernel):
     logits[4, 999] = 80.0  # the last column
     assert argmax(kernel, logits) == logits.argmax(dim=-1).tolist() == logits.float().argmax(dim=-1).tolist()
     assert argmax(kernel, logits.float()) is None
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch, tmp_path):
+    if cpu_kernels._compiler() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("COTBENCH_CACHE_DIR", str(tmp_path))
+    load_library.cache_clear()
+    yield tmp_path
+    load_library.cache_clear()
+
+
+def test_a_damaged_cached_library_is_rebuilt_not_disabled(fresh_cache):
+    path = cpu_kernels.library_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")  # a build cut off by a full disk, say
+    library = cpu_kernels.build_library()
+    assert library.cotbench_argmax_bf16 is not None and path.stat().st_size > 1000
+
+
+def test_an_abi_mismatch_is_refused(fresh_cache, monkeypatch):
+    cpu_kernels.build_library()  # a good build in the cache
+    changed = dict(cpu_kernels.SIGNATURES, argmax_bf16=[cpu_kernels._P, cpu_kernels._P, cpu_kernels._Q])
+    monkeypatch.setattr(cpu_kernels, "SIGNATURES", changed)  # the Python side edited without the C side
+    with pytest.raises(cpu_kernels.KernelBuildError, match="ABI"):
+        cpu_kernels.build_library()
+    with pytest.warns(UserWarning, match="ABI"):
+        assert load_library() is None
+
+
+def test_only_one_openmp_runtime_beside_torch(kernel):
+    runtimes = cpu_kernels.openmp_runtimes()
+    assert len(runtimes) == 1, runtimes

@@ -52,10 +52,9 @@ def test_lean_step_gives_transformers_logits_and_cache_bit_for_bit_in_fp32(tiny_
 
 def test_bf16_lean_step_fuses_rotary_cache_write_and_attention_in_c(tiny_model, tiny_valve, wide_model, monkeypatch):
     from cotbench.backends import lean_decode
-    from cotbench.backends.cpu_kernels import load_library
+    from conftest import kernels_or_skip
 
-    if load_library() is None:
-        pytest.skip("no C compiler here")
+    kernels_or_skip()
     calls = []
     real = lean_decode.rope_decode_attention
     monkeypatch.setattr(lean_decode, "rope_decode_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
