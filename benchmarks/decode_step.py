@@ -27,12 +27,14 @@ HERE = Path(__file__).resolve().parent
 CAPACITY = 300  # cache columns: the longest row (290) and its next token fit
 
 # cumulative, in the order sweep_speed.py's ablation adds them
+# Grouped attention and the C attention run inside the lean step (nothing is registered with transformers),
+# so the lean step comes first; the first variant is transformers' own forward with plain SDPA.
 VARIANTS = [
-    ("grouped SDPA, plain weights", dict(decode_kernel=False, pack_weights=False, lora_kernel=False, lean=False)),
-    ("+ C decode kernels (attention, argmax)", dict(decode_kernel=True, pack_weights=False, lora_kernel=False, lean=False)),
-    ("+ weights packed for oneDNN", dict(decode_kernel=True, pack_weights=True, lora_kernel=False, lean=False)),
-    ("+ LoRA up-projection in C", dict(decode_kernel=True, pack_weights=True, lora_kernel=True, lean=False)),
-    ("+ lean decode step", dict(decode_kernel=True, pack_weights=True, lora_kernel=True, lean=True)),
+    ("transformers forward, SDPA, plain weights", dict(decode_kernel=False, pack_weights=False, lora_kernel=False, lean=False)),
+    ("+ lean decode step (grouped SDPA)", dict(decode_kernel=False, pack_weights=False, lora_kernel=False, lean=True)),
+    ("+ C decode kernels (attention, argmax)", dict(decode_kernel=True, pack_weights=False, lora_kernel=False, lean=True)),
+    ("+ weights packed for oneDNN", dict(decode_kernel=True, pack_weights=True, lora_kernel=False, lean=True)),
+    ("+ LoRA up-projection in C", dict(decode_kernel=True, pack_weights=True, lora_kernel=True, lean=True)),
 ]
 
 
@@ -40,9 +42,9 @@ def build(rows: int, settings: dict, fill: list, alphas: list):
     """A backend, its batcher and a slot cache prefilled with ``fill`` (the same for every variant)."""
     import torch
 
-    from cotbench.backends.continuous import ContinuousBatcher, _Sampler
+    from cotbench.backends.continuous import ContinuousBatcher
     from cotbench.backends.hf import HFBackend
-    from cotbench.backends.slot_attention import grouped_attention
+    from cotbench.backends.sampling import Sampler
     from cotbench.backends.slot_cache import SlotCache
     from cotbench.config import RunConfig
     from cotbench.records import SamplingSettings
@@ -52,18 +54,18 @@ def build(rows: int, settings: dict, fill: list, alphas: list):
     batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, rows,
                                 decode_kernel=settings["decode_kernel"], lean_decode=settings["lean"])
     cache = SlotCache(rows, CAPACITY)
-    with torch.inference_mode(), grouped_attention(batcher.model, True):
+    with torch.inference_mode():
         for start, ids in fill:
             n = ids.shape[0]
             batcher._forward(cache, torch.arange(start, start + n), ids, torch.arange(ids.shape[1]).expand(n, -1),
                              alphas[start:start + n])
-    return batcher, cache, _Sampler(SamplingSettings(), batcher.device, settings["decode_kernel"])
+    return batcher, cache, Sampler(SamplingSettings(), batcher.device, settings["decode_kernel"])
 
 
 def measure(rows: int, rounds: int) -> list[dict]:
     import torch
 
-    from cotbench.backends.slot_attention import grouped_attention, slot_groups
+    from cotbench.backends.slot_attention import slot_groups
 
     generator = torch.Generator().manual_seed(0)
     lengths = sorted(torch.randint(100, CAPACITY - 10, (rows,), generator=generator).tolist(), reverse=True)
@@ -81,12 +83,12 @@ def measure(rows: int, rounds: int) -> list[dict]:
                 groups = {"slot_groups": slot_groups(lengths)}
                 if settings["decode_kernel"]:  # as the batcher passes them
                     groups["slot_lengths"] = torch.tensor(lengths, dtype=torch.int32)
-                with grouped_attention(batcher.model, True):
-                    started = time.perf_counter()
-                    logits = batcher._forward(cache, rows, tokens, positions, alphas, lean=settings["lean"], **groups)
-                    picked = sampler.pick(logits, [None] * rows)
-                    if round_:
-                        times[label].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                logits = batcher._forward(cache, rows, tokens, positions, alphas, lean=settings["lean"],
+                                          **(groups if settings["lean"] else {}))
+                picked = sampler.pick(logits, [None] * rows)
+                if round_:
+                    times[label].append(time.perf_counter() - started)
                 picks[label] = picked
     results, previous = [], None
     first = picks[variants[0][0]]

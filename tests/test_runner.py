@@ -11,8 +11,9 @@ from cotbench.store import Store
 
 
 def config(tiny_model, tiny_valve, out, **extra):
+    # fp32: on a CPU with bf16 matmuls "auto" would pick bf16, whose rounding follows batch shapes
     settings = dict(model=str(tiny_model), valve=str(tiny_valve), alphas=(0.0, 0.5, 1.0), tasks=("gsm8k",),
-                    limit=3, max_new_tokens=6, batch_size=2, grade_workers=0, out=str(out))
+                    limit=3, max_new_tokens=6, batch_size=2, grade_workers=0, dtype="float32", out=str(out))
     settings.update(extra)
     return RunConfig(**settings)
 
@@ -47,7 +48,7 @@ def test_generated_token_count_is_exact(tiny_model, tmp_path):
     from cotbench.backends import HFBackend
     from cotbench.records import GenerationRequest, SamplingSettings
 
-    backend = HFBackend(str(tiny_model), batch_size=4)
+    backend = HFBackend(str(tiny_model), batch_size=4, dtype="float32")  # exact comparison with generate: no bf16
     prompts = ["<|user|>1+1?</s><|assistant|>", "<|user|>a much longer question about eggs and ducks</s><|assistant|>"]
     requests = [GenerationRequest(str(i), p, None, SamplingSettings(max_new_tokens=7)) for i, p in enumerate(prompts)]
     batch = [g for b in backend.generate(requests) for g in b]

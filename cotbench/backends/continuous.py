@@ -24,7 +24,7 @@ import torch
 from cotbench.backends._heap import release_freed_memory
 from cotbench.backends.lean_decode import lean_decoder
 from cotbench.backends.sampling import Sampler
-from cotbench.backends.slot_attention import grouped_attention, slot_groups
+from cotbench.backends.slot_attention import slot_groups
 from cotbench.backends.slot_cache import SlotCache, attention_mask
 from cotbench.backends.stops import cut_at_stop, stop_end
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
@@ -92,7 +92,9 @@ class ContinuousBatcher:
         self.dtype = next(model.parameters()).dtype
         self._additive_mask = getattr(model.config, "_attn_implementation", "sdpa") != "sdpa"
         self.stats = BatcherStats()
-        self._grouped = False  # grouped decode attention is on (set while run() is inside grouped_attention)
+        # Grouped decode attention (and the C attention under it) runs inside the lean step, which calls it
+        # directly: nothing is registered with transformers, and its own forward stays plain SDPA.
+        self._grouped = bool(attention_groups) and self._lean is not None and not self._additive_mask
         self._prefix = _SharedPrefix([], {})  # the running sweep's shared prompt prefix (set by run())
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -112,7 +114,7 @@ class ContinuousBatcher:
         self.stats.n_slots = max(self.stats.n_slots, n_slots)
         slots: list[_Row | None] = [None] * cache.n_slots
         sampler = Sampler(sampling, self.device, self.decode_kernel)
-        with torch.inference_mode(), grouped_attention(self.model, self.attention_groups) as self._grouped:
+        with torch.inference_mode():
             while True:
                 live = sum(row is not None for row in slots)
                 front = _front(slots)  # decode computes slots [0, front): live rows and the holes between them

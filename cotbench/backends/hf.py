@@ -69,7 +69,11 @@ class HFBackend:
     @classmethod
     def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int | str = "auto",
                     scheduler: str = "continuous", pack_weights: bool = True) -> "HFBackend":
-        """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts."""
+        """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts. The
+        tokenizer is copied: padding side and pad token are set on cotbench's copy, not on the caller's."""
+        import copy
+
+        tokenizer = copy.deepcopy(tokenizer)
         backend = cls.__new__(cls)
         backend.device = str(next(model.parameters()).device)
         backend.dtype = next(model.parameters()).dtype

@@ -11,14 +11,13 @@ On a CPU in bf16, given ``slot_lengths``, decode attention runs cotbench's C ker
 (:mod:`cotbench.backends.cpu_kernels`): it reads each row exactly to its own length, at about twice SDPA's
 speed. fp32 stays on SDPA, so fp32 outputs keep matching the static path's.
 
-It plugs into transformers as an attention implementation (``AttentionInterface``), which passes
-``slot_groups`` and ``slot_lengths`` through from the model call; without them, or outside decode, it is
-plain SDPA.
+The lean decode step (``lean_decode``) calls it directly with ``slot_groups`` and ``slot_lengths``; nothing is
+registered with transformers, whose own forward (prefill, models without a lean step) stays plain SDPA.
+Without those arguments, or outside decode, it is plain SDPA.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -52,23 +51,3 @@ def slot_groups(lengths: Sequence[int], rows_per_group: int | None = None) -> li
     rows_per_group = rows_per_group or ROWS_PER_GROUP
     return [(a, min(a + rows_per_group, len(lengths)), max(1, max(lengths[a:a + rows_per_group])))
             for a in range(0, len(lengths), rows_per_group)]
-
-
-@contextmanager
-def grouped_attention(model, enabled: bool = True) -> Iterator[bool]:
-    """Run ``model`` with grouped decode attention while inside; yields whether it is on. Only a model on
-    SDPA is switched (the grouping calls SDPA); eager or flash attention stay as they are."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    config = model.config
-    if not enabled or config._attn_implementation != "sdpa":
-        yield False
-        return
-    AttentionInterface.register(NAME, grouped_sdpa)  # idempotent: the same function under the same name
-    AttentionMaskInterface.register(NAME, sdpa_mask)  # masks built by the model itself stay SDPA's
-    config._attn_implementation = NAME
-    try:
-        yield True
-    finally:
-        config._attn_implementation = "sdpa"

@@ -39,7 +39,9 @@ def _quiet() -> None:
 
 
 def warm_up() -> None:
-    """Import and exercise the parser once (a fresh worker pays ~1 s of imports here, not in a verdict)."""
+    """Import and exercise the parser once (a fresh worker pays ~1 s of imports here, not in a verdict).
+    Called only in cotbench's own worker processes (``_worker.serve``): the logging filter it adds to
+    math-verify's loggers never reaches the caller's process."""
     _quiet()
     symbolic_equal("\\frac{1}{2}", "0.5", 1e-6)
 
@@ -132,7 +134,6 @@ def _parse_one(s: str):
     from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    _quiet()
     text = s if ("\\" in s or "$" in s) else plain_to_latex(s)
     # math-verify's own unit stripping is off: it takes letters after a number for units ("4ab" -> 4);
     # ours (normalize.py) strips only known units and nouns.

@@ -7,7 +7,7 @@ import torch
 from cotbench.backends import HFBackend
 from cotbench.backends.continuous import ContinuousBatcher
 from cotbench.backends.lean_decode import LeanDecoder, why_not_lean
-from cotbench.backends.slot_attention import grouped_attention, slot_groups
+from cotbench.backends.slot_attention import slot_groups
 from cotbench.backends.slot_cache import SlotCache
 
 PROMPTS = [[5, 9, 14, 30, 7], [3, 3, 8, 1, 2, 40, 41, 42, 43], [6, 7, 8], [20, 21, 22, 23, 24, 25, 26]]
@@ -27,7 +27,7 @@ def _decode_once(backend, lean: bool):
     """Prefill PROMPTS one row each at ALPHAS, then one decode step for all rows: (logits, cache)."""
     batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, n_slots=4)
     cache = SlotCache(4, 16)
-    with torch.inference_mode(), grouped_attention(batcher.model, True):
+    with torch.inference_mode():
         for slot, prompt in enumerate(PROMPTS):
             batcher._forward(cache, torch.tensor([slot]), torch.tensor([prompt]), torch.arange(len(prompt))[None],
                              [ALPHAS[slot]])
