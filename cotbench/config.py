@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from cotbench.adapters import DataOptions
 from cotbench.errors import ConfigError
-from cotbench.prompts import DEFAULT_INSTRUCTION, PromptConfig
+from cotbench.prompts import PromptConfig
 from cotbench.records import SamplingSettings
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid of issue #3's monotonicity check
 
 
+_DATA, _PROMPT, _SAMPLING = DataOptions(), PromptConfig(), SamplingSettings()  # each default defined once, there
+
+
 @dataclass(frozen=True)
 class RunConfig:
+    """Every setting of a sweep. Defaults of data, prompt and sampling settings are those of the records the
+    stages use (``DataOptions``, ``PromptConfig``, ``SamplingSettings``), so each is defined in one place."""
+
     model: str = "smollm2"  # the embedded SmolLM2-135M-Instruct: works offline on a fresh machine
     # PEFT LoRA adapter directory; "default": the shipped SmolLM2 valve when the model is the embedded
     # smollm2 (none otherwise); "none": no valve.
@@ -25,28 +31,28 @@ class RunConfig:
     tasks: tuple[str, ...] = ("arithmetic",)  # the embedded task needs no data files
     limit: int | None = None  # first N problems of each task
     # Data
-    split: str | None = None
+    split: str | None = _DATA.split
     data_dir: str | None = None
     data_file: str | None = None
-    question_field: str = "question"
-    answer_field: str = "answer"
-    id_field: str | None = None
-    answer_format: str = "auto"
-    n_generated: int = 20  # embedded task size: 20 problems × 5 α in a few minutes on a 2-core CPU
-    difficulty: int = 2  # embedded task: two operations keep a 135M model's accuracy off the floor
+    question_field: str = _DATA.question_field
+    answer_field: str = _DATA.answer_field
+    id_field: str | None = _DATA.id_field
+    answer_format: str = _DATA.answer_format
+    n_generated: int = _DATA.n_generated
+    difficulty: int = _DATA.difficulty
     # Prompt
-    instruction: str = DEFAULT_INSTRUCTION
-    system_prompt: str | None = None
-    n_shot: int = 0
-    token_budget: int | None = None
+    instruction: str = _PROMPT.instruction
+    system_prompt: str | None = _PROMPT.system_prompt
+    n_shot: int = _PROMPT.n_shot
+    token_budget: int | None = _PROMPT.token_budget
     # Generation
     backend: str = "hf"
-    max_new_tokens: int = 512  # GSM8K chains of small models fit; raise it for MATH/AIME
-    temperature: float = 0.0  # greedy, as in the paper's tables
-    top_p: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    batch_size: int | str = "auto"  # rows decoded together; auto: 64 on a CPU, 256 on a GPU, less if memory is short
+    max_new_tokens: int = _SAMPLING.max_new_tokens
+    temperature: float = _SAMPLING.temperature
+    top_p: float = _SAMPLING.top_p
+    seed: int = _SAMPLING.seed
+    stop: tuple[str, ...] = _SAMPLING.stop
+    batch_size: int | str = "auto"  # rows decoded together; auto: 256, fewer if the KV cache would not fit
     scheduler: str = "continuous"  # continuous (the whole α grid in one queue) | static (one α at a time)
     device: str = "auto"
     dtype: str = "auto"
@@ -58,18 +64,24 @@ class RunConfig:
     out: str | None = None  # None: runs/<model>[-<valve>]
 
     def __post_init__(self):
-        problems = []
-        if self.valve in ("default", "none", ""):
-            from cotbench.valve.default import default_valve
+        problems = self._parse()
+        self._resolve_valve()
+        problems += self._check()
+        if problems:
+            raise ConfigError(problems)
 
-            shipped = default_valve() if self.valve == "default" and self.model == "smollm2" else None
-            object.__setattr__(self, "valve", str(shipped) if shipped else None)
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    def _parse(self) -> list[str]:
+        """Values as files and flags give them ("0,0.5,1", "64") -> the types the fields hold."""
+        problems = []
         for name in ("alphas", "tasks", "stop"):  # "0,0.5,1" or a list from a file -> tuple
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,) if name == "stop" else _split(value)
             if value is not None:
-                object.__setattr__(self, name, tuple(value))
+                self._set(name, tuple(value))
         if self.alphas is not None:
             parsed = []
             for a in self.alphas:
@@ -81,11 +93,29 @@ class RunConfig:
                 if not math.isfinite(value):
                     problems.append(f"alpha {a!r} is not a finite number")
                 parsed.append(value)
-            object.__setattr__(self, "alphas", tuple(parsed))
-            if self.valve is None and self.alphas:
-                problems.append("alphas were given but no valve: pass --valve DIR (α scales the valve)")
+            self._set("alphas", tuple(parsed))
         if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():
-            object.__setattr__(self, "batch_size", int(self.batch_size))
+            self._set("batch_size", int(self.batch_size))
+        return problems
+
+    def _resolve_valve(self) -> None:
+        """"default" -> the shipped valve for the embedded model (none for others); "none"/"" -> None."""
+        if self.valve in ("default", "none", ""):
+            from cotbench.valve.default import default_valve
+
+            shipped = default_valve() if self.valve == "default" and self.model == "smollm2" else None
+            self._set("valve", str(shipped) if shipped else None)
+
+    def _check(self) -> list[str]:
+        """Every problem with the settings, all at once."""
+        from cotbench.adapters import TASKS
+        from cotbench.backends import BACKENDS
+        from cotbench.backends.hf import SCHEDULERS
+        from cotbench.grading import PROTOCOLS
+
+        problems = []
+        if self.valve is None and self.alphas:
+            problems.append("alphas were given but no valve: pass --valve DIR (α scales the valve)")
         if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
                                           or self.batch_size < 1):
             problems.append(f"batch_size must be 'auto' or a whole number >= 1, got {self.batch_size!r}")
@@ -102,25 +132,16 @@ class RunConfig:
             problems.append("params_b must be > 0 (billions of parameters)")
         if not self.tasks:
             problems.append("no tasks given")
-        from cotbench.adapters import TASKS
-        from cotbench.grading import PROTOCOLS
-        from cotbench.backends import BACKENDS
-
-        for task in self.tasks:
-            if task not in TASKS:
-                problems.append(_registry_message(TASKS, task))
+        problems += [_registry_message(TASKS, task) for task in self.tasks if task not in TASKS]
         if self.protocol not in PROTOCOLS:
             problems.append(_registry_message(PROTOCOLS, self.protocol))
         if self.backend not in BACKENDS:
             problems.append(_registry_message(BACKENDS, self.backend))
-        from cotbench.backends.hf import SCHEDULERS
-
         if self.scheduler not in SCHEDULERS:
             problems.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if "jsonl" in self.tasks and not self.data_file:
             problems.append("task 'jsonl' needs --data FILE")
-        if problems:
-            raise ConfigError(problems)
+        return problems
 
     # -- views used by the pipeline stages
     def sweep_alphas(self) -> tuple[float | None, ...]:

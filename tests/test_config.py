@@ -28,3 +28,20 @@ def test_config_file_values_and_overrides(tmp_path):
     path.write_text('tasks = ["gsm8k", "math500"]\nlimit = 5\nalphas = [0, 0.5]\nvalve = "v"\n')
     cfg = build_config(path, limit=7)
     assert cfg.tasks == ("gsm8k", "math500") and cfg.limit == 7 and cfg.alphas == (0.0, 0.5)
+
+
+def test_each_default_is_defined_once():
+    """RunConfig's data, prompt and sampling defaults are the records' own, so every path (a sweep, the
+    lm-eval tasks, the Python API) builds the same embedded task and prompt."""
+    from dataclasses import fields
+
+    from cotbench.adapters import TASKS, DataOptions
+    from cotbench.prompts import PromptConfig
+    from cotbench.records import SamplingSettings
+
+    config = RunConfig()
+    for record in (DataOptions(), PromptConfig(), SamplingSettings()):
+        for f in fields(record):
+            if hasattr(config, f.name) and f.name not in ("data_dir", "data_file"):
+                assert getattr(config, f.name) == getattr(record, f.name), f.name
+    assert TASKS.get("arithmetic").load(DataOptions(), None) == TASKS.get("arithmetic").load(config.data_options(), None)
