@@ -94,7 +94,26 @@ def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
     return {"acc": float(verdict.correct), "mean_tokens": n_tokens, "acu": (verdict.correct, n_tokens, params_b)}
 
 
+EMPTY_WARNING = ("{share:.0%} of the {n} responses are empty (the end-of-sequence token alone). A chat model given "
+                 "a plain-text prompt often answers so: pass --apply_chat_template (or use --model valve, which "
+                 "applies the chat template itself).")
+
+
+def mostly_empty(token_counts: list[int]) -> float | None:
+    """The share of responses that are the EOS alone, when it is more than half; else None."""
+    empty = sum(1 for n in token_counts if n <= 1)
+    return empty / len(token_counts) if token_counts and empty > len(token_counts) / 2 else None
+
+
 def acu_aggregation(items: list[tuple[bool, int, float]]) -> float:
+    share = mostly_empty([n for _, n, _ in items])
+    if share is not None:
+        import logging
+        import warnings
+
+        message = EMPTY_WARNING.format(share=share, n=len(items))
+        warnings.warn(message, stacklevel=2)
+        logging.getLogger("cotbench").warning(message)
     accuracy = 100.0 * sum(c for c, _, _ in items) / len(items)
     mean_tokens = sum(n for _, n, _ in items) / len(items)
     return acu(accuracy, items[0][2], mean_tokens)

@@ -1,7 +1,9 @@
 """The ``valve`` model for lm-eval: its HF model plus ``valve=`` and ``alpha=`` in ``--model_args``.
 
 Generation goes through cotbench's own backend, so prompts produce the same outputs and the same exact
-token counts as ``cotbench run``; loglikelihood requests use lm-eval's code unchanged.
+token counts as ``cotbench run``; loglikelihood requests use lm-eval's code unchanged. Without
+``--apply_chat_template`` lm-eval hands a chat model plain text (an Instruct model then often answers with its
+EOS alone); this model applies the chat template itself then, as ``cotbench run`` does.
 """
 from __future__ import annotations
 
@@ -37,10 +39,17 @@ class ValveLM(HFLM):
         self.cotbench.set_alpha(self.alpha)
         return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
+    def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+        self._templated_by_lm_eval = True  # lm-eval runs with --apply_chat_template
+        return super().apply_chat_template(chat_history, add_generation_prompt)
+
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         batch = []
+        template_here = not getattr(self, "_templated_by_lm_eval", False) and bool(self.tokenizer.chat_template)
         for i, request in enumerate(requests):
             context, gen_kwargs = request.args
+            if template_here:  # the prompt `cotbench run` builds: the task's text as the user's turn
+                context, _ = self.cotbench.render([{"role": "user", "content": context}])
             gen_kwargs = dict(gen_kwargs)
             sampling = SamplingSettings(
                 max_new_tokens=int(gen_kwargs.get("max_gen_toks", self.max_gen_toks)),

@@ -16,6 +16,7 @@ def run_lm_eval(argv: list[str]) -> int:
 
     if "--include_path" not in argv:
         argv = [*argv, "--include_path", str(TASKS_DIR)]
+    _refuse_plain_prompts_to_chat_models(argv)
     saved = sys.argv
     sys.argv = ["lm_eval", *argv]
     try:
@@ -25,6 +26,31 @@ def run_lm_eval(argv: list[str]) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def _refuse_plain_prompts_to_chat_models(argv: list[str]) -> None:
+    """cotbench tasks under a model other than ``valve``, for a model with a chat template, without
+    ``--apply_chat_template``: lm-eval would send plain text and score near-empty answers. Say which flag."""
+    def value(flag):
+        return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else ""
+
+    tasks, model = value("--tasks"), value("--model") or "hf"
+    if "cotbench" not in tasks or model == "valve" or "--apply_chat_template" in argv:
+        return
+    pretrained = next((p.split("=", 1)[1] for p in value("--model_args").split(",") if p.startswith("pretrained=")), "")
+    if not pretrained:
+        return
+    try:
+        from cotbench.lmeval.glue import _tokenizer
+
+        has_template = bool(_tokenizer(pretrained).chat_template)
+    except Exception:  # lm-eval will report a model it cannot load itself
+        return
+    if has_template:
+        raise CotbenchError(f"{pretrained} has a chat template, and cotbench tasks are prompted as `cotbench run` "
+                            "prompts them: through it. Add --apply_chat_template (or use --model valve, which "
+                            "applies it itself). Without it the model gets plain text and often answers with "
+                            "its end-of-sequence token alone.")
 
 
 def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = False) -> Path:

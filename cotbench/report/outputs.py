@@ -40,6 +40,10 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
              "Generated tokens are counted with the model's own tokenizer: every token produced, the final EOS "
              "included, padding and prompt excluded.", "", "## Summary", ""]
     lines.append(format_table(summary) if len(summary) else "_no graded samples yet_")
+    for _, row in summary.iterrows() if len(summary) else ():
+        if row.get("median_tokens", 2) <= 1:
+            lines += ["", f"**Warning:** most responses of {row['task']} at α = {row['alpha']} are empty (the "
+                      "end-of-sequence token alone): check that the model gets its chat template."]
     if len(summary) and (summary["n_timeout"].sum() or summary["n_ungraded"].sum()):
         lines += ["", f"**Warning:** {int(summary['n_timeout'].sum())} verdicts timed out or failed and "
                   f"{int(summary['n_ungraded'].sum())} samples are not graded yet; both are left out of accuracy "

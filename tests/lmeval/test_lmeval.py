@@ -26,38 +26,72 @@ def _logged(out_dir):
 
 def test_valve_model_matches_cotbench_run(tiny_model, tiny_valve, tmp_path):
     out = tmp_path / "lm"
-    done = _lm_eval([sys.executable, "-m", "cotbench", "lm-eval", "--model", "valve", "--model_args",
-                     f"pretrained={tiny_model},valve={tiny_valve},alpha=0.5", "--tasks", "cotbench_gsm8k",
-                     "--limit", "4", "--apply_chat_template", "--gen_kwargs", "max_gen_toks=12", "--device", "cpu",
-                     "--output_path", str(out), "--log_samples"], tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+
+    def lm_eval_valve(alpha, *flags):
+        done = _lm_eval([sys.executable, "-m", "cotbench", "lm-eval", "--model", "valve", "--model_args",
+                         f"pretrained={tiny_model},valve={tiny_valve},alpha={alpha}", "--tasks", "cotbench_gsm8k",
+                         "--limit", "4", *flags, "--gen_kwargs", "max_gen_toks=12", "--device", "cpu",
+                         "--output_path", str(out), "--log_samples"], tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    lm_eval_valve(0.5, "--apply_chat_template")
     logged = sorted(_logged(out), key=lambda r: r["doc_id"])
-    ours = run_sweep(RunConfig(model=str(tiny_model), valve=str(tiny_valve), alphas=(0.5,), tasks=("gsm8k",), limit=4,
-                               max_new_tokens=12, grade_workers=0, dtype="float32", out=str(tmp_path / "run")),
+    ours = run_sweep(RunConfig(model=str(tiny_model), valve=str(tiny_valve), alphas=(0.0, 0.5), tasks=("gsm8k",),
+                               limit=4, max_new_tokens=12, grade_workers=0, dtype="float32", out=str(tmp_path / "run")),
                      progress=False)  # lm-eval loads this model in its own dtype, fp32
-    records = {json.loads(x)["problem_id"]: json.loads(x) for x in (ours.out_dir / "samples.jsonl").read_text().splitlines()}
+    records = [json.loads(x) for x in (ours.out_dir / "samples.jsonl").read_text().splitlines()]
+    mine_at = {a: {r["problem_id"]: r for r in records if r["alpha"] == a} for a in (0.0, 0.5)}
     from cotbench.lmeval.glue import split_marker
 
     for r in logged:
-        mine = records[r["doc"]["problem_id"]]
+        mine = mine_at[0.5][r["doc"]["problem_id"]]
         text, n_tokens, finish = split_marker(r["filtered_resps"][0])
         assert r["arguments"]["gen_args_0"]["arg_0"] == mine["prompt"]  # same prompt
         assert (text, n_tokens, finish) == (mine["response"], mine["n_generated_tokens"], mine["finish_reason"])
         assert bool(r["acc"]) == mine["correct"]
-    row = ours.summary.iloc[0]
+    row = ours.summary[ours.summary["alpha"] == 0.5].iloc[0]
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]["cotbench_gsm8k"]
     assert results["acc,none"] * 100 == pytest.approx(row["accuracy_pct"])
     assert results["mean_tokens,none"] == pytest.approx(row["mean_tokens"])
 
-    # ... and the logged samples come back as a cotbench run with the same summary
+    # Without --apply_chat_template the valve model applies the chat template itself: the same answers
+    lm_eval_valve(0.0)
+    plain = [r for r in _logged_all(out) if "<|user|>" not in r["arguments"]["gen_args_0"]["arg_0"]]
+    assert len(plain) == 4
+    for r in plain:
+        text, n_tokens, finish = split_marker(r["filtered_resps"][0])
+        mine = mine_at[0.0][r["doc"]["problem_id"]]
+        assert (text, n_tokens, finish) == (mine["response"], mine["n_generated_tokens"], mine["finish_reason"])
+
+    # ... and the logged samples of both lm-eval runs (two α) come back as one cotbench run, side by side
     imported = tmp_path / "imported"
     assert subprocess.run([sys.executable, "-m", "cotbench", "lm-eval", "import", str(out), "--out", str(imported),
                            "--regrade"], capture_output=True).returncode == 0
     import pandas as pd
 
-    summary = pd.read_csv(imported / "summary.csv").iloc[0]
-    assert summary["n"] == 4 and summary["mean_tokens"] == pytest.approx(row["mean_tokens"])
-    assert summary["accuracy_pct"] == pytest.approx(row["accuracy_pct"]) and summary["alpha"] == 0.5
+    summary = pd.read_csv(imported / "summary.csv").sort_values("alpha").reset_index(drop=True)
+    assert list(summary["alpha"]) == [0.0, 0.5] and list(summary["n"]) == [4, 4]
+    assert summary.loc[1, "mean_tokens"] == pytest.approx(row["mean_tokens"])
+    assert summary.loc[1, "accuracy_pct"] == pytest.approx(row["accuracy_pct"])
+
+
+def _logged_all(out_dir):
+    return [json.loads(line) for path in Path(out_dir).rglob("samples_cotbench_gsm8k_*.jsonl")
+            for line in path.read_text().splitlines()]
+
+
+def test_cotbench_tasks_refuse_plain_prompts_to_a_chat_model(tiny_model, tmp_path):
+    done = _lm_eval([sys.executable, "-m", "cotbench", "lm-eval", "--model", "hf", "--model_args",
+                     f"pretrained={tiny_model}", "--tasks", "cotbench_gsm8k", "--limit", "1"], tmp_path)
+    assert done.returncode == 2 and "--apply_chat_template" in done.stderr
+
+
+def test_mostly_empty_responses_are_warned_about():
+    from cotbench.lmeval.glue import acu_aggregation, mostly_empty
+
+    assert mostly_empty([1, 1, 1, 40]) == 0.75 and mostly_empty([1, 30, 40]) is None
+    with pytest.warns(UserWarning, match="apply_chat_template"):
+        acu_aggregation([(False, 1, 0.1), (False, 1, 0.1), (True, 20, 0.1)])
 
 
 def test_plain_lm_eval_runs_the_tasks_offline(tiny_model, tmp_path):
