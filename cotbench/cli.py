@@ -188,6 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm():
+    """SIGTERM (a scheduler's stop, `kill`) ends the command as Ctrl-C does: workers stopped, everything
+    already generated and graded kept, the same command resumes."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lm-eval"] or argv[:2] == ["--debug", "lm-eval"]:
@@ -196,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(func=_cmd_lm_eval, debug=debug, lm_eval_args=argv[2 if debug else 1:])
     else:
         args = build_parser().parse_args(argv)
+    previous = _stop_on_sigterm()
     try:
         return args.func(args)
     except CotbenchError as exc:
@@ -206,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cotbench: interrupted; every stored sample is kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        _restore_sigterm(previous)
 
 
 if __name__ == "__main__":
