@@ -79,7 +79,7 @@ def test_resume_after_interrupted_run(tiny_model, tiny_valve, tmp_path):
     from cotbench.backends import HFBackend
 
     cfg = config(tiny_model, tiny_valve, tmp_path / "run")
-    backend = HFBackend(cfg.model, cfg.valve, batch_size=2)
+    backend = HFBackend(cfg.model, cfg.valve, batch_size=2, dtype=cfg.dtype)
     real_generate = backend.generate
 
     def dies_after_one_batch(requests):

@@ -96,7 +96,7 @@ def test_plusplus_runs_each_sample_at_its_beta(tiny_model, tmp_path, monkeypatch
     tok = AutoTokenizer.from_pretrained(tiny_model)
     expected = {e.beta for e in plusplus_examples(read_mixchain(data), lambda t: len(tok(t)["input_ids"]))}
     assert set(seen) == expected - {0.0} and 1.0 in seen and all(0 < b < 1 for b in expected - {0.0, 1.0})
-    assert card["skipped_beta0_examples"] == 8 * 4  # each question's longest chain, every epoch
+    assert card["skipped_beta0_examples"] == 8  # each question's longest chain, counted once (not per epoch)
     losses = _losses(out)
     assert losses[-1] < losses[0]
 
@@ -113,28 +113,113 @@ def test_progressive_saves_one_adapter_per_stage(tiny_model, tmp_path):
     assert not (weights[0][key] == weights[2][key]).all()  # the same Δθ kept training
 
 
-def test_interrupted_training_resumes(tiny_model, tmp_path, monkeypatch):
+def _adapter(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "adapter_model.safetensors"))
+
+
+def _same_weights(a, b):
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path, monkeypatch):
+    import os
+    import signal
+
     import cotbench.valve.train as train
 
     data = _pairs(tmp_path / "d.jsonl")
+    uninterrupted = train_valve(_cfg(tiny_model, data, tmp_path / "whole", save_every=2), progress=False)
     cfg = _cfg(tiny_model, data, tmp_path / "r", save_every=2)
-    real, calls = train._train_batch, []
+    real = train._trainer_class
 
-    def dies_at_seven(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    def interrupting():  # Ctrl-C arrives during step 7
+        trainer, progress = real()
 
-    monkeypatch.setattr(train, "_train_batch", dies_at_seven)
+        class Interrupting(progress):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 7:
+                    os.kill(os.getpid(), signal.SIGINT)
+                return super().on_step_end(args, state, control, **kwargs)
+
+        return trainer, Interrupting
+
+    monkeypatch.setattr(train, "_trainer_class", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train_valve(cfg, progress=False)
-    assert (tmp_path / "r" / "checkpoint" / "trainer_state.json").is_file()
+    assert list((tmp_path / "r" / "checkpoints" / "main").glob("checkpoint-7"))  # saved where it stopped
     assert not (tmp_path / "r" / "valve_card.json").exists()  # not complete, and does not look complete
-    monkeypatch.setattr(train, "_train_batch", real)
+    monkeypatch.setattr(train, "_trainer_class", real)
     out = train_valve(cfg, progress=False)
     assert json.loads((out / "valve_card.json").read_text())["optimizer_steps"] == 16
-    assert len(_losses(out)) == 16  # 6 before the interruption + 10 after: the failed batch is redone
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == list(range(1, 17))
+    _same_weights(_adapter(out), _adapter(uninterrupted))  # resumed exactly: optimizer, data order, RNG
+    assert not (out / "checkpoints").exists()
+
+
+def test_kill_minus_9_during_training_resumes_to_the_same_weights(tiny_model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = _pairs(tmp_path / "d.jsonl")
+    uninterrupted = train_valve(_cfg(tiny_model, data, tmp_path / "whole", save_every=3), progress=False)
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "cotbench", "valve", "train", "--base", str(tiny_model), "--data", str(data),
+            "--out", str(out), "--batch-size", "4", "--epochs", "4", "--lr", "0.03", "--save-every", "3",
+            "--target-modules", "q_proj,v_proj,up_proj"]
+    run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints" / "main").glob("checkpoint-*/trainer_state.json")):
+        assert run.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert not (out / "valve_card.json").exists()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _same_weights(_adapter(out), _adapter(uninterrupted))
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 17))  # steps redone after the kill are logged once
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import cotbench.valve.train as train
+
+    cfg = _cfg(tiny_model, _pairs(tmp_path / "d.jsonl"), tmp_path / "r", save_every=2)
+    real = train._trainer_class
+
+    def interrupting():
+        trainer, progress = real()
+
+        class Interrupting(progress):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 4:
+                    os.kill(os.getpid(), signal.SIGINT)
+                return super().on_step_end(args, state, control, **kwargs)
+
+        return trainer, Interrupting
+
+    monkeypatch.setattr(train, "_trainer_class", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train_valve(cfg, progress=False)
+    monkeypatch.setattr(train, "_trainer_class", real)
+    [state] = (tmp_path / "r" / "checkpoints" / "main").glob("checkpoint-*/trainer_state.json")
+    state.write_text("{ not json")
+    with pytest.raises(ValveError, match="damaged.*Delete"):
+        train_valve(cfg, progress=False)
+    (tmp_path / "r" / "train_run.json").write_text("nonsense")
+    with pytest.raises(ValveError, match="train_run.json is damaged"):
+        train_valve(cfg, progress=False)
 
 
 def test_bad_training_input(tiny_model, tmp_path):
