@@ -92,3 +92,24 @@ def test_a_full_disk_is_a_clear_error_and_the_run_resumes(tiny_model, small_disk
     with sqlite3.connect(out / "samples.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM samples").fetchone() == (400, 400)
+
+
+def test_concurrent_leaderboard_adds_lose_no_rows(tmp_path):
+    """Eight processes add eight different runs to one leaderboard at once: every run's row is there."""
+    import pandas as pd
+
+    runs = []
+    for i in range(8):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        pd.DataFrame([{"model": f"model-{i}", "valve": "", "alpha": None, "task": "gsm8k", "n": 10,
+                       "accuracy_pct": 50.0, "mean_tokens": 100.0 + i, "params_b": 0.1, "acu": 5.0,
+                       "protocol": "math"}]).to_csv(run / "summary.csv", index=False)
+        runs.append(run)
+    board = tmp_path / "leaderboard.csv"
+    adds = [subprocess.Popen([sys.executable, "-m", "cotbench", "leaderboard", "add", str(run), "--file", str(board)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for run in runs]
+    assert all(p.wait(timeout=120) == 0 for p in adds)
+    rows = pd.read_csv(board)
+    assert {f"model-{i}" for i in range(8)} <= set(rows["model"])
+    assert not list(tmp_path.glob(".leaderboard.csv.*.tmp"))  # no temporary file left behind
