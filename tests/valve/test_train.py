@@ -127,9 +127,26 @@ def _same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path, monkeypatch):
+def _interrupted_at(step, real):
+    """train._trainer_class, with a Ctrl-C (a real SIGINT) arriving during optimizer step ``step``."""
     import os
     import signal
+
+    def classes():
+        trainer, progress = real()
+
+        class Interrupting(progress):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    os.kill(os.getpid(), signal.SIGINT)
+                return super().on_step_end(args, state, control, **kwargs)
+
+        return trainer, Interrupting
+
+    return classes
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path, monkeypatch):
 
     import cotbench.valve.train as train
 
@@ -137,19 +154,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path, 
     uninterrupted = train_valve(_cfg(tiny_model, data, tmp_path / "whole", save_every=2), progress=False)
     cfg = _cfg(tiny_model, data, tmp_path / "r", save_every=2)
     real = train._trainer_class
-
-    def interrupting():  # Ctrl-C arrives during step 7
-        trainer, progress = real()
-
-        class Interrupting(progress):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 7:
-                    os.kill(os.getpid(), signal.SIGINT)
-                return super().on_step_end(args, state, control, **kwargs)
-
-        return trainer, Interrupting
-
-    monkeypatch.setattr(train, "_trainer_class", interrupting)
+    monkeypatch.setattr(train, "_trainer_class", _interrupted_at(7, real))  # Ctrl-C arrives during step 7
     with pytest.raises(KeyboardInterrupt):
         train_valve(cfg, progress=False)
     assert list((tmp_path / "r" / "checkpoints" / "main").glob("checkpoint-7"))  # saved where it stopped
@@ -190,26 +195,12 @@ def test_kill_minus_9_during_training_resumes_to_the_same_weights(tiny_model, tm
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
-    import os
-    import signal
 
     import cotbench.valve.train as train
 
     cfg = _cfg(tiny_model, _pairs(tmp_path / "d.jsonl"), tmp_path / "r", save_every=2)
     real = train._trainer_class
-
-    def interrupting():
-        trainer, progress = real()
-
-        class Interrupting(progress):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 4:
-                    os.kill(os.getpid(), signal.SIGINT)
-                return super().on_step_end(args, state, control, **kwargs)
-
-        return trainer, Interrupting
-
-    monkeypatch.setattr(train, "_trainer_class", interrupting)
+    monkeypatch.setattr(train, "_trainer_class", _interrupted_at(4, real))
     with pytest.raises(KeyboardInterrupt):
         train_valve(cfg, progress=False)
     monkeypatch.setattr(train, "_trainer_class", real)
