@@ -147,7 +147,6 @@ def _interrupted_at(step, real):
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_model, tmp_path, monkeypatch):
-
     import cotbench.valve.train as train
 
     data = _pairs(tmp_path / "d.jsonl")
@@ -195,7 +194,6 @@ def test_kill_minus_9_during_training_resumes_to_the_same_weights(tiny_model, tm
 
 
 def test_a_damaged_checkpoint_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
-
     import cotbench.valve.train as train
 
     cfg = _cfg(tiny_model, _pairs(tmp_path / "d.jsonl"), tmp_path / "r", save_every=2)
