@@ -42,10 +42,10 @@ def build(rows: int, settings: dict, fill: list, alphas: list):
     """A backend, its batcher and a slot cache prefilled with ``fill`` (the same for every variant)."""
     import torch
 
-    from cotbench.backends.continuous import ContinuousBatcher
+    from cotbench.backends.hf.continuous import ContinuousBatcher
     from cotbench.backends.hf import HFBackend
-    from cotbench.backends.sampling import Sampler
-    from cotbench.backends.slot_cache import SlotCache
+    from cotbench.backends.hf.sampling import Sampler
+    from cotbench.backends.hf.slot_cache import SlotCache
     from cotbench.config import RunConfig
     from cotbench.records import SamplingSettings
 
@@ -65,7 +65,7 @@ def build(rows: int, settings: dict, fill: list, alphas: list):
 def measure(rows: int, rounds: int) -> list[dict]:
     import torch
 
-    from cotbench.backends.slot_attention import slot_groups
+    from cotbench.backends.hf.slot_attention import slot_groups
 
     generator = torch.Generator().manual_seed(0)
     lengths = sorted(torch.randint(100, CAPACITY - 10, (rows,), generator=generator).tolist(), reverse=True)

@@ -109,7 +109,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
     reset_peak_rss()
     run_sweep(config, backend=backend, progress=False)
     wall = time.perf_counter() - started
-    from cotbench.backends.cpu_kernels import load_library  # torch: imported after the pre-load RSS reading
+    from cotbench.backends.hf.cpu_kernels import load_library  # torch: imported after the pre-load RSS reading
 
     samples = [json.loads(line) for line in (Path(args.workdir) / "samples.jsonl").read_text().splitlines()]
     tokens = sum(s["n_generated_tokens"] for s in samples)

@@ -117,7 +117,7 @@ def misnamed_valve(tiny_model, tmp_path_factory) -> Path:
 def kernels_or_skip():
     """cotbench's built C kernels; the test is skipped only where no C compiler exists. A build that fails
     with a compiler present fails the test (a broken cpu_kernels.c must not turn into skips)."""
-    from cotbench.backends import cpu_kernels
+    from cotbench.backends.hf import cpu_kernels
 
     if cpu_kernels._compiler() is None:
         pytest.skip("no C compiler here")

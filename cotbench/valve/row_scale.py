@@ -80,7 +80,7 @@ class RowScaledLoRALinear(nn.Module):
     def _lora_up_in_c(self, result: torch.Tensor, low_rank: torch.Tensor) -> torch.Tensor | None:
         """The up-projection and add in one C loop (a fraction of addmm's fixed cost at K = rank); None where
         the library is not built here."""
-        from cotbench.backends.cpu_kernels import load_library, lora_up
+        from cotbench.backends.hf.cpu_kernels import load_library, lora_up
 
         library = load_library()
         if library is None:

@@ -2,7 +2,7 @@
 
 Two schedulers, the same tokens and counts (checked in fp32; in bf16 rounding can vary with batch shape):
 - ``continuous`` (default): one queue for the whole sweep, rows at mixed α in one batch (a per-row LoRA
-  scale), finished rows refilled at once, a preallocated KV cache (:mod:`cotbench.backends.continuous`).
+  scale), finished rows refilled at once, a preallocated KV cache (:mod:`cotbench.backends.hf.continuous`).
 - ``static``: one α at a time through ``model.generate``, batches padded to their longest row. It is the
   reference the continuous path is checked against (same LoRA arithmetic, so fp32 greedy outputs match).
 """
@@ -82,8 +82,8 @@ class HFBackend:
 
     def _setup(self, model, tokenizer, model_id: str, valve: str | None, batch_size: int, scheduler: str,
                pack_weights: bool) -> None:
-        from cotbench.backends._heap import release_freed_memory
-        from cotbench.backends.packed_linear import pack_linear_layers, packing_applies
+        from cotbench.backends.hf._heap import release_freed_memory
+        from cotbench.backends.hf.packed_linear import pack_linear_layers, packing_applies
         from cotbench.valve.apply import attach_valve, valve_fingerprint
         from cotbench.valve.row_scale import row_scaled
 
@@ -137,7 +137,7 @@ class HFBackend:
             self._strengths.set([0.0 if alpha is None else float(alpha)], self.dtype, self.device)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
-        from cotbench.backends.continuous import ContinuousBatcher  # torch at import: not at config time
+        from cotbench.backends.hf.continuous import ContinuousBatcher  # torch at import: not at config time
 
         if self.scheduler == "static":
             yield from self._generate_static(requests)
@@ -179,7 +179,7 @@ class HFBackend:
         if not sampling.greedy:
             from transformers import LogitsProcessorList
 
-            from cotbench.backends.sampling import PerRequestSampling
+            from cotbench.backends.hf.sampling import PerRequestSampling
 
             kwargs["logits_processor"] = LogitsProcessorList([PerRequestSampling(sampling, batch, self.device)])
         if sampling.stop:

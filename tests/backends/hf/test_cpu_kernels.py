@@ -3,8 +3,8 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from cotbench.backends import cpu_kernels
-from cotbench.backends.cpu_kernels import attention_applies, decode_attention, load_library, lora_up
+from cotbench.backends.hf import cpu_kernels
+from cotbench.backends.hf.cpu_kernels import attention_applies, decode_attention, load_library, lora_up
 
 ROWS, CAPACITY = 7, 40
 HEADS, KV_HEADS, DIM = 6, 2, 16  # the portable loop
@@ -131,7 +131,7 @@ def test_loading_the_kernel_leaves_denormals_alone(kernel):
 def test_add_rms_norm_rounds_as_transformers_does(kernel):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from cotbench.backends.cpu_kernels import add_rms_norm
+    from cotbench.backends.hf.cpu_kernels import add_rms_norm
 
     torch.manual_seed(0)
     norm = LlamaRMSNorm(96, eps=1e-5).to(torch.bfloat16)
@@ -149,7 +149,7 @@ def test_add_rms_norm_rounds_as_transformers_does(kernel):
 
 
 def test_argmax_picks_what_torch_picks(kernel):
-    from cotbench.backends.cpu_kernels import argmax
+    from cotbench.backends.hf.cpu_kernels import argmax
 
     torch.manual_seed(0)
     logits = torch.randn(6, 1000).to(torch.bfloat16)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from cotbench.backends import HFBackend
-from cotbench.backends import continuous
-from cotbench.backends.slot_cache import SlotCache, attention_mask
+from cotbench.backends.hf import continuous
+from cotbench.backends.hf.slot_cache import SlotCache, attention_mask
 from cotbench.records import GenerationRequest, SamplingSettings
 from cotbench.valve.apply import attach_valve, valve_strength
 from cotbench.valve.row_scale import row_scaled
@@ -73,7 +73,7 @@ def test_eos_and_stop_strings_end_rows_where_the_static_path_does(pair):
 
 
 def test_shared_prefix_and_length_groups_give_the_same_outputs(pair, tiny_model, tiny_valve, monkeypatch):
-    from cotbench.backends import slot_attention
+    from cotbench.backends.hf import slot_attention
 
     static, _ = pair
     preamble = "<|system|>You are a careful solver. Think step by step, then answer.</s>"
@@ -218,11 +218,11 @@ def test_adapter_on_an_embedding_is_refused_with_a_way_out(tiny_model, tmp_path)
 
 
 def test_bf16_decode_runs_the_c_kernel_and_agrees_with_sdpa(tiny_model, tiny_valve, monkeypatch):
-    from cotbench.backends import slot_attention
+    from cotbench.backends.hf import slot_attention
     from conftest import kernels_or_skip
 
     kernels_or_skip()
-    from cotbench.backends import lean_decode
+    from cotbench.backends.hf import lean_decode
 
     calls = []
     for module, name in ((slot_attention, "decode_attention"), (lean_decode, "rope_decode_attention")):
@@ -264,7 +264,7 @@ def test_bf16_valve_layers_in_c_are_as_close_to_fp32_as_addmm(tiny_model, tiny_v
 
 def test_fp32_runs_never_build_the_cpu_kernels(pair, monkeypatch):
     """fp32 uses none of them, so a machine without a C compiler must not get a build or its warning."""
-    from cotbench.backends import cpu_kernels, lean_decode, sampling, slot_attention
+    from cotbench.backends.hf import cpu_kernels, lean_decode, sampling, slot_attention
 
     calls = []
     # every module that calls it (valve/row_scale.py imports it from cpu_kernels at call time)

@@ -1,4 +1,4 @@
-/* bf16 kernels for CPUs, built on first use by cotbench/backends/cpu_kernels.py (plain C, no torch headers):
+/* bf16 kernels for CPUs, built on first use by cotbench/backends/hf/cpu_kernels.py (plain C, no torch headers):
  * decode attention over a slot cache, and a valve layer's per-row-scaled LoRA up-projection (at the end).
  *
  * Decode attention: one query token per row, each row read only up to its own length.

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from cotbench.backends.packed_linear import PackedLinear, pack_linear_layers, packing_applies
+from cotbench.backends.hf.packed_linear import PackedLinear, pack_linear_layers, packing_applies
 
 
 def _bf16_model(tiny_model):

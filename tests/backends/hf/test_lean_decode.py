@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from cotbench.backends import HFBackend
-from cotbench.backends.continuous import ContinuousBatcher
-from cotbench.backends.lean_decode import LeanDecoder, why_not_lean
-from cotbench.backends.slot_attention import slot_groups
-from cotbench.backends.slot_cache import SlotCache
+from cotbench.backends.hf.continuous import ContinuousBatcher
+from cotbench.backends.hf.lean_decode import LeanDecoder, why_not_lean
+from cotbench.backends.hf.slot_attention import slot_groups
+from cotbench.backends.hf.slot_cache import SlotCache
 
 PROMPTS = [[5, 9, 14, 30, 7], [3, 3, 8, 1, 2, 40, 41, 42, 43], [6, 7, 8], [20, 21, 22, 23, 24, 25, 26]]
 ALPHAS = [0.0, 0.5, 1.0, -0.5]
@@ -51,7 +51,7 @@ def test_lean_step_gives_transformers_logits_and_cache_bit_for_bit_in_fp32(tiny_
 
 
 def test_bf16_lean_step_fuses_rotary_cache_write_and_attention_in_c(tiny_model, tiny_valve, wide_model, monkeypatch):
-    from cotbench.backends import lean_decode
+    from cotbench.backends.hf import lean_decode
     from conftest import kernels_or_skip
 
     kernels_or_skip()

@@ -12,7 +12,7 @@ import hashlib
 
 import torch
 
-from cotbench.backends.cpu_kernels import argmax, load_library
+from cotbench.backends.hf.cpu_kernels import argmax, load_library
 from cotbench.records import GenerationRequest, SamplingSettings
 
 

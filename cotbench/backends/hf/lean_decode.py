@@ -6,7 +6,7 @@ is a large share of the step (SmolLM2-135M, 128 rows: about 30 of 229 ms, measur
 same modules (norms, projections, MLP, rotary embedding) in the order ``LlamaDecoderLayer`` does, with the
 same tensors, so in fp32 its logits are transformers' bit for bit (tested). In bf16 on a CPU it goes one
 step further: each layer's rotary embedding, key/value write and attention are one C call
-(:func:`cotbench.backends.cpu_kernels.rope_decode_attention`), about twenty small torch ops fewer a layer,
+(:func:`cotbench.backends.hf.cpu_kernels.rope_decode_attention`), about twenty small torch ops fewer a layer,
 and each residual add with the RMSNorm after it is another (``add_rms_norm``, transformers' roundings).
 
 It applies to the model types whose decoder layer is Llama's (Llama, Mistral, Qwen2: the CoT-Valve paper's
@@ -19,9 +19,9 @@ import sys
 
 import torch
 
-from cotbench.backends.cpu_kernels import add_rms_norm, load_library, rope_decode_attention
-from cotbench.backends.slot_attention import grouped_sdpa
-from cotbench.backends.slot_cache import SlotCache
+from cotbench.backends.hf.cpu_kernels import add_rms_norm, load_library, rope_decode_attention
+from cotbench.backends.hf.slot_attention import grouped_sdpa
+from cotbench.backends.hf.slot_cache import SlotCache
 
 LLAMA_LAYOUT = ("llama", "mistral", "qwen2")  # decoder layers that are LlamaDecoderLayer, module for module
 

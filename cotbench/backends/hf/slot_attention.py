@@ -8,7 +8,7 @@ first; this attention then runs SDPA once per group of neighbouring rows, each t
 The numbers are SDPA's: columns past a row's length were masked out before, now they are not read.
 
 On a CPU in bf16, given ``slot_lengths``, decode attention runs cotbench's C kernel instead
-(:mod:`cotbench.backends.cpu_kernels`): it reads each row exactly to its own length, at about twice SDPA's
+(:mod:`cotbench.backends.hf.cpu_kernels`): it reads each row exactly to its own length, at about twice SDPA's
 speed. fp32 stays on SDPA, so fp32 outputs keep matching the static path's.
 
 The lean decode step (``lean_decode``) calls it directly with ``slot_groups`` and ``slot_lengths``; nothing is
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from cotbench.backends.cpu_kernels import attention_applies, decode_attention, load_library
+from cotbench.backends.hf.cpu_kernels import attention_applies, decode_attention, load_library
 
 NAME = "cotbench_slot_groups"
 ROWS_PER_GROUP = 16  # fewer rows per call and per-call overhead outweighs the shorter reads (measured: 16 × 4 ≈ 64 × 1)

@@ -21,11 +21,11 @@ from typing import Iterator, Sequence
 
 import torch
 
-from cotbench.backends._heap import release_freed_memory
-from cotbench.backends.lean_decode import lean_decoder
-from cotbench.backends.sampling import Sampler
-from cotbench.backends.slot_attention import slot_groups
-from cotbench.backends.slot_cache import SlotCache, attention_mask
+from cotbench.backends.hf._heap import release_freed_memory
+from cotbench.backends.hf.lean_decode import lean_decoder
+from cotbench.backends.hf.sampling import Sampler
+from cotbench.backends.hf.slot_attention import slot_groups
+from cotbench.backends.hf.slot_cache import SlotCache, attention_mask
 from cotbench.backends.stops import cut_at_stop, stop_end
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
 
