@@ -52,7 +52,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--scheduler", help="continuous (default: every α in one queue) | static (one α at a time)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
-    p.add_argument("--backend")
+    p.add_argument("--backend", help="hf (default: transformers) | vllm (vLLM's offline engine) | openai (a server)")
+    p.add_argument("--engine-arg", dest="engine_args", action="append",
+                   help="KEY=VALUE passed to vLLM (repeatable): tensor_parallel_size=2, max_num_seqs=64, ...")
+    p.add_argument("--vllm-python", dest="vllm_python",
+                   help="the Python that has vLLM installed (default: $COTBENCH_VLLM_PYTHON, then this one)")
     p.add_argument("--protocol", help="grading preset: math (default) | math-strict-percent | paper | gsm8k-strict | "
                    "gsm8k-flexible")
     p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float,
@@ -69,8 +73,9 @@ def _cmd_run(args) -> int:
     from cotbench.report.tables import format_table
 
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "config", "command")}
-    if "stop" in settings:
-        settings["stop"] = tuple(settings["stop"])
+    for name in ("stop", "engine_args"):
+        if name in settings:
+            settings[name] = tuple(settings[name])
     result = run_sweep(build_config(getattr(args, "config", None), **settings))
     print(format_table(result.summary) if len(result.summary) else "no graded samples")
     print(f"outputs in {result.out_dir}/ (report.md, summary.csv, samples.jsonl, *_vs_tokens.png/svg)")

@@ -46,7 +46,7 @@ class RunConfig:
     n_shot: int = _PROMPT.n_shot
     token_budget: int | None = _PROMPT.token_budget
     # Generation
-    backend: str = "hf"
+    backend: str = "hf"  # hf | vllm | openai (cotbench.backends)
     max_new_tokens: int = _SAMPLING.max_new_tokens
     temperature: float = _SAMPLING.temperature
     top_p: float = _SAMPLING.top_p
@@ -56,6 +56,9 @@ class RunConfig:
     scheduler: str = "continuous"  # continuous (the whole α grid in one queue) | static (one α at a time)
     device: str = "auto"
     dtype: str = "auto"
+    # Engines other than hf
+    engine_args: tuple[str, ...] = ()  # KEY=VALUE options passed to vLLM (tensor_parallel_size=2, max_num_seqs=64)
+    vllm_python: str | None = None  # the Python with vLLM installed; None: $COTBENCH_VLLM_PYTHON, then this one
     # Grading and metrics
     protocol: str = "math"
     grade_timeout_s: float = 5.0  # per verdict, from when a worker starts it; math-verify's default per comparison
@@ -76,10 +79,10 @@ class RunConfig:
     def _parse(self) -> list[str]:
         """Values as files and flags give them ("0,0.5,1", "64") -> the types the fields hold."""
         problems = []
-        for name in ("alphas", "tasks", "stop"):  # "0,0.5,1" or a list from a file -> tuple
+        for name in ("alphas", "tasks", "stop", "engine_args"):  # "0,0.5,1" or a list from a file -> tuple
             value = getattr(self, name)
             if isinstance(value, str):
-                value = (value,) if name == "stop" else _split(value)
+                value = (value,) if name in ("stop", "engine_args") else _split(value)
             if value is not None:
                 self._set(name, tuple(value))
         if self.alphas is not None:
@@ -141,6 +144,11 @@ class RunConfig:
             problems.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if "jsonl" in self.tasks and not self.data_file:
             problems.append("task 'jsonl' needs --data FILE")
+        bad_args = [a for a in self.engine_args if "=" not in a]
+        if bad_args:
+            problems.append(f"engine arguments must be KEY=VALUE, got {', '.join(map(repr, bad_args))}")
+        if self.engine_args and self.backend == "hf":
+            problems.append("--engine-arg is for --backend vllm; the hf backend takes --dtype, --batch-size, --scheduler")
         return problems
 
     # -- views used by the pipeline stages
@@ -171,7 +179,7 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """Settings a run directory must keep: changing any would mix incomparable samples in its summary."""
         keep = ("model", "valve", "instruction", "system_prompt", "n_shot", "token_budget", "max_new_tokens",
-                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b")
+                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b", "engine_args")
         settings = self.to_dict()
         return {k: settings[k] for k in keep}
 

@@ -46,12 +46,12 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
     if backend is None:
         _preflight(config)
     store = Store(config.out_dir(), exclusive=True)  # one writer per run directory
+    made_backend = backend is None
     try:
         store.check_identity(config.identity())  # before minutes of loading
         if backend is None:
             _say(progress, f"loading model {config.model}" + (f" with valve {config.valve}" if config.valve else ""))
-            backend = BACKENDS.get(config.backend)(config.model, config.valve, config.device, config.dtype,
-                                                   config.batch_size, config.scheduler)
+            backend = BACKENDS.get(config.backend).from_config(config)
         store.claim(config.identity())  # only once the model and valve loaded: a typo never claims a directory
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,
@@ -64,6 +64,8 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
         summary = write_run_outputs(store, keys)
     finally:
         store.close()
+        if made_backend and backend is not None:
+            backend.close()
     return RunResult(config.out_dir(), summary, n_generated)
 
 

@@ -1,9 +1,16 @@
-"""Generation backends, registered by name. ``hf`` (transformers) is built in."""
+"""Generation engines behind one protocol (``base.Backend``), registered by name. Each is built from the
+run's settings (``from_config``); the runner never changes when one is added.
+
+- ``hf``: transformers, with cotbench's continuous α-grid scheduler (``backends/hf/``);
+- ``vllm``: vLLM's offline engine, α values as resident LoRA adapters (``backends/vllm.py``);
+"""
 from cotbench.backends.base import Backend
 from cotbench.backends.hf import HFBackend
+from cotbench.backends.vllm import VLLMBackend
 from cotbench.registry import Registry
 
 BACKENDS: Registry = Registry("backend")
 BACKENDS.register("hf")(HFBackend)
+BACKENDS.register("vllm")(VLLMBackend)
 
-__all__ = ["Backend", "BACKENDS", "HFBackend"]
+__all__ = ["Backend", "BACKENDS", "HFBackend", "VLLMBackend"]

@@ -12,6 +12,11 @@ class Backend(Protocol):
     model_id: str  # what the user asked for, as recorded in results ("HuggingFaceTB/SmolLM2-135M-Instruct")
     valve_id: str  # "" without a valve, else "<name>@<fingerprint>"
 
+    @classmethod
+    def from_config(cls, config) -> "Backend":
+        """The engine as a run's settings (``RunConfig``) ask for it: model, valve, device, engine options."""
+        ...
+
     def render(self, messages: Messages) -> tuple[str, bool]:
         """(prompt text, add_special_tokens): the chat template when the model has one, else plain text."""
         ...
@@ -26,4 +31,8 @@ class Backend(Protocol):
 
     def describe(self) -> dict:
         """Settings that determine outputs beyond the request (dtype, device, ...), for the run record."""
+        ...
+
+    def close(self) -> None:
+        """Release engine processes and memory (optional; the runner calls it when it made the backend)."""
         ...

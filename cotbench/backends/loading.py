@@ -79,7 +79,8 @@ def cache_dir() -> Path:
 def converted_gguf_dir(source: ModelSource, dtype) -> Path:
     gguf = Path(source.location) / source.gguf_file
     stat = gguf.stat()
-    return cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}-{str(dtype).removeprefix('torch.')}"
+    # "-v2": a standard checkpoint (architectures recorded, a tied embedding saved under its own name)
+    return cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}-{str(dtype).removeprefix('torch.')}-v2"
 
 
 def load_model_and_tokenizer(source: ModelSource, dtype, device: str):
@@ -92,6 +93,35 @@ def load_model_and_tokenizer(source: ModelSource, dtype, device: str):
             _save_converted(*loaded, converted)
     model, tokenizer = loaded
     return model.to(device).eval(), tokenizer
+
+
+def standard_checkpoint(source: ModelSource, dtype: str = "float32") -> str:
+    """A location other engines (vLLM) load directly: the Hub id or folder itself, or, for a GGUF, the cached
+    standard safetensors conversion (made once, in fp32: the dequantized values exactly; engines cast)."""
+    import torch
+
+    if not source.gguf_file:
+        return source.location
+    converted = converted_gguf_dir(source, torch.float32)
+    if not (converted / "config.json").is_file():
+        model, tokenizer = load_model_and_tokenizer(source, torch.float32, "cpu")  # converts and caches it
+        del model, tokenizer
+    if not (converted / "config.json").is_file():
+        raise ModelLoadError(f"could not write the converted copy of {source.display_name} under {converted.parent}; "
+                             f"set {CACHE_ENV} to a writable folder.")
+    return str(converted)
+
+
+def count_parameters(location: str, gguf_file: str | None = None) -> int:
+    """Exact parameter count of a model from its config, without loading weights (meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    config = AutoConfig.from_pretrained(location, **kwargs)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in skeleton.parameters())
 
 
 def _load_converted(source: ModelSource, converted: Path, dtype):
@@ -114,16 +144,21 @@ def _save_converted(model, tokenizer, target: Path) -> None:
     """Write the loaded model where the next load finds it; a failure costs only that next load's speed."""
     import copy
 
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     try:
         with atomic_dir(target) as staging:  # a reader sees the whole directory or none
             config = copy.deepcopy(model.config)
             if hasattr(config, "quantization_config"):  # the GGUF marker: what is saved is plain, dequantized weights
                 del config.quantization_config
+            config.architectures = [type(model).__name__]  # a standard checkpoint: vLLM and others read it too
             config.save_pretrained(staging)
             model.generation_config.save_pretrained(staging)
-            save_model(model, str(staging / "model.safetensors"))  # handles the tied embedding / lm_head
+            tensors = model.state_dict()
+            if getattr(config, "tie_word_embeddings", False):  # as transformers saves it: the embedding only
+                tensors.pop("lm_head.weight", None)
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(staging / "model.safetensors"),
+                      metadata={"format": "pt"})
             tokenizer.save_pretrained(staging)
     except Exception as exc:  # the model in hand is fine: a cache that cannot be written must not cost the run
         if (target / "config.json").is_file():  # another process converted it first

@@ -63,17 +63,10 @@ def _tokenizer(model: str):
 @functools.lru_cache(maxsize=4)
 def _params_b(model: str) -> float:
     """Exact parameter count without loading weights (meta device)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from cotbench.backends.loading import resolve_model
+    from cotbench.backends.loading import count_parameters, resolve_model
 
     source = resolve_model(model)
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    config = AutoConfig.from_pretrained(source.location, **kwargs)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in skeleton.parameters()) / 1e9
+    return count_parameters(source.location, source.gguf_file) / 1e9
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, Any]:

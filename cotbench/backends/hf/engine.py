@@ -67,6 +67,13 @@ class HFBackend:
         self._setup(loaded, tokenizer, source.display_name, valve, batch_size, scheduler, pack_weights)
 
     @classmethod
+    def from_config(cls, config) -> "HFBackend":
+        return cls(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler)
+
+    def close(self) -> None:
+        pass  # nothing outside this process
+
+    @classmethod
     def from_loaded(cls, model, tokenizer, model_id: str, valve: str | None = None, batch_size: int | str = "auto",
                     scheduler: str = "continuous", pack_weights: bool = True) -> "HFBackend":
         """Wrap a model something else loaded (the lm-eval `valve` model): same generation, same counts. The
