@@ -57,6 +57,14 @@ def _run_parser(sub) -> None:
                    help="KEY=VALUE passed to vLLM (repeatable): tensor_parallel_size=2, max_num_seqs=64, ...")
     p.add_argument("--vllm-python", dest="vllm_python",
                    help="the Python that has vLLM installed (default: $COTBENCH_VLLM_PYTHON, then this one)")
+    p.add_argument("--base-url", dest="base_url", help="--backend openai: the server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--served-model", dest="served_model", help="the server's name for the base model (default: --model)")
+    p.add_argument("--alpha-model", dest="alpha_model", help="served name of α's adapter (default alpha_{alpha})")
+    p.add_argument("--max-concurrency", dest="max_concurrency", type=int, help="requests in flight (default 8)")
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, help="seconds per request (default 600)")
+    p.add_argument("--max-retries", dest="max_retries", type=int, help="retries on 429/5xx/dropped connections (default 5)")
+    p.add_argument("--count-tokens", dest="count_tokens", help="usage (default: the server's count) | tokenizer")
+    p.add_argument("--api-key-env", dest="api_key_env", help="environment variable with the API key (default OPENAI_API_KEY)")
     p.add_argument("--protocol", help="grading preset: math (default) | math-strict-percent | paper | gsm8k-strict | "
                    "gsm8k-flexible")
     p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float,

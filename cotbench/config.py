@@ -59,6 +59,14 @@ class RunConfig:
     # Engines other than hf
     engine_args: tuple[str, ...] = ()  # KEY=VALUE options passed to vLLM (tensor_parallel_size=2, max_num_seqs=64)
     vllm_python: str | None = None  # the Python with vLLM installed; None: $COTBENCH_VLLM_PYTHON, then this one
+    base_url: str | None = None  # --backend openai: the server, e.g. http://127.0.0.1:8000/v1
+    served_model: str | None = None  # the server's name for the base model; None: the same as `model`
+    alpha_model: str = "alpha_{alpha}"  # served name of α's adapter, as `cotbench valve export` names them
+    max_concurrency: int = 8  # requests in flight at once: enough to keep a server's batch full
+    request_timeout_s: float = 600.0  # per request, long reasoning chains included
+    max_retries: int = 5  # on 429 / 5xx / dropped connections, with exponential backoff (the OpenAI client's)
+    count_tokens: str = "usage"  # usage: the server's exact completion_tokens | tokenizer: count the text here
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
     # Grading and metrics
     protocol: str = "math"
     grade_timeout_s: float = 5.0  # per verdict, from when a worker starts it; math-verify's default per comparison
@@ -127,7 +135,7 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 problems.append(f"{name} must be a whole number >= {low}, got {value!r}")
-        for name in ("temperature", "grade_timeout_s", "params_b", "top_p"):
+        for name in ("temperature", "grade_timeout_s", "params_b", "top_p", "request_timeout_s"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
                 problems.append(f"{name} must be a non-negative number, got {value!r}")
@@ -147,6 +155,16 @@ class RunConfig:
         bad_args = [a for a in self.engine_args if "=" not in a]
         if bad_args:
             problems.append(f"engine arguments must be KEY=VALUE, got {', '.join(map(repr, bad_args))}")
+        if self.backend == "openai" and not self.base_url:
+            problems.append("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if self.count_tokens not in ("usage", "tokenizer"):
+            problems.append(f"count_tokens must be usage or tokenizer, got {self.count_tokens!r}")
+        if "{alpha}" not in self.alpha_model:
+            problems.append(f"alpha_model must hold {{alpha}}, got {self.alpha_model!r} (e.g. alpha_{{alpha}})")
+        for name in ("max_concurrency", "max_retries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "max_concurrency" else 0):
+                problems.append(f"{name} must be a whole number >= {1 if name == 'max_concurrency' else 0}, got {value!r}")
         if self.engine_args and self.backend == "hf":
             problems.append("--engine-arg is for --backend vllm; the hf backend takes --dtype, --batch-size, --scheduler")
         return problems

