@@ -70,6 +70,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float,
                    help="seconds per verdict, counted from when a grading worker starts it (default 5)")
     p.add_argument("--grade-workers", dest="grade_workers", type=int)
+    p.add_argument("--thinking", help="auto (default: split off a <think>...</think> block) | OPEN,CLOSE | none")
     p.add_argument("--params-b", dest="params_b", type=float, help="parameter count in billions for ACU (default: exact)")
     p.add_argument("--out", help="run directory (default runs/<model>[-<valve>]); rerunning resumes")
     p.set_defaults(func=_cmd_run)

@@ -69,6 +69,9 @@ class RunConfig:
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
     # Grading and metrics
     protocol: str = "math"
+    # Reasoning models: "auto" splits off a <think>...</think> block where a response has one (its answer is
+    # graded, its tokens counted apart); "OPEN,CLOSE" for other delimiters; "none" to grade whole responses.
+    thinking: str = "auto"
     grade_timeout_s: float = 5.0  # per verdict, from when a worker starts it; math-verify's default per comparison
     grade_workers: int = 1  # worker processes beside generation; 0: in this process (sympy still in a helper)
     params_b: float | None = None  # None: exact count of the base model; set 32 to match the paper's nominal size
@@ -157,6 +160,12 @@ class RunConfig:
             problems.append(f"engine arguments must be KEY=VALUE, got {', '.join(map(repr, bad_args))}")
         if self.backend == "openai" and not self.base_url:
             problems.append("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        try:
+            from cotbench.thinking import parse_option
+
+            parse_option(self.thinking)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.count_tokens not in ("usage", "tokenizer"):
             problems.append(f"count_tokens must be usage or tokenizer, got {self.count_tokens!r}")
         if "{alpha}" not in self.alpha_model:

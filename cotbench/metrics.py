@@ -27,6 +27,8 @@ class Outcome:
     correct: bool
     n_generated_tokens: int
     truncated: bool  # hit max_new_tokens
+    n_thinking_tokens: int | None = None  # None: no thinking block
+    thinking_state: str = "none"  # none | closed | open (ended while thinking)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class Summary:
     truncation_pct: float
     params_b: float
     acu: float | None  # None when mean_tokens is 0
+    # Reasoning models (thinking.py). ACU above stays on all generated tokens, as the paper defines it.
+    mean_thinking_tokens: float | None = None  # over samples with a thinking block; None when none has one
+    mean_answer_tokens: float | None = None  # generated tokens after the thinking block, over all samples
+    truncated_thinking_pct: float = 0.0  # hit max_new_tokens inside the thinking block
+    truncated_answer_pct: float = 0.0  # hit max_new_tokens after it (or with no block)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -74,4 +81,16 @@ def summarize(outcomes: Iterable[Outcome], params_b: float) -> Summary:
         truncation_pct=100.0 * sum(o.truncated for o in items) / len(items),
         params_b=params_b,
         acu=acu(accuracy, params_b, mean_tokens) if mean_tokens > 0 else None,
+        **_thinking_stats(items),
     )
+
+
+def _thinking_stats(items: Sequence[Outcome]) -> dict:
+    with_block = [o.n_thinking_tokens for o in items if o.n_thinking_tokens is not None]
+    if not with_block:
+        return {"truncated_answer_pct": 100.0 * sum(o.truncated for o in items) / len(items)}
+    answer = [o.n_generated_tokens - (o.n_thinking_tokens or 0) for o in items]
+    in_thinking = sum(1 for o in items if o.truncated and o.thinking_state == "open")
+    return {"mean_thinking_tokens": statistics.fmean(with_block), "mean_answer_tokens": statistics.fmean(answer),
+            "truncated_thinking_pct": 100.0 * in_thinking / len(items),
+            "truncated_answer_pct": 100.0 * (sum(o.truncated for o in items) - in_thinking) / len(items)}

@@ -48,6 +48,8 @@ class Generation:
     n_generated_tokens: int  # exact, model tokenizer; includes the EOS token it emitted, never padding
     finish_reason: str  # "stop" (EOS or stop string) or "length" (hit max_new_tokens)
     latency_s: float  # from the row's prefill to its last token (static scheduler: its batch's wall time)
+    # The generated ids (EOS included), where the engine gives them: thinking tokens are counted from them.
+    token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
 
 GRADE_STATUSES = ("correct", "incorrect", "timeout", "error")
@@ -92,3 +94,5 @@ class Sample:
     prompt: str
     generation: Generation
     grade: Grade | None = None
+    n_thinking_tokens: int | None = None  # the thinking block's tokens, closing delimiter included (thinking.py)
+    thinking_state: str = "none"  # none | closed | open (the response ended while thinking)

@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from cotbench import thinking
 from cotbench.adapters import TASKS
 from cotbench.backends import BACKENDS, Backend
 from cotbench.config import RunConfig
@@ -98,18 +99,27 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
     pending = [p.request for p in plan if p.key not in done]
     _say(progress, f"{len(plan)} samples planned: {len(done)} already stored, {len(pending)} to generate")
     pool = GradingPool(config.protocol, config.grade_timeout_s, config.grade_workers)
-    grader = grader_id(config.protocol)
+    fmt = thinking.parse_option(config.thinking)
+    # the answer graded depends on the thinking delimiters too: another setting regrades, never regenerates
+    grader = f"{grader_id(config.protocol)}|thinking={fmt.describe() if fmt else 'none'}"
     try:
-        for key, response, gold in store.needing_grade(done, grader):
-            pool.submit(key, response, gold)  # stored but ungraded, or graded by another grader
+        for key, response, gold, prompt in store.needing_grade(done, grader):
+            # stored but ungraded, or graded by another grader
+            pool.submit(key, thinking.split(response, fmt, thinking.prompt_opens_thinking(prompt, fmt)).answer, gold)
         tokens, started = 0, time.perf_counter()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
             for batch in backend.generate(pending):
-                samples = [Sample(g.request_id, backend.model_id, backend.valve_id, by_key[g.request_id].alpha,
-                                  by_key[g.request_id].problem, by_key[g.request_id].request.prompt, g) for g in batch]
+                samples, answers = [], []
+                for g in batch:
+                    planned = by_key[g.request_id]
+                    parts = thinking.split(g.text, fmt, thinking.prompt_opens_thinking(planned.request.prompt, fmt))
+                    n_thinking = thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
+                    samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
+                                          planned.problem, planned.request.prompt, g, None, n_thinking, parts.state))
+                    answers.append(parts.answer)
                 store.put_generations(samples)
-                for s in samples:
-                    pool.submit(s.key, s.generation.text, s.problem.gold)
+                for s, answer in zip(samples, answers):
+                    pool.submit(s.key, answer, s.problem.gold)  # the answer: what follows a thinking block
                 store.put_grades(pool.ready(), grader)
                 tokens += sum(g.n_generated_tokens for g in batch)
                 bar.update(len(batch))

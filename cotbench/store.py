@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS samples (
     prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
     extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version TEXT, created_at TEXT NOT NULL,
-    status TEXT
+    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT
 );
 """
 
@@ -92,8 +92,9 @@ class Store:
         with self.db:  # columns added since schema 1; rows without them are regraded
             if "grader_version" not in columns:
                 self.db.execute("ALTER TABLE samples ADD COLUMN grader_version TEXT")
-            if "status" not in columns:
-                self.db.execute("ALTER TABLE samples ADD COLUMN status TEXT")
+            for name, kind in (("status", "TEXT"), ("n_thinking_tokens", "INTEGER"), ("thinking_state", "TEXT")):
+                if name not in columns:
+                    self.db.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
         found = self.get_meta("schema_version")
         if found is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -141,11 +142,11 @@ class Store:
         rows = [(s.key, s.model, s.valve, s.alpha, s.problem.task, s.problem.problem_id, s.problem.question,
                  s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
                  s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
-                 s.generation.latency_s, now) for s in samples]
+                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state) for s in samples]
         self._write(  # one transaction per batch
             "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
             "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
-            "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "created_at, n_thinking_tokens, thinking_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def put_grades(self, grades: Sequence[tuple[str, Grade]], grader: str) -> None:
         """Store verdicts with the identity of the grader that gave them (``grading.grader_id``)."""
@@ -154,12 +155,12 @@ class Store:
                                                   key) for key, g in grades])
 
     @_guarded
-    def needing_grade(self, keys: Iterable[str], grader: str) -> list[tuple[str, str, str]]:
-        """(key, response, gold) of stored samples without a verdict of ``grader``: ungraded, graded by another
-        grader (protocol, code or library version), or left as a timeout or error (tried again)."""
+    def needing_grade(self, keys: Iterable[str], grader: str) -> list[tuple[str, str, str, str]]:
+        """(key, response, gold, prompt) of stored samples without a verdict of ``grader``: ungraded, graded by
+        another grader (protocol, code, library version, thinking delimiters), or left as a timeout or error."""
         wanted = set(keys)
-        rows = self.db.execute("SELECT key, response, gold, grader_version, status FROM samples")
-        return [(key, response, gold) for key, response, gold, version, status in rows
+        rows = self.db.execute("SELECT key, response, gold, prompt, grader_version, status FROM samples")
+        return [(key, response, gold, prompt) for key, response, gold, prompt, version, status in rows
                 if key in wanted and (version != grader or status in ("timeout", "error", None))]
 
     @_guarded
@@ -206,4 +207,5 @@ def _to_sample(row: dict[str, Any]) -> Sample:
     if row["correct"] is not None:
         grade = Grade(bool(row["correct"]), row["extracted"], row["gold"], row["protocol"], row["reason"],
                       status=row.get("status") or "")
-    return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade)
+    return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
+                  row.get("n_thinking_tokens"), row.get("thinking_state") or "none")

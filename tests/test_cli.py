@@ -131,7 +131,7 @@ def test_kill_minus_9_loses_at_most_the_batch_in_flight(tmp_path, tiny_model):
 def test_valve_commands(capsys, tmp_path, tiny_model, tiny_valve):
     code, out, _ = run_cli(capsys, "valve", "export", "--valve", str(tiny_valve), "--alphas", "0.5,1", "--out",
                            str(tmp_path / "served"), "--base", str(tiny_model))
-    assert code == 0 and "vllm serve" in out and "alpha_0.5=" in out
+    assert code == 0 and "vllm.entrypoints.openai.api_server" in out and "alpha_0.5=" in out and "--backend openai" in out
     assert (tmp_path / "served" / "alpha_0.5" / "adapter_model.safetensors").is_file()
     code, _, err = run_cli(capsys, "valve", "export", "--valve", str(tiny_valve), "--alphas", "0.5,x", "--out",
                            str(tmp_path / "s2"))

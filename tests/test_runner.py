@@ -140,7 +140,7 @@ def test_verdicts_of_an_older_grader_are_regraded(tiny_model, tiny_valve, tmp_pa
         db.execute("UPDATE samples SET grader_version = 'math-000000000000', reason = 'stale'")
     assert run_sweep(cfg, progress=False).n_generated == 0
     rows = db.execute("SELECT DISTINCT grader_version, reason = 'stale' FROM samples").fetchall()
-    assert rows == [(grader_id("math"), 0)]
+    assert rows == [(f"{grader_id('math')}|thinking=<think>,</think>", 0)]
 
 
 def test_params_override_sets_acu_scale(tiny_model, tmp_path):

@@ -11,6 +11,7 @@ from cotbench.records import Generation, GenerationRequest
 class Backend(Protocol):
     model_id: str  # what the user asked for, as recorded in results ("HuggingFaceTB/SmolLM2-135M-Instruct")
     valve_id: str  # "" without a valve, else "<name>@<fingerprint>"
+    tokenizer: object  # the model's tokenizer (chat template; thinking tokens where the engine gives no ids)
 
     @classmethod
     def from_config(cls, config) -> "Backend":

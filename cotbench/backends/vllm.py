@@ -132,7 +132,7 @@ class VLLMBackend:
 
                 text = cut_at_stop(text, request.sampling.stop)
             yield [Generation(message["id"], text, message["n_prompt_tokens"], len(message["token_ids"]),
-                              message["finish_reason"], message["latency_s"])]
+                              message["finish_reason"], message["latency_s"], tuple(message["token_ids"]))]
 
     def close(self) -> None:
         if self._proc is not None:

@@ -14,7 +14,8 @@ from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "valve", "alpha", "task", "n", "accuracy_pct", "mean_tokens", "median_tokens",
                    "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct", "params_b", "acu",
-                   "protocol", "n_ungraded", "n_timeout"]
+                   "protocol", "n_ungraded", "n_timeout", "mean_thinking_tokens", "mean_answer_tokens",
+                   "truncated_thinking_pct", "truncated_answer_pct"]
 
 
 def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]") -> pd.DataFrame:
@@ -29,8 +30,8 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
         n_timeout = sum(1 for s in members if s.grade is not None and not s.grade.judged)
         if not graded:
             continue
-        outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length")
-                    for s in graded]
+        outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length",
+                            s.n_thinking_tokens, s.thinking_state) for s in graded]
         size = params_b.get(model) if isinstance(params_b, dict) else params_b
         if not size:
             continue  # no parameter count for this model: no ACU row can be computed
@@ -52,7 +53,8 @@ def sample_record(s: Sample) -> dict:
         "gold": s.problem.gold, "correct": g.correct if g else None, "status": g.status if g else None,
         "reason": g.reason if g else None,
         "protocol": g.protocol if g else None, "n_prompt_tokens": s.generation.n_prompt_tokens,
-        "n_generated_tokens": s.generation.n_generated_tokens, "finish_reason": s.generation.finish_reason,
+        "n_generated_tokens": s.generation.n_generated_tokens, "n_thinking_tokens": s.n_thinking_tokens,
+        "thinking_state": s.thinking_state, "finish_reason": s.generation.finish_reason,
         "latency_s": round(s.generation.latency_s, 4),
     }
 
@@ -67,11 +69,15 @@ def format_table(frame: pd.DataFrame) -> str:
     """Markdown table of the main columns, numbers rounded for reading."""
     cols = ["task", "model", "valve", "alpha", "n", "accuracy_pct", "mean_tokens", "p90_tokens",
             "truncation_pct", "params_b", "acu"]
+    if "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any():  # a reasoning model
+        cols[7:7] = ["mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct"]
     view = frame[cols].copy()
     view["alpha"] = view["alpha"].map(lambda a: "-" if pd.isna(a) else f"{a:g}")
     view["valve"] = view["valve"].replace("", "-")
     for col, digits in (("accuracy_pct", 1), ("mean_tokens", 1), ("p90_tokens", 1), ("truncation_pct", 1),
-                        ("params_b", 4), ("acu", 3)):
-        view[col] = view[col].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+                        ("params_b", 4), ("acu", 3), ("mean_thinking_tokens", 1), ("mean_answer_tokens", 1),
+                        ("truncated_thinking_pct", 1)):
+        if col in view:
+            view[col] = view[col].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     header = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in view.itertuples(index=False))

@@ -277,7 +277,8 @@ class ContinuousBatcher:
         text = self.tokenizer.decode(row.generated[:n], skip_special_tokens=True)
         if sampling.stop:
             text = cut_at_stop(text, sampling.stop)
-        return Generation(row.request.request_id, text, row.prompt_len, n, reason, time.perf_counter() - row.started)
+        return Generation(row.request.request_id, text, row.prompt_len, n, reason, time.perf_counter() - row.started,
+                          tuple(row.generated[:n]))
 
 
 def _shared_prefix(prompts: list[list[int]], alphas: list[float]) -> _SharedPrefix:

@@ -204,7 +204,8 @@ class HFBackend:
             text = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)
             if sampling.stop:
                 text = cut_at_stop(text, sampling.stop)
-            results.append(Generation(request.request_id, text, int(prompt_lengths[row]), n, finish, elapsed))
+            results.append(Generation(request.request_id, text, int(prompt_lengths[row]), n, finish, elapsed,
+                                      tuple(new_ids[:n])))
         return results
 
     def _generated_length(self, ids: list[int], sampling: SamplingSettings) -> tuple[int, str]:
