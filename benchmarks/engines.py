@@ -202,6 +202,8 @@ def main() -> None:
             print(runs[-1], flush=True)
     reference = next(r["samples"] for r in runs if r["engine"] == "hf")
     agree = {r["engine"]: agreement(reference, r["samples"]) for r in runs if r["engine"] != "hf" and r["round"] == 0}
+    for r in runs:
+        r.pop("samples")  # a path on this machine: not part of the result
     result = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), "problems": args.problems, "alphas": ALPHAS,
               "max_new_tokens": 256, "dtype": args.dtype, "rounds": args.rounds, "load_before": load_before,
               "load_after": os.getloadavg(), "runs": runs, "agreement_with_hf": agree}

@@ -71,6 +71,9 @@ def _run_parser(sub) -> None:
                    help="seconds per verdict, counted from when a grading worker starts it (default 5)")
     p.add_argument("--grade-workers", dest="grade_workers", type=int)
     p.add_argument("--thinking", help="auto (default: split off a <think>...</think> block) | OPEN,CLOSE | none")
+    p.add_argument("--method", help="sweep axis: valve (default, --alphas) | prompt-budget | budget-forcing | nothink")
+    p.add_argument("--budgets", help="token budgets for --method prompt-budget / budget-forcing, e.g. 64,128,256")
+    p.add_argument("--answer-cue", dest="answer_cue", help="budget forcing: text after a forced end of thinking")
     p.add_argument("--params-b", dest="params_b", type=float, help="parameter count in billions for ACU (default: exact)")
     p.add_argument("--out", help="run directory (default runs/<model>[-<valve>]); rerunning resumes")
     p.set_defaults(func=_cmd_run)
@@ -118,7 +121,8 @@ def _cmd_leaderboard(args) -> int:
         summary_path = Path(args.run_dir) / "summary.csv"
         if not summary_path.is_file():
             raise CotbenchError(f"{args.run_dir} has no summary.csv; run `cotbench report {args.run_dir}` first.")
-        summary = pd.read_csv(summary_path, keep_default_na=False, na_values={"alpha": [""], "acu": [""]})
+        summary = pd.read_csv(summary_path, keep_default_na=False,
+                              na_values={"alpha": [""], "acu": [""], "knob": [""]})
         board = leaderboard.add_summary(path, summary, source=f"cotbench run {Path(args.run_dir).name}")
         print(f"{len(summary)} rows from {args.run_dir} in {path} ({len(board)} rows)")
     elif args.action == "init":

@@ -72,6 +72,11 @@ class RunConfig:
     # Reasoning models: "auto" splits off a <think>...</think> block where a response has one (its answer is
     # graded, its tokens counted apart); "OPEN,CLOSE" for other delimiters; "none" to grade whole responses.
     thinking: str = "auto"
+    # The sweep axis (cotbench/methods.py): valve (α) | prompt-budget | budget-forcing | nothink (baselines,
+    # on the base model); `budgets` are the token budgets of the first two.
+    method: str = "valve"
+    budgets: tuple[int, ...] = ()
+    answer_cue: str = "\n\nFinal Answer: "  # budget forcing: what follows a forced end of thinking (s1's cue)
     grade_timeout_s: float = 5.0  # per verdict, from when a worker starts it; math-verify's default per comparison
     grade_workers: int = 1  # worker processes beside generation; 0: in this process (sympy still in a helper)
     params_b: float | None = None  # None: exact count of the base model; set 32 to match the paper's nominal size
@@ -90,7 +95,7 @@ class RunConfig:
     def _parse(self) -> list[str]:
         """Values as files and flags give them ("0,0.5,1", "64") -> the types the fields hold."""
         problems = []
-        for name in ("alphas", "tasks", "stop", "engine_args"):  # "0,0.5,1" or a list from a file -> tuple
+        for name in ("alphas", "tasks", "stop", "engine_args", "budgets"):  # "0,0.5,1" or a list from a file -> tuple
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,) if name in ("stop", "engine_args") else _split(value)
@@ -108,6 +113,8 @@ class RunConfig:
                     problems.append(f"alpha {a!r} is not a finite number")
                 parsed.append(value)
             self._set("alphas", tuple(parsed))
+        if self.budgets and all(str(b).strip().isdigit() for b in self.budgets):
+            self._set("budgets", tuple(int(b) for b in self.budgets))
         if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():
             self._set("batch_size", int(self.batch_size))
         return problems
@@ -166,6 +173,18 @@ class RunConfig:
             parse_option(self.thinking)
         except ValueError as exc:
             problems.append(str(exc))
+        from cotbench.methods import METHODS
+
+        if self.method not in METHODS:
+            problems.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        elif self.method in ("prompt-budget", "budget-forcing") and not self.budgets:
+            problems.append(f"--method {self.method} needs --budgets, e.g. --budgets 64,128,256")
+        elif self.method == "valve" and self.budgets:
+            problems.append("--budgets is for --method prompt-budget or budget-forcing")
+        if any(not isinstance(b, int) or b < 1 for b in self.budgets):
+            problems.append(f"budgets must be whole numbers of tokens >= 1, got {self.budgets!r}")
+        if self.method in ("budget-forcing", "nothink") and self.thinking == "none":
+            problems.append(f"--method {self.method} needs thinking delimiters: drop --thinking none")
         if self.count_tokens not in ("usage", "tokenizer"):
             problems.append(f"count_tokens must be usage or tokenizer, got {self.count_tokens!r}")
         if "{alpha}" not in self.alpha_model:

@@ -38,6 +38,7 @@ class GenerationRequest:
     alpha: float | None  # None: no valve
     sampling: SamplingSettings
     add_special_tokens: bool = False  # True only for plain-text prompts without a chat template
+    thinking_budget: int | None = None  # budget forcing (methods.py): think at most this many tokens
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Generation:
     latency_s: float  # from the row's prefill to its last token (static scheduler: its batch's wall time)
     # The generated ids (EOS included), where the engine gives them: thinking tokens are counted from them.
     token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+    n_thinking_tokens: int | None = None  # known by construction (budget forcing); else counted by the runner
 
 
 GRADE_STATUSES = ("correct", "incorrect", "timeout", "error")
@@ -96,3 +98,5 @@ class Sample:
     grade: Grade | None = None
     n_thinking_tokens: int | None = None  # the thinking block's tokens, closing delimiter included (thinking.py)
     thinking_state: str = "none"  # none | closed | open (the response ended while thinking)
+    method: str = "valve"  # the sweep axis (methods.py): valve | prompt-budget | budget-forcing | nothink
+    knob: float | None = None  # the point on it: α for valve, a token budget, None for nothink

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from cotbench import thinking
+from cotbench import methods, thinking
 from cotbench.adapters import TASKS
 from cotbench.backends import BACKENDS, Backend
 from cotbench.config import RunConfig
@@ -35,8 +35,12 @@ class RunResult:
 class _Planned:
     key: str
     problem: Problem
-    alpha: float | None
+    point: methods.Point
     request: GenerationRequest
+
+    @property
+    def alpha(self) -> float | None:
+        return self.point.alpha
 
 
 def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool = True) -> RunResult:
@@ -82,14 +86,31 @@ def _preflight(config: RunConfig) -> None:
 
 def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> list[_Planned]:
     sampling = config.sampling()
-    prompt_config = config.prompt_config()
+    fmt = thinking.parse_option(config.thinking)
+    base_alpha = 0.0 if backend.valve_id else None  # baselines run the base model (a valve's α = 0, exactly)
+    points = methods.points(config.method, config.sweep_alphas(), config.budgets, base_alpha)
     plan = []
     for task, task_problems in problems.items():
         for problem in task_problems:
-            prompt, special = backend.render(build_messages(problem, prompt_config, shots[task]))
-            for alpha in config.sweep_alphas():
-                key = sample_key(backend.model_id, backend.valve_id, alpha, problem, prompt, sampling, backend.describe())
-                plan.append(_Planned(key, problem, alpha, GenerationRequest(key, prompt, alpha, sampling, special)))
+            rendered = {}
+            for point in points:
+                prompt_config = config.prompt_config()
+                if point.method == "prompt-budget":
+                    prompt_config = replace(prompt_config, token_budget=int(point.knob))
+                if prompt_config not in rendered:
+                    rendered[prompt_config] = backend.render(build_messages(problem, prompt_config, shots[task]))
+                prompt, special = rendered[prompt_config]
+                budget, method = None, None
+                if point.method == "nothink":
+                    prompt = methods.nothink_prefill(prompt, fmt)
+                if point.method == "budget-forcing":
+                    budget = int(point.knob)
+                if point.method != "valve":
+                    method = {"method": point.method, "knob": point.knob, "cue": config.answer_cue if budget else None}
+                key = sample_key(backend.model_id, backend.valve_id, point.alpha, problem, prompt, sampling,
+                                 backend.describe(), method)
+                plan.append(_Planned(key, problem, point,
+                                     GenerationRequest(key, prompt, point.alpha, sampling, special, budget)))
     return plan
 
 
@@ -108,14 +129,16 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
             pool.submit(key, thinking.split(response, fmt, thinking.prompt_opens_thinking(prompt, fmt)).answer, gold)
         tokens, started = 0, time.perf_counter()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
-            for batch in backend.generate(pending):
+            for batch in methods.generate(backend, pending, fmt, config.answer_cue):
                 samples, answers = [], []
                 for g in batch:
                     planned = by_key[g.request_id]
                     parts = thinking.split(g.text, fmt, thinking.prompt_opens_thinking(planned.request.prompt, fmt))
-                    n_thinking = thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
+                    n_thinking = g.n_thinking_tokens if g.n_thinking_tokens is not None else \
+                        thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
                     samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
-                                          planned.problem, planned.request.prompt, g, None, n_thinking, parts.state))
+                                          planned.problem, planned.request.prompt, g, None, n_thinking, parts.state,
+                                          planned.point.method, planned.point.knob))
                     answers.append(parts.answer)
                 store.put_generations(samples)
                 for s, answer in zip(samples, answers):

@@ -24,16 +24,18 @@ CREATE TABLE IF NOT EXISTS samples (
     prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
     extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version TEXT, created_at TEXT NOT NULL,
-    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT
+    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT, method TEXT, knob REAL
 );
 """
 
 
 def sample_key(model: str, valve: str, alpha: float | None, problem: Problem, prompt: str,
-               sampling: SamplingSettings, backend: dict) -> str:
-    """Hash of everything that determines a generation (not its grading: that can be redone)."""
-    material = json.dumps([model, valve, alpha, problem.task, problem.problem_id, problem.gold, prompt,
-                           list(sampling.__dict__.values()), backend], sort_keys=True, default=str)
+               sampling: SamplingSettings, backend: dict, method: dict | None = None) -> str:
+    """Hash of everything that determines a generation (not its grading: that can be redone). ``method``: a
+    length-control baseline and its knob (methods.py); valve points hash as they always did."""
+    parts = [model, valve, alpha, problem.task, problem.problem_id, problem.gold, prompt,
+             list(sampling.__dict__.values()), backend]
+    material = json.dumps(parts + ([method] if method else []), sort_keys=True, default=str)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -92,7 +94,8 @@ class Store:
         with self.db:  # columns added since schema 1; rows without them are regraded
             if "grader_version" not in columns:
                 self.db.execute("ALTER TABLE samples ADD COLUMN grader_version TEXT")
-            for name, kind in (("status", "TEXT"), ("n_thinking_tokens", "INTEGER"), ("thinking_state", "TEXT")):
+            for name, kind in (("status", "TEXT"), ("n_thinking_tokens", "INTEGER"), ("thinking_state", "TEXT"),
+                               ("method", "TEXT"), ("knob", "REAL")):
                 if name not in columns:
                     self.db.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
         found = self.get_meta("schema_version")
@@ -142,11 +145,13 @@ class Store:
         rows = [(s.key, s.model, s.valve, s.alpha, s.problem.task, s.problem.problem_id, s.problem.question,
                  s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
                  s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
-                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state) for s in samples]
+                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state, s.method, s.knob)
+                for s in samples]
         self._write(  # one transaction per batch
             "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
             "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
-            "created_at, n_thinking_tokens, thinking_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "created_at, n_thinking_tokens, thinking_state, method, knob) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def put_grades(self, grades: Sequence[tuple[str, Grade]], grader: str) -> None:
         """Store verdicts with the identity of the grader that gave them (``grading.grader_id``)."""
@@ -208,4 +213,5 @@ def _to_sample(row: dict[str, Any]) -> Sample:
         grade = Grade(bool(row["correct"]), row["extracted"], row["gold"], row["protocol"], row["reason"],
                       status=row.get("status") or "")
     return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
-                  row.get("n_thinking_tokens"), row.get("thinking_state") or "none")
+                  row.get("n_thinking_tokens"), row.get("thinking_state") or "none", row.get("method") or "valve",
+                  row.get("knob") if row.get("method") not in (None, "valve") else row["alpha"])

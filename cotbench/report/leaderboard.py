@@ -11,9 +11,9 @@ from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, locked
 from cotbench.metrics import acu
 
-COLUMNS = ["task", "model", "valve", "alpha", "params_b", "n", "accuracy_pct", "mean_tokens", "acu", "protocol",
-           "source", "date"]
-KEY = ["task", "model", "valve", "alpha"]
+COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "accuracy_pct", "mean_tokens", "acu",
+           "protocol", "source", "date"]
+KEY = ["task", "model", "valve", "alpha", "method", "knob"]
 PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
 
 
@@ -21,16 +21,27 @@ def paper_rows() -> pd.DataFrame:
     rows = pd.read_csv(PAPER_ROWS, keep_default_na=False, na_values={"alpha": [""]})
     rows["acu"] = [round(acu(a, p, t), 3) for a, p, t in zip(rows["accuracy_pct"], rows["params_b"], rows["mean_tokens"])]
     rows["date"] = "2025-02-13"  # arXiv v1 of the paper
-    return rows[COLUMNS]
+    return _with_method(rows)[COLUMNS]
+
+
+def _with_method(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows written before the method columns existed are valve points, their knob the α."""
+    frame = frame.copy()
+    if "method" not in frame:
+        frame["method"] = "valve"
+    if "knob" not in frame:
+        frame["knob"] = frame["alpha"]
+    return frame
 
 
 def read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return paper_rows()
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu")})
+        frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu", "knob")})
     except Exception as exc:
         raise CotbenchError(f"cannot read leaderboard {path}: {exc}") from None
+    frame = _with_method(frame)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise CotbenchError(f"{path} is not a cotbench leaderboard (missing columns: {', '.join(missing)}).")
@@ -43,7 +54,7 @@ def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
     rows["date"] = date.today().isoformat()
     for col, digits in (("accuracy_pct", 2), ("mean_tokens", 1), ("acu", 4), ("params_b", 4)):
         rows[col] = rows[col].round(digits)
-    return rows[COLUMNS]
+    return _with_method(rows)[COLUMNS]
 
 
 def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
@@ -57,9 +68,13 @@ def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row_key(row) -> str:
-    task, model, valve, alpha = row
-    alpha_text = "" if pd.isna(alpha) else f"{float(alpha):g}"
-    return "|".join([str(task), str(model), "" if pd.isna(valve) else str(valve), alpha_text])
+    task, model, valve, alpha, method, knob = row
+
+    def number(v):
+        return "" if pd.isna(v) or v == "" else f"{float(v):g}"
+
+    return "|".join([str(task), str(model), "" if pd.isna(valve) else str(valve), number(alpha), str(method),
+                     number(knob)])
 
 
 def write(board: pd.DataFrame, path: Path) -> None:

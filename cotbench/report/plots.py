@@ -21,14 +21,20 @@ def plot_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         axes = fig.subplots(1, len(tasks), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             rows = summary[summary["task"] == task]
-            for (model, valve), curve in rows.groupby(["model", "valve"], sort=True):
+            if "method" not in rows:
+                rows = rows.assign(method="valve", knob=rows["alpha"])
+            for (model, valve, method), curve in rows.groupby(["model", "valve", "method"], sort=True):
                 curve = curve.sort_values("mean_tokens")
-                name = model.split(" (")[0] + (f" + {valve}" if valve else "")
-                ax.plot(curve["mean_tokens"], curve[metric], marker="o", label=name)
+                name = model.split(" (")[0] + (f" + {valve}" if valve and method == "valve" else "")
+                name += "" if method == "valve" else f" ({method})"
+                ax.plot(curve["mean_tokens"], curve[metric], marker="o" if method == "valve" else "s",
+                        linestyle="-" if method == "valve" else "--", label=name)
                 for _, r in curve.iterrows():
-                    if not pd.isna(r["alpha"]):
-                        ax.annotate(f"α={r['alpha']:g}", (r["mean_tokens"], r[metric]), textcoords="offset points",
-                                    xytext=(4, 4), fontsize=8)
+                    tag = {"valve": "α={:g}", "nothink": "nothink"}.get(method, "N={:g}")
+                    knob = r["alpha"] if method == "valve" else r["knob"]
+                    if method == "nothink" or not pd.isna(knob):
+                        ax.annotate(tag.format(knob) if "{" in tag else tag, (r["mean_tokens"], r[metric]),
+                                    textcoords="offset points", xytext=(4, 4), fontsize=8)
             ax.set_title(task)
             ax.set_xlabel("mean generated tokens")
             ax.set_ylabel(label)

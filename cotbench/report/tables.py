@@ -12,7 +12,7 @@ from cotbench.files import atomic_write
 from cotbench.metrics import Outcome, summarize
 from cotbench.records import Sample
 
-SUMMARY_COLUMNS = ["model", "valve", "alpha", "task", "n", "accuracy_pct", "mean_tokens", "median_tokens",
+SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "accuracy_pct", "mean_tokens", "median_tokens",
                    "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct", "params_b", "acu",
                    "protocol", "n_ungraded", "n_timeout", "mean_thinking_tokens", "mean_answer_tokens",
                    "truncated_thinking_pct", "truncated_answer_pct"]
@@ -22,9 +22,9 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
     """``params_b``: the model's size in billions, or one size per model name."""
     groups: dict[tuple, list[Sample]] = {}
     for s in samples:
-        groups.setdefault((s.model, s.valve, s.alpha, s.problem.task), []).append(s)
+        groups.setdefault((s.model, s.valve, s.alpha, s.method, s.knob, s.problem.task), []).append(s)
     rows = []
-    for (model, valve, alpha, task), members in groups.items():
+    for (model, valve, alpha, method, knob, task), members in groups.items():
         # Accuracy is over real verdicts only: a timeout or a grader error is no judgement of the answer.
         graded = [s for s in members if s.grade is not None and s.grade.judged]
         n_timeout = sum(1 for s in members if s.grade is not None and not s.grade.judged)
@@ -37,17 +37,19 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
             continue  # no parameter count for this model: no ACU row can be computed
         stats = asdict(summarize(outcomes, size))
         protocols = sorted({s.grade.protocol for s in graded})
-        rows.append({"model": model, "valve": valve, "alpha": alpha, "task": task, **stats,
+        rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task, **stats,
                      "protocol": ",".join(protocols), "n_ungraded": len(members) - len(graded) - n_timeout,
                      "n_timeout": n_timeout})
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    return frame.sort_values(["task", "model", "valve", "alpha"], na_position="first").reset_index(drop=True)
+    return frame.sort_values(["task", "model", "valve", "method", "knob", "alpha"],
+                             na_position="first").reset_index(drop=True)
 
 
 def sample_record(s: Sample) -> dict:
     g = s.grade
     return {
-        "key": s.key, "model": s.model, "valve": s.valve, "alpha": s.alpha, "task": s.problem.task,
+        "key": s.key, "model": s.model, "valve": s.valve, "alpha": s.alpha, "method": s.method, "knob": s.knob,
+        "task": s.problem.task,
         "problem_id": s.problem.problem_id, "question": s.problem.question, "metadata": dict(s.problem.metadata),
         "prompt": s.prompt, "response": s.generation.text, "extracted": g.extracted if g else None,
         "gold": s.problem.gold, "correct": g.correct if g else None, "status": g.status if g else None,
@@ -71,8 +73,12 @@ def format_table(frame: pd.DataFrame) -> str:
             "truncation_pct", "params_b", "acu"]
     if "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any():  # a reasoning model
         cols[7:7] = ["mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct"]
+    if "method" in frame and (frame["method"] != "valve").any():  # baselines beside the valve
+        cols[3:3] = ["method", "knob"]
     view = frame[cols].copy()
     view["alpha"] = view["alpha"].map(lambda a: "-" if pd.isna(a) else f"{a:g}")
+    if "knob" in view:
+        view["knob"] = view["knob"].map(lambda a: "-" if pd.isna(a) else f"{a:g}")
     view["valve"] = view["valve"].replace("", "-")
     for col, digits in (("accuracy_pct", 1), ("mean_tokens", 1), ("p90_tokens", 1), ("truncation_pct", 1),
                         ("params_b", 4), ("acu", 3), ("mean_thinking_tokens", 1), ("mean_answer_tokens", 1),

@@ -1,0 +1,93 @@
+"""Training-free length baselines as sweep axes: prompt budget, budget forcing, NoThinking."""
+import json
+
+import pandas as pd
+import pytest
+
+from cotbench.config import RunConfig
+from cotbench.runner import run_sweep
+
+
+def _config(tiny_model, out, **extra):
+    settings = dict(model=str(tiny_model), tasks=("arithmetic",), limit=3, max_new_tokens=8, grade_workers=0,
+                    dtype="float32", out=str(out))
+    settings.update(extra)
+    return RunConfig(**settings)
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def test_budget_forcing_thinks_exactly_n_tokens_then_answers_after_the_cue(tiny_model, tmp_path):
+    """The tiny model never closes a thinking block, so each budget is forced: exactly N thinking tokens,
+    then the delimiter and the cue (prompt, not generated), then the answer."""
+    out = run_sweep(_config(tiny_model, tmp_path / "bf", method="budget-forcing", budgets=(3, 6)),
+                    progress=False).out_dir
+    records = _records(out)
+    assert {r["knob"] for r in records} == {3.0, 6.0} and all(r["method"] == "budget-forcing" for r in records)
+    for r in records:
+        assert r["n_thinking_tokens"] == int(r["knob"])
+        assert "</think>\n\nFinal Answer: " in r["response"] and r["thinking_state"] == "closed"
+        assert r["n_generated_tokens"] > r["n_thinking_tokens"]  # the answer phase generated more
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["knob"]) == [3.0, 6.0] and list(summary["mean_thinking_tokens"]) == [3.0, 6.0]
+
+
+def test_budget_forcing_leaves_a_block_the_model_closed_itself(tiny_model, tmp_path):
+    from cotbench.backends import HFBackend
+    from cotbench.records import GenerationRequest, SamplingSettings
+
+    backend = HFBackend(str(tiny_model), dtype="float32")
+    prompt = "<|user|>How many eggs?</s><|assistant|>"
+    [free] = next(backend.generate([GenerationRequest("x", prompt, None, SamplingSettings(max_new_tokens=12))]))
+    close = free.text[len(free.text) // 2:][:3]  # a string the model is known to write, made the closing delimiter
+    assert close.strip()
+    from cotbench import methods
+    from cotbench.thinking import ThinkingFormat
+
+    request = GenerationRequest("y", prompt, None, SamplingSettings(max_new_tokens=4), thinking_budget=40)
+    [merged] = [g for batch in methods.generate(backend, [request], ThinkingFormat("<think>", close)) for g in batch]
+    assert close in merged.text and "Final Answer" not in merged.text  # closed itself: no cue, no forcing
+    assert merged.n_thinking_tokens < 40
+
+
+def test_nothink_prefills_an_empty_block_and_prompt_budget_asks_for_fewer_tokens(tiny_model, tmp_path):
+    nothink = run_sweep(_config(tiny_model, tmp_path / "nt", method="nothink"), progress=False).out_dir
+    assert all(r["prompt"].endswith("<think>\n\n</think>\n\n") for r in _records(nothink))
+    budget = run_sweep(_config(tiny_model, tmp_path / "pb", method="prompt-budget", budgets=(50,)),
+                       progress=False).out_dir
+    assert all("Answer using less than 50 tokens." in r["prompt"] for r in _records(budget))
+
+
+def test_methods_share_one_run_directory_and_one_plot(tiny_model, tiny_valve, tmp_path):
+    out = tmp_path / "shared"
+    run_sweep(_config(tiny_model, out, valve=str(tiny_valve), alphas=(0.0, 1.0)), progress=False)
+    result = run_sweep(_config(tiny_model, out, valve=str(tiny_valve), method="budget-forcing", budgets=(4,)),
+                       progress=False)
+    summary = result.summary
+    # the report's selection is the last run; every stored point is in the store and in `cotbench report --all`
+    assert set(summary["method"]) == {"budget-forcing"}
+    from cotbench.report import write_run_outputs
+    from cotbench.store import Store
+
+    store = Store(out, create=False)
+    try:
+        everything = write_run_outputs(store, None)
+    finally:
+        store.close()
+    assert set(everything["method"]) == {"valve", "budget-forcing"}
+    assert (out / "acu_vs_tokens.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(method="budget-forcing"), "needs --budgets"),
+    (dict(method="valve", budgets=(5,)), "--budgets is for"),
+    (dict(method="nothink", thinking="none"), "needs thinking delimiters"),
+    (dict(method="shorter"), "method must be one of"),
+])
+def test_bad_method_settings(settings, message):
+    from cotbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(valve="none", tasks=("arithmetic",), **settings)
