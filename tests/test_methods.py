@@ -32,6 +32,7 @@ def test_budget_forcing_thinks_exactly_n_tokens_then_answers_after_the_cue(tiny_
         assert r["n_generated_tokens"] > r["n_thinking_tokens"]  # the answer phase generated more
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary["knob"]) == [3.0, 6.0] and list(summary["mean_thinking_tokens"]) == [3.0, 6.0]
+    assert (out / "thinking_vs_answer_tokens.png").stat().st_size > 0  # a curve of thinking vs answer tokens
 
 
 def test_budget_forcing_leaves_a_block_the_model_closed_itself(tiny_model, tmp_path):

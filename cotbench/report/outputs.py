@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cotbench.files import atomic_write, write_text
-from cotbench.report.plots import plot_curves
+from cotbench.report.plots import plot_curves, plot_thinking
 from cotbench.report.tables import format_table, summary_frame, write_samples_jsonl
 from cotbench.store import Store
 
@@ -22,7 +22,7 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
     summary = summary_frame(samples, params_b) if params_b else pd.DataFrame()
     with atomic_write(out / "summary.csv") as handle:
         summary.to_csv(handle, index=False)
-    plots = plot_curves(summary, out) if len(summary) else []
+    plots = (plot_curves(summary, out) + plot_thinking(summary, out)) if len(summary) else []
     write_text(out / "report.md", _report(summary, run, plots))
     return summary
 

@@ -47,3 +47,32 @@ def plot_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
                 fig.savefig(handle, format=ext, dpi=120)
             written.append(path)
     return written
+
+
+def plot_thinking(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """For reasoning models: mean thinking and answer tokens at each point, stacked (nothing without thinking)."""
+    if "mean_thinking_tokens" not in summary or not summary["mean_thinking_tokens"].notna().any():
+        return []
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = summary[summary["mean_thinking_tokens"].notna()].reset_index(drop=True)
+    labels = [f"{r['task']} {r.get('method', 'valve')} "
+              + (f"α={r['alpha']:g}" if r.get("method", "valve") == "valve" and not pd.isna(r["alpha"])
+                 else "" if pd.isna(r.get("knob")) else f"N={r['knob']:g}") for _, r in rows.iterrows()]
+    fig = Figure(figsize=(max(5.0, 0.6 * len(rows) + 2), 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.bar(range(len(rows)), rows["mean_thinking_tokens"], label="thinking")
+    ax.bar(range(len(rows)), rows["mean_answer_tokens"], bottom=rows["mean_thinking_tokens"], label="answer")
+    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("mean generated tokens")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written = []
+    for ext in ("png", "svg"):
+        path = out_dir / f"thinking_vs_answer_tokens.{ext}"
+        with atomic_write(path, "wb", None) as handle:
+            fig.savefig(handle, format=ext, dpi=120)
+        written.append(path)
+    return written
