@@ -106,7 +106,8 @@ def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> l
                 if point.method == "budget-forcing":
                     budget = int(point.knob)
                 if point.method != "valve":
-                    method = {"method": point.method, "knob": point.knob, "cue": config.answer_cue if budget else None}
+                    method = {"method": point.method, "knob": point.knob, "cue": config.answer_cue if budget else None,
+                              "forced_by": "cotbench" if budget else None}  # two phases, no engine's own budget
                 key = sample_key(backend.model_id, backend.valve_id, point.alpha, problem, prompt, sampling,
                                  backend.describe(), method)
                 plan.append(_Planned(key, problem, point,
