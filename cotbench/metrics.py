@@ -94,3 +94,61 @@ def _thinking_stats(items: Sequence[Outcome]) -> dict:
     return {"mean_thinking_tokens": statistics.fmean(with_block), "mean_answer_tokens": statistics.fmean(answer),
             "truncated_thinking_pct": 100.0 * in_thinking / len(items),
             "truncated_answer_pct": 100.0 * (sum(o.truncated for o in items) - in_thinking) / len(items)}
+
+
+# -- the efficiency metrics the field compares (README: Metrics). Accuracies in percent, tokens per response.
+
+def acu_no_params(accuracy_pct: float, mean_tokens: float) -> float | None:
+    """100 × accuracy[%] / mean tokens: ACU without the parameter count, as some follow-up papers print it
+    (labelled so wherever it appears; it compares models of one size only)."""
+    return 100.0 * accuracy_pct / mean_tokens if mean_tokens > 0 else None
+
+
+def ockscore(accuracy_pct: float, mean_tokens: float) -> float:
+    """OckBench's OckScore: accuracy[%] − 10 · ln(mean tokens / 10,000 + 1). OckBench's own code counts prompt
+    tokens as well; cotbench counts generated tokens only, so compare OckScores within cotbench."""
+    import math
+
+    return accuracy_pct - 10.0 * math.log(mean_tokens / 10_000.0 + 1.0)
+
+
+AES_WEIGHTS = (1.0, 3.0, 5.0)  # length weight; accuracy reward when it rises; accuracy penalty when it falls
+
+
+def aes(accuracy_pct: float, mean_tokens: float, base_accuracy_pct: float, base_mean_tokens: float,
+        weights: tuple[float, float, float] = AES_WEIGHTS) -> float | None:
+    """Accuracy-efficiency score against the base: η·ΔL + ζ·ΔA with ΔL = (L_base − L)/L_base and
+    ΔA = (A − A_base)/A_base; ζ = 3 when accuracy rises or holds, −5 × |ΔA| when it falls (weights stated).
+    None where the base has no accuracy or no tokens to compare with."""
+    eta, reward, penalty = weights
+    if base_mean_tokens <= 0 or base_accuracy_pct <= 0:
+        return None
+    d_length = (base_mean_tokens - mean_tokens) / base_mean_tokens
+    d_acc = (accuracy_pct - base_accuracy_pct) / base_accuracy_pct
+    return eta * d_length + (reward * d_acc if d_acc >= 0 else -penalty * abs(d_acc))
+
+
+def accuracy_under_budget(correct: Sequence[bool], tokens: Sequence[int], budgets: Sequence[int]) -> list[float]:
+    """Accuracy [%] if every response were cut at B tokens: a response counts only when correct and no longer
+    than B (its answer comes at its end). One value per budget."""
+    n = len(correct)
+    return [100.0 * sum(1 for c, t in zip(correct, tokens) if c and t <= b) / n if n else 0.0 for b in budgets]
+
+
+def budget_auc(budgets: Sequence[int], accuracies: Sequence[float]) -> float | None:
+    """Area under accuracy-vs-budget, normalised by the budget range (so it reads as a mean accuracy in %)."""
+    import numpy as np
+
+    if len(budgets) < 2 or budgets[-1] == budgets[0]:
+        return None
+    return float(np.trapezoid(accuracies, budgets) / (budgets[-1] - budgets[0]))
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """For (mean tokens, accuracy) points: True for those no other point beats on both (fewer or equal tokens
+    and higher or equal accuracy, one of them strictly)."""
+    flags = []
+    for i, (t, a) in enumerate(points):
+        dominated = any((t2 <= t and a2 >= a) and (t2 < t or a2 > a) for j, (t2, a2) in enumerate(points) if j != i)
+        flags.append(not dominated)
+    return flags

@@ -11,8 +11,8 @@ from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, locked
 from cotbench.metrics import acu
 
-COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "accuracy_pct", "mean_tokens", "acu",
-           "protocol", "source", "date"]
+COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "accuracy_pct", "accuracy_ci",
+           "mean_tokens", "acu", "acu_ci", "protocol", "source", "date"]
 KEY = ["task", "model", "valve", "alpha", "method", "knob"]
 PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
 
@@ -31,6 +31,9 @@ def _with_method(frame: pd.DataFrame) -> pd.DataFrame:
         frame["method"] = "valve"
     if "knob" not in frame:
         frame["knob"] = frame["alpha"]
+    for column in ("accuracy_ci", "acu_ci"):  # 95 % intervals, "[low, high]"; none for published rows
+        if column not in frame:
+            frame[column] = ""
     return frame
 
 
@@ -38,7 +41,8 @@ def read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return paper_rows()
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu", "knob")})
+        frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu", "knob")},
+                            dtype={"accuracy_ci": str, "acu_ci": str})
     except Exception as exc:
         raise CotbenchError(f"cannot read leaderboard {path}: {exc}") from None
     frame = _with_method(frame)
@@ -54,6 +58,10 @@ def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
     rows["date"] = date.today().isoformat()
     for col, digits in (("accuracy_pct", 2), ("mean_tokens", 1), ("acu", 4), ("params_b", 4)):
         rows[col] = rows[col].round(digits)
+    for column, prefix, digits in (("accuracy_ci", "accuracy_ci", 2), ("acu_ci", "acu_ci", 4)):
+        if f"{prefix}_low" in rows:
+            rows[column] = [f"[{lo:.{digits}f}, {hi:.{digits}f}]" if pd.notna(lo) and pd.notna(hi) else ""
+                            for lo, hi in zip(rows[f"{prefix}_low"], rows[f"{prefix}_high"])]
     return _with_method(rows)[COLUMNS]
 
 

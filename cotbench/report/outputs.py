@@ -7,8 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from cotbench.files import atomic_write, write_text
-from cotbench.report.plots import plot_curves, plot_thinking
-from cotbench.report.tables import format_table, summary_frame, write_samples_jsonl
+from cotbench.report.html import write_html_report
+from cotbench.report.plots import plot_curves, plot_lengths, plot_thinking
+from cotbench import stats
+from cotbench.report.analysis import budget_curves, row_key
+from cotbench.report.tables import findings, format_table, summary_frame, write_samples_jsonl
 from cotbench.store import Store
 
 
@@ -22,8 +25,12 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
     summary = summary_frame(samples, params_b) if params_b else pd.DataFrame()
     with atomic_write(out / "summary.csv") as handle:
         summary.to_csv(handle, index=False)
-    plots = (plot_curves(summary, out) + plot_thinking(summary, out)) if len(summary) else []
+    plots = (plot_curves(summary, out) + plot_thinking(summary, out) + plot_lengths(samples, out)) if len(summary) else []
+    curves = budget_curves(_groups(samples))
+    with atomic_write(out / "accuracy_under_budget.csv") as handle:  # accuracy if responses were cut at B tokens
+        curves.to_csv(handle, index=False)
     write_text(out / "report.md", _report(summary, run, plots))
+    write_html_report(out, summary, samples, run, [p for p in plots if p.suffix == ".svg"])
     return summary
 
 
@@ -40,6 +47,19 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
              "Generated tokens are counted with the model's own tokenizer: every token produced, the final EOS "
              "included, padding and prompt excluded.", "", "## Summary", ""]
     lines.append(format_table(summary) if len(summary) else "_no graded samples yet_")
+    if len(summary):
+        lines += ["", "Intervals: Wilson for accuracy; bootstrap over problems (percentile, "
+                  f"{stats.N_RESAMPLES} resamples, seed {stats.SEED}) for tokens, ACU and the paired comparisons; "
+                  "McNemar's exact test on the problems whose verdict differs from the base's. A point marked * has "
+                  "samples not graded yet (or timed out): its figures cover the judged samples only."]
+        said = findings(summary)
+        if said:
+            lines += ["", "## Against the base", "", *said]
+        rho = summary.dropna(subset=["length_spearman_rho"]) if "length_spearman_rho" in summary else summary.iloc[:0]
+        for (task, model, valve), g in rho.groupby(["task", "model", "valve"]):
+            r = g.iloc[0]
+            lines.append(f"- {task}, {valve or model}: length follows α with Spearman ρ = {r['length_spearman_rho']:.2f} "
+                         f"[{r['length_spearman_ci_low']:.2f}, {r['length_spearman_ci_high']:.2f}] over {len(g)} α values.")
     for _, row in summary.iterrows() if len(summary) else ():
         if row.get("median_tokens", 2) <= 1:
             lines += ["", f"**Warning:** most responses of {row['task']} at α = {row['alpha']} are empty (the "
@@ -52,3 +72,10 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
         if path.suffix == ".png":
             lines += ["", f"![{path.stem}]({path.name})"]
     return "\n".join(lines) + "\n"
+
+
+def _groups(samples) -> dict:
+    groups: dict = {}
+    for s in samples:
+        groups.setdefault(row_key(s), []).append(s)
+    return groups

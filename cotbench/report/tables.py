@@ -10,25 +10,36 @@ import pandas as pd
 
 from cotbench.files import atomic_write
 from cotbench.metrics import Outcome, summarize
+from cotbench.report.analysis import add_comparisons, row_key, row_statistics
 from cotbench.records import Sample
 
-SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "accuracy_pct", "mean_tokens", "median_tokens",
-                   "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct", "params_b", "acu",
-                   "protocol", "n_ungraded", "n_timeout", "mean_thinking_tokens", "mean_answer_tokens",
-                   "truncated_thinking_pct", "truncated_answer_pct"]
+SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
+                   "complete", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
+                   "mean_tokens_ci_low", "mean_tokens_ci_high", "median_tokens", "p90_tokens", "mean_tokens_correct",
+                   "mean_tokens_wrong", "truncation_pct", "accuracy_non_truncated_pct", "params_b", "acu",
+                   "acu_ci_low", "acu_ci_high", "bootstrap_resamples", "acu_no_params", "ockscore", "budget_auc",
+                   "base", "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
+                   "distinguishable", "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high",
+                   "aes", "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto",
+                   "protocol", "mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct",
+                   "truncated_answer_pct"]
 
 
 def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]") -> pd.DataFrame:
     """``params_b``: the model's size in billions, or one size per model name."""
     groups: dict[tuple, list[Sample]] = {}
     for s in samples:
-        groups.setdefault((s.model, s.valve, s.alpha, s.method, s.knob, s.problem.task), []).append(s)
+        groups.setdefault(row_key(s), []).append(s)
     rows = []
     for (model, valve, alpha, method, knob, task), members in groups.items():
         # Accuracy is over real verdicts only: a timeout or a grader error is no judgement of the answer.
         graded = [s for s in members if s.grade is not None and s.grade.judged]
         n_timeout = sum(1 for s in members if s.grade is not None and not s.grade.judged)
-        if not graded:
+        counts = {"n_ungraded": len(members) - len(graded) - n_timeout, "n_timeout": n_timeout,
+                  "complete": len(graded) == len(members)}  # an incomplete row is flagged and drawn hollow
+        if not graded:  # nothing judged yet: a row that says so, never a value it does not have
+            rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task,
+                         "n": 0, "n_graded": 0, **counts})
             continue
         outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length",
                             s.n_thinking_tokens, s.thinking_state) for s in graded]
@@ -38,11 +49,13 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
         stats = asdict(summarize(outcomes, size))
         protocols = sorted({s.grade.protocol for s in graded})
         rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task, **stats,
-                     "protocol": ",".join(protocols), "n_ungraded": len(members) - len(graded) - n_timeout,
-                     "n_timeout": n_timeout})
+                     **row_statistics(graded, size), "protocol": ",".join(protocols), **counts})
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    return frame.sort_values(["task", "model", "valve", "method", "knob", "alpha"],
-                             na_position="first").reset_index(drop=True)
+    frame = frame.sort_values(["task", "model", "valve", "method", "knob", "alpha"],
+                              na_position="first").reset_index(drop=True)
+    empty = frame[frame["n_graded"] == 0]
+    judged = add_comparisons(frame[frame["n_graded"] > 0].reset_index(drop=True), groups)
+    return pd.concat([judged, empty], ignore_index=True) if len(empty) else judged
 
 
 def sample_record(s: Sample) -> dict:
@@ -68,22 +81,72 @@ def write_samples_jsonl(samples: Sequence[Sample], path: Path) -> None:
 
 
 def format_table(frame: pd.DataFrame) -> str:
-    """Markdown table of the main columns, numbers rounded for reading."""
-    cols = ["task", "model", "valve", "alpha", "n", "accuracy_pct", "mean_tokens", "p90_tokens",
-            "truncation_pct", "params_b", "acu"]
-    if "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any():  # a reasoning model
-        cols[7:7] = ["mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct"]
-    if "method" in frame and (frame["method"] != "valve").any():  # baselines beside the valve
-        cols[3:3] = ["method", "knob"]
-    view = frame[cols].copy()
-    view["alpha"] = view["alpha"].map(lambda a: "-" if pd.isna(a) else f"{a:g}")
-    if "knob" in view:
-        view["knob"] = view["knob"].map(lambda a: "-" if pd.isna(a) else f"{a:g}")
-    view["valve"] = view["valve"].replace("", "-")
-    for col, digits in (("accuracy_pct", 1), ("mean_tokens", 1), ("p90_tokens", 1), ("truncation_pct", 1),
-                        ("params_b", 4), ("acu", 3), ("mean_thinking_tokens", 1), ("mean_answer_tokens", 1),
-                        ("truncated_thinking_pct", 1)):
-        if col in view:
-            view[col] = view[col].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
-    header = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in view.itertuples(index=False))
+    """Markdown table of the main columns with their 95 % intervals; a row marked * is incomplete (samples
+    not graded yet, or timed out): its figures cover only the judged samples."""
+    baselines = "method" in frame and (frame["method"] != "valve").any()
+    thinking = "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any()
+    header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "timeout",
+              "accuracy % [95% CI]", "mean tokens [95% CI]", *(["thinking tokens"] if thinking else []),
+              "truncated %", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p", "× shorter [95% CI]"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in frame.iterrows():
+        point = _point(r)
+        cells = [r["task"], r["model"], r["valve"] or "-", *([r["method"]] if baselines else []),
+                 point + ("" if r.get("complete", True) else " *"), _int(r.get("n_graded", r["n"])),
+                 _int(r.get("n_timeout", 0)),
+                 _with_ci(r, "accuracy_pct", "accuracy_ci", 1), _with_ci(r, "mean_tokens", "mean_tokens_ci", 1),
+                 *([_num(r.get("mean_thinking_tokens"), 1)] if thinking else []), _num(r.get("truncation_pct"), 1),
+                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _num(r.get("mcnemar_p"), 3),
+                 _with_ci(r, "token_reduction_ratio", "token_reduction_ci", 2)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _point(r) -> str:
+    method = r.get("method", "valve") if isinstance(r.get("method", "valve"), str) else "valve"
+    if method == "valve":
+        return "-" if pd.isna(r["alpha"]) else f"α={r['alpha']:g}"
+    return "nothink" if pd.isna(r.get("knob")) else f"N={r['knob']:g}"
+
+
+def _num(v, digits: int) -> str:
+    return "" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+
+
+def _int(v) -> str:
+    return "" if v is None or pd.isna(v) else str(int(v))
+
+
+def _with_ci(r, column: str, prefix: str, digits: int) -> str:
+    value, low, high = r.get(column), r.get(f"{prefix}_low"), r.get(f"{prefix}_high")
+    if value is None or pd.isna(value):
+        return ""
+    if low is None or pd.isna(low):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _signed_ci(r) -> str:
+    value, low, high = r.get("accuracy_change_pct"), r.get("accuracy_change_ci_low"), r.get("accuracy_change_ci_high")
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:+.1f} [{low:+.1f}, {high:+.1f}]" if low is not None and not pd.isna(low) else f"{value:+.1f}"
+
+
+def findings(frame: pd.DataFrame) -> list[str]:
+    """Each comparison with the base in words: which differences are distinguishable from noise."""
+    lines = []
+    for _, r in frame.iterrows():
+        if r.get("accuracy_change_pct") is None or pd.isna(r.get("accuracy_change_pct")):
+            continue
+        where = f"{r['task']}, {r['model'].split(' (')[0]}{' + ' + r['valve'] if r['valve'] else ''}, {_point(r)}"
+        ratio = r.get("token_reduction_ratio")
+        shorter = "" if ratio is None or pd.isna(ratio) else (
+            f"chains {ratio:.2f}× {'shorter' if ratio >= 1 else 'longer'} than at {r['base']} "
+            f"[{r['token_reduction_ci_low']:.2f}, {r['token_reduction_ci_high']:.2f}]; ")
+        verdict = ("a difference distinguishable from noise" if bool(r.get("distinguishable"))
+                   else "not distinguishable from noise")
+        lines.append(f"- {where}: {shorter}accuracy {r['accuracy_change_pct']:+.1f} points "
+                     f"[{r['accuracy_change_ci_low']:+.1f}, {r['accuracy_change_ci_high']:+.1f}], {verdict} "
+                     f"(McNemar exact p = {r['mcnemar_p']:.3g}, {int(r['n_graded'])} problems).")
+    return lines

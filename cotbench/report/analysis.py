@@ -1,0 +1,144 @@
+"""Intervals, paired comparisons with the base, and the field's efficiency metrics, added to summary rows.
+
+Per row (one model × valve × method × point × task):
+- ``accuracy_ci_low/high`` (Wilson), ``mean_tokens_ci_*`` and ``acu_ci_*`` (bootstrap over problems;
+  ``bootstrap_resamples``), ``accuracy_non_truncated_pct`` (truncation treated as censoring: accuracy among the
+  responses that ended on their own), ``acu_no_params`` (labelled so), ``ockscore``;
+- against the base (α = 0 of the same model and valve, else the model's no-valve row), on the problems both
+  answered: ``accuracy_change_pct`` with ``accuracy_change_ci_*`` (paired bootstrap), ``mcnemar_p`` (exact),
+  ``token_reduction_ratio`` (base mean tokens ÷ this row's) with ``token_reduction_ci_*``, ``aes``;
+  ``distinguishable``: whether the accuracy change's interval excludes 0;
+- per model × valve × task: ``length_spearman_rho`` (α vs mean tokens) with its interval; per task:
+  ``on_pareto`` (no other point has both fewer tokens and higher accuracy); ``budget_auc`` (the area under
+  accuracy-vs-budget, ``accuracy_under_budget``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cotbench import metrics, stats
+from cotbench.records import Sample
+
+BUDGETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)  # B for accuracy under a token budget
+
+
+def row_key(s: Sample) -> tuple:
+    return (s.model, s.valve, s.alpha, s.method, s.knob, s.problem.task)
+
+
+def judged(members: Sequence[Sample]) -> list[Sample]:
+    return [s for s in members if s.grade is not None and s.grade.judged]
+
+
+def row_statistics(graded: Sequence[Sample], params_b: float) -> dict:
+    correct = [1.0 if s.grade.correct else 0.0 for s in graded]
+    tokens = [s.generation.n_generated_tokens for s in graded]
+    ended = [s for s in graded if s.generation.finish_reason != "length"]
+    acc = 100.0 * sum(correct) / len(correct)
+    mean_tokens = float(np.mean(tokens))
+    accuracy_ci, tokens_ci = stats.wilson(int(sum(correct)), len(correct)), stats.mean_interval(tokens)
+    acu_ci = stats.acu_interval(correct, tokens, params_b)
+    curve = metrics.accuracy_under_budget([bool(c) for c in correct], tokens, budgets_for(tokens))
+    return {
+        "n_graded": len(graded),
+        "accuracy_ci_low": accuracy_ci.low, "accuracy_ci_high": accuracy_ci.high,
+        "mean_tokens_ci_low": tokens_ci.low, "mean_tokens_ci_high": tokens_ci.high,
+        "acu_ci_low": acu_ci.low, "acu_ci_high": acu_ci.high, "bootstrap_resamples": stats.N_RESAMPLES,
+        "accuracy_non_truncated_pct": 100.0 * sum(1 for s in ended if s.grade.correct) / len(ended) if ended else None,
+        "acu_no_params": metrics.acu_no_params(acc, mean_tokens),
+        "ockscore": metrics.ockscore(acc, mean_tokens),
+        "budget_auc": metrics.budget_auc(list(budgets_for(tokens)), curve),
+    }
+
+
+def budgets_for(tokens: Sequence[int]) -> tuple[int, ...]:
+    """The budget grid up to the first B that holds every response."""
+    top = max(tokens) if tokens else 0
+    grid = [b for b in BUDGETS if b < top] + [next((b for b in BUDGETS if b >= top), top)]
+    return tuple(grid)
+
+
+def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> pd.DataFrame:
+    """Paired columns against each row's base, Spearman's ρ per curve, and the Pareto flag per task."""
+    if not len(frame):
+        return frame
+    frame = frame.copy()
+    columns = ["accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
+               "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes", "distinguishable",
+               "base", "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto"]
+    for c in columns:
+        frame[c] = None
+    for i, row in frame.iterrows():
+        base = _base_key(frame, row)
+        if base is None or base == _key(row):
+            continue
+        mine, theirs = _by_problem(groups[_key(row)]), _by_problem(groups[base])
+        common = sorted(set(mine) & set(theirs))
+        if len(common) < 2:
+            continue
+        p = stats.paired([theirs[k].grade.correct for k in common], [mine[k].grade.correct for k in common],
+                         [theirs[k].generation.n_generated_tokens for k in common],
+                         [mine[k].generation.n_generated_tokens for k in common])
+        base_acc = 100.0 * np.mean([theirs[k].grade.correct for k in common])
+        base_tokens = float(np.mean([theirs[k].generation.n_generated_tokens for k in common]))
+        point_acc = 100.0 * np.mean([mine[k].grade.correct for k in common])
+        point_tokens = float(np.mean([mine[k].generation.n_generated_tokens for k in common]))
+        frame.loc[i, columns[:10]] = [p.accuracy_diff_pct, p.accuracy_diff_ci.low, p.accuracy_diff_ci.high,
+                                      p.mcnemar_p, p.token_ratio, p.token_ratio_ci.low, p.token_ratio_ci.high,
+                                      metrics.aes(point_acc, point_tokens, base_acc, base_tokens),
+                                      stats.significant(p.accuracy_diff_ci), _label(base)]
+    for (model, valve, task), curve in frame[frame["method"] == "valve"].groupby(["model", "valve", "task"]):
+        alphas = [a for a in curve["alpha"] if not pd.isna(a)]
+        if len(alphas) < 3:
+            continue
+        per_alpha = [_by_problem(groups[_key(r)]) for _, r in curve.iterrows() if not pd.isna(r["alpha"])]
+        common = sorted(set.intersection(*(set(m) for m in per_alpha)))
+        matrix = [[m[k].generation.n_generated_tokens for m in per_alpha] for k in common]
+        rho, ci = stats.spearman_length(alphas, matrix)
+        frame.loc[curve.index, ["length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high"]] = \
+            [rho, ci.low, ci.high]
+    for task, rows in frame.groupby("task"):
+        flags = metrics.pareto_front(list(zip(rows["mean_tokens"], rows["accuracy_pct"])))
+        frame.loc[rows.index, "on_pareto"] = flags
+    return frame
+
+
+def budget_curves(groups: dict[tuple, list[Sample]]) -> pd.DataFrame:
+    """Accuracy under a token budget B for every row: (model, valve, alpha, method, knob, task, budget, accuracy)."""
+    rows = []
+    for key, members in groups.items():
+        graded = judged(members)
+        if not graded:
+            continue
+        tokens = [s.generation.n_generated_tokens for s in graded]
+        grid = budgets_for(tokens)
+        for b, acc in zip(grid, metrics.accuracy_under_budget([s.grade.correct for s in graded], tokens, grid)):
+            rows.append(dict(zip(("model", "valve", "alpha", "method", "knob", "task"), key), budget=b, accuracy_pct=acc))
+    return pd.DataFrame(rows)
+
+
+def _key(row) -> tuple:
+    return (row["model"], row["valve"], None if pd.isna(row["alpha"]) else row["alpha"], row["method"],
+            None if pd.isna(row["knob"]) else row["knob"], row["task"])
+
+
+def _base_key(frame: pd.DataFrame, row) -> tuple | None:
+    """α = 0 of the same model and valve on the same task; else the model's row without a valve."""
+    same = frame[(frame["model"] == row["model"]) & (frame["task"] == row["task"])]
+    zero = same[(same["valve"] == row["valve"]) & (same["method"] == "valve") & (same["alpha"] == 0.0)]
+    if len(zero):
+        return _key(zero.iloc[0])
+    plain = same[(same["valve"] == "") & (same["method"] == "valve") & same["alpha"].isna()]
+    return _key(plain.iloc[0]) if len(plain) else None
+
+
+def _label(key: tuple) -> str:
+    model, valve, alpha, method, knob, task = key
+    return "α=0" if alpha == 0.0 else "no valve"
+
+
+def _by_problem(members: Sequence[Sample]) -> dict[str, Sample]:
+    return {s.problem.problem_id: s for s in judged(members)}

@@ -1,0 +1,130 @@
+"""Uncertainty and comparisons for every figure a run reports (numpy and scipy; pure functions).
+
+- accuracy: a 95 % Wilson score interval (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``);
+- mean tokens, ACU and other ratios: a bootstrap over problems (``scipy.stats.bootstrap``, percentile
+  intervals, seeded, ``N_RESAMPLES`` resamples, recorded with the result);
+- paired comparisons of a point with the base on the same problems: the accuracy difference (paired
+  bootstrap), McNemar's exact test (a binomial test on the discordant pairs), the token-reduction ratio
+  (paired bootstrap);
+- Spearman's ρ between α and mean length (bootstrap over problems for its interval).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+N_RESAMPLES = 2000  # resamples per bootstrap interval: the percentile bounds move by < 1 % of their width beyond
+SEED = 0  # every interval is reproducible: the same samples give the same bounds
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float | None
+    high: float | None
+
+
+def wilson(correct: int, n: int, confidence: float = CONFIDENCE) -> Interval:
+    """Wilson score interval for a proportion, in percent."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return Interval(None, None)
+    ci = binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(100.0 * ci.low, 100.0 * ci.high)
+
+
+def bootstrap(statistic, *arrays, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+              seed: int = SEED) -> Interval:
+    """Percentile bootstrap interval of ``statistic(*arrays)``, the arrays resampled together (one row per
+    problem: paired). A statistic that is constant across resamples gives a zero-width interval."""
+    from scipy.stats import bootstrap as scipy_bootstrap
+
+    data = tuple(np.asarray(a, dtype=float) for a in arrays)
+    if len(data[0]) < 2:
+        return Interval(None, None)
+    value = statistic(*data)
+    if not np.isfinite(value):
+        return Interval(None, None)
+    try:
+        result = scipy_bootstrap(data, statistic, paired=True, vectorized=False, n_resamples=n_resamples,
+                                 confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    except ValueError:
+        return Interval(None, None)
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return Interval(value, value)  # degenerate (every resample the same): the value itself
+    return Interval(low, high)
+
+
+def mean_interval(values) -> Interval:
+    return bootstrap(lambda x: float(np.mean(x)), values)
+
+
+def acu_interval(correct, tokens, params_b: float) -> Interval:
+    """ACU = 100 × accuracy[%] / (params_b × mean tokens), bootstrapped over problems."""
+    def acu(c, t):
+        mean = float(np.mean(t))
+        return 100.0 * 100.0 * float(np.mean(c)) / (params_b * mean) if mean > 0 else float("nan")
+
+    return bootstrap(acu, correct, tokens)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A point against the base on the problems both answered."""
+
+    n_pairs: int
+    accuracy_diff_pct: float  # point − base
+    accuracy_diff_ci: Interval
+    mcnemar_p: float  # exact (binomial on the discordant pairs); 1.0 when none differ
+    token_ratio: float  # base mean tokens / point mean tokens: > 1 means shorter chains
+    token_ratio_ci: Interval
+    only_base: int  # right at the base only
+    only_point: int  # right at the point only
+
+
+def paired(base_correct, point_correct, base_tokens, point_tokens) -> Paired:
+    from scipy.stats import binomtest
+
+    bc, pc = np.asarray(base_correct, dtype=float), np.asarray(point_correct, dtype=float)
+    bt, pt = np.asarray(base_tokens, dtype=float), np.asarray(point_tokens, dtype=float)
+    only_base, only_point = int(np.sum((bc == 1) & (pc == 0))), int(np.sum((bc == 0) & (pc == 1)))
+    discordant = only_base + only_point
+    p = float(binomtest(only_point, discordant, 0.5).pvalue) if discordant else 1.0
+
+    def diff(b, q):
+        return 100.0 * (float(np.mean(q)) - float(np.mean(b)))
+
+    def ratio(b, q):
+        return float(np.mean(b)) / float(np.mean(q)) if np.mean(q) > 0 else float("nan")
+
+    return Paired(len(bc), diff(bc, pc), bootstrap(diff, bc, pc), p, ratio(bt, pt), bootstrap(ratio, bt, pt),
+                  only_base, only_point)
+
+
+def spearman_length(alphas, tokens_by_alpha) -> tuple[float | None, Interval]:
+    """Spearman's ρ between α and mean tokens over the α grid, and its interval from resampling problems.
+
+    ``tokens_by_alpha``: (problems × α) generated tokens, the same problems in every column."""
+    from scipy.stats import spearmanr
+
+    alphas = np.asarray(alphas, dtype=float)
+    matrix = np.asarray(tokens_by_alpha, dtype=float)
+    if len(alphas) < 3 or matrix.shape[0] < 2:
+        return None, Interval(None, None)
+
+    def rho(*columns):
+        means = [float(np.mean(c)) for c in columns]
+        if len(set(means)) < 2:
+            return 0.0
+        return float(spearmanr(alphas, means).statistic)
+
+    value = rho(*matrix.T)
+    return value, bootstrap(rho, *matrix.T)
+
+
+def significant(interval: Interval) -> bool:
+    """True when the interval excludes zero."""
+    return interval.low is not None and (interval.low > 0 or interval.high < 0)
