@@ -41,7 +41,7 @@ class RunConfig:
     n_generated: int = _DATA.n_generated
     difficulty: int = _DATA.difficulty
     # Prompt
-    instruction: str = _PROMPT.instruction
+    instruction: str | None = None  # None: the task's own instruction (its `instruction`), else prompts.DEFAULT_INSTRUCTION
     system_prompt: str | None = _PROMPT.system_prompt
     n_shot: int = _PROMPT.n_shot
     token_budget: int | None = _PROMPT.token_budget
@@ -210,8 +210,10 @@ class RunConfig:
             answer_field=self.answer_field, id_field=self.id_field, answer_format=self.answer_format,
             n_generated=self.n_generated, difficulty=self.difficulty, seed=self.seed)
 
-    def prompt_config(self) -> PromptConfig:
-        return PromptConfig(self.instruction, self.system_prompt, self.n_shot, self.token_budget)
+    def prompt_config(self, task_instruction: str | None = None) -> PromptConfig:
+        """The prompt settings for one task: an instruction given in the config wins over the task's own."""
+        return PromptConfig(self.instruction or task_instruction or _PROMPT.instruction, self.system_prompt,
+                            self.n_shot, self.token_budget)
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(self.max_new_tokens, float(self.temperature), float(self.top_p), self.seed, self.stop)

@@ -136,12 +136,14 @@ def accuracy_under_budget(correct: Sequence[bool], tokens: Sequence[int], budget
 
 
 def budget_auc(budgets: Sequence[int], accuracies: Sequence[float]) -> float | None:
-    """Area under accuracy-vs-budget, normalised by the budget range (so it reads as a mean accuracy in %)."""
+    """Area under accuracy-vs-budget over log2(B), normalised by the log-budget range: the grid doubles, so
+    each doubling weighs the same, and the area reads as a mean accuracy in %."""
     import numpy as np
 
-    if len(budgets) < 2 or budgets[-1] == budgets[0]:
+    if len(budgets) < 2 or budgets[-1] <= budgets[0]:
         return None
-    return float(np.trapezoid(accuracies, budgets) / (budgets[-1] - budgets[0]))
+    x = np.log2(np.asarray(budgets, dtype=float))
+    return float(np.trapezoid(accuracies, x) / (x[-1] - x[0]))
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:

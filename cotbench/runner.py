@@ -94,7 +94,7 @@ def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> l
         for problem in task_problems:
             rendered = {}
             for point in points:
-                prompt_config = config.prompt_config()
+                prompt_config = config.prompt_config(getattr(TASKS.get(task), "instruction", None))
                 if point.method == "prompt-budget":
                     prompt_config = replace(prompt_config, token_budget=int(point.knob))
                 if prompt_config not in rendered:

@@ -2,9 +2,9 @@
 
 Needs no files, so ``cotbench run`` works on a fresh offline machine. ``difficulty`` is the number of
 operations after the starting amount; the same (seed, difficulty, index) always gives the same problem.
-Difficulty 1 (the default) is one addition or subtraction of single-digit numbers: hard enough that the
-embedded SmolLM2-135M gets about one in five right when it reasons at length, easy enough that a shorter
-chain can do better (measured: 17.5 % at α = 0, 45 % at α = 0.5 with the shipped valve, 40 problems).
+Difficulty 1 (the default) is one addition of two single-digit numbers: hard enough that the embedded
+SmolLM2-135M gets only about one in five right when it reasons at length, easy enough that a shorter chain
+does better (README: the default run). Subtraction was left out of it: the model got none of 11 right at any α.
 Difficulty 2 and up mix in multiplication and division, with amounts up to 40.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ _CONTAINERS = ("bags", "boxes", "packs", "jars")
 
 def _step(rng: random.Random, total: int, item: str, who: str, simple: bool = False) -> tuple[str, str, int]:
     """One operation: (sentence, worked line, new total). Totals stay non-negative integers. ``simple``: an
-    addition or subtraction of a single-digit number."""
+    addition of a single-digit number."""
     if simple:
-        kind = rng.choice(("add", "sub") if total > 2 else ("add",))
+        kind = "add"
     else:
         kind = rng.choice(("add", "sub", "packs", "double", "share") if total > 2 else ("add", "packs"))
     if kind == "add":
@@ -70,6 +70,9 @@ def make_problem(seed: int, difficulty: int, index: int) -> tuple[Problem, str]:
 @dataclass(frozen=True)
 class ArithmeticTask:
     name: str = "arithmetic"
+    # The standard "Please reason step by step" instruction drives SmolLM2-135M into 300-token rambles that get
+    # about one in ten of these right (floor); this one leaves it at about one in four at α = 0.
+    instruction: str = "Think it through, then put your final answer within \\boxed{}."
 
     def load(self, options: DataOptions, limit: int | None = None) -> list[Problem]:
         if options.difficulty < 1 or options.n_generated < 1:

@@ -29,8 +29,8 @@ class DataOptions:
     id_field: str | None = None  # None: the 1-based line number
     answer_format: str = "auto"  # auto | gsm8k ("#### N") | boxed (last \boxed{}) | raw
     # The embedded `arithmetic` task.
-    n_generated: int = 40  # problems: 40 × 5 α in under two minutes on a 2-core CPU, intervals ~±15 points
-    difficulty: int = 1  # one single-digit addition or subtraction: SmolLM2-135M lands off the floor (arithmetic.py)
+    n_generated: int = 50  # problems: 50 × 5 α in about three minutes on a 2-core CPU, intervals ~±13 points
+    difficulty: int = 1  # one single-digit addition: SmolLM2-135M lands off the floor (arithmetic.py)
     seed: int = 0
 
 
@@ -45,6 +45,7 @@ class TaskAdapter(Protocol):
     """Yields problems. Implementations are registered by name in ``cotbench.adapters.TASKS``."""
 
     name: str
+    # A task may carry its own instruction (used unless the run gives one); most use prompts.DEFAULT_INSTRUCTION.
 
     def load(self, options: DataOptions, limit: int | None = None) -> list[Problem]: ...
 

@@ -7,7 +7,7 @@ Per row (one model × valve × method × point × task):
 - against the base (α = 0 of the same model and valve, else the model's no-valve row), on the problems both
   answered: ``accuracy_change_pct`` with ``accuracy_change_ci_*`` (paired bootstrap), ``mcnemar_p`` (exact),
   ``token_reduction_ratio`` (base mean tokens ÷ this row's) with ``token_reduction_ci_*``, ``aes``;
-  ``distinguishable``: whether the accuracy change's interval excludes 0;
+  ``distinguishable``: the accuracy change's interval excludes 0 and McNemar's p < 0.05 (both agree);
 - per model × valve × task: ``length_spearman_rho`` (α vs mean tokens) with its interval; per task:
   ``on_pareto`` (no other point has both fewer tokens and higher accuracy); ``budget_auc`` (the area under
   accuracy-vs-budget, ``accuracy_under_budget``).
@@ -22,6 +22,7 @@ import pandas as pd
 from cotbench import metrics, stats
 from cotbench.records import Sample
 
+KEY_COLUMNS = ("model", "valve", "alpha", "method", "knob", "task")
 BUDGETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)  # B for accuracy under a token budget
 
 
@@ -41,7 +42,6 @@ def row_statistics(graded: Sequence[Sample], params_b: float) -> dict:
     mean_tokens = float(np.mean(tokens))
     accuracy_ci, tokens_ci = stats.wilson(int(sum(correct)), len(correct)), stats.mean_interval(tokens)
     acu_ci = stats.acu_interval(correct, tokens, params_b)
-    curve = metrics.accuracy_under_budget([bool(c) for c in correct], tokens, budgets_for(tokens))
     return {
         "n_graded": len(graded),
         "accuracy_ci_low": accuracy_ci.low, "accuracy_ci_high": accuracy_ci.high,
@@ -50,7 +50,6 @@ def row_statistics(graded: Sequence[Sample], params_b: float) -> dict:
         "accuracy_non_truncated_pct": 100.0 * sum(1 for s in ended if s.grade.correct) / len(ended) if ended else None,
         "acu_no_params": metrics.acu_no_params(acc, mean_tokens),
         "ockscore": metrics.ockscore(acc, mean_tokens),
-        "budget_auc": metrics.budget_auc(list(budgets_for(tokens)), curve),
     }
 
 
@@ -89,7 +88,7 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
         frame.loc[i, columns[:10]] = [p.accuracy_diff_pct, p.accuracy_diff_ci.low, p.accuracy_diff_ci.high,
                                       p.mcnemar_p, p.token_ratio, p.token_ratio_ci.low, p.token_ratio_ci.high,
                                       metrics.aes(point_acc, point_tokens, base_acc, base_tokens),
-                                      stats.significant(p.accuracy_diff_ci), _label(base)]
+                                      stats.significant(p.accuracy_diff_ci) and p.mcnemar_p < 0.05, _label(base)]
     for (model, valve, task), curve in frame[frame["method"] == "valve"].groupby(["model", "valve", "task"]):
         alphas = [a for a in curve["alpha"] if not pd.isna(a)]
         if len(alphas) < 3:
@@ -103,21 +102,34 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
     for task, rows in frame.groupby("task"):
         flags = metrics.pareto_front(list(zip(rows["mean_tokens"], rows["accuracy_pct"])))
         frame.loc[rows.index, "on_pareto"] = flags
+    under_budget = accuracy_under_budgets(groups)  # one budget grid per task, so the areas of its rows compare
+    frame["budget_auc"] = [metrics.budget_auc(*under_budget[_key(r)]) if _key(r) in under_budget else None
+                           for _, r in frame.iterrows()]
     return frame
 
 
-def budget_curves(groups: dict[tuple, list[Sample]]) -> pd.DataFrame:
-    """Accuracy under a token budget B for every row: (model, valve, alpha, method, knob, task, budget, accuracy)."""
-    rows = []
+def accuracy_under_budgets(groups: dict[tuple, list[Sample]]) -> dict[tuple, tuple[list[int], list[float]]]:
+    """Per row key: (budgets, accuracy [%] if every response were cut at B), on one grid per task (up to the
+    first B that holds every response of that task)."""
+    tokens_by_task: dict[str, list[int]] = {}
+    for key, members in groups.items():
+        tokens_by_task.setdefault(key[-1], []).extend(s.generation.n_generated_tokens for s in judged(members))
+    grids = {task: list(budgets_for(tokens)) for task, tokens in tokens_by_task.items()}
+    out = {}
     for key, members in groups.items():
         graded = judged(members)
-        if not graded:
-            continue
-        tokens = [s.generation.n_generated_tokens for s in graded]
-        grid = budgets_for(tokens)
-        for b, acc in zip(grid, metrics.accuracy_under_budget([s.grade.correct for s in graded], tokens, grid)):
-            rows.append(dict(zip(("model", "valve", "alpha", "method", "knob", "task"), key), budget=b, accuracy_pct=acc))
-    return pd.DataFrame(rows)
+        if graded:
+            grid = grids[key[-1]]
+            out[key] = (grid, metrics.accuracy_under_budget([s.grade.correct for s in graded],
+                                                            [s.generation.n_generated_tokens for s in graded], grid))
+    return out
+
+
+def budget_curves(groups: dict[tuple, list[Sample]]) -> pd.DataFrame:
+    """``accuracy_under_budgets`` as a long table: (model, valve, alpha, method, knob, task, budget, accuracy_pct)."""
+    rows = [dict(zip(KEY_COLUMNS, key), budget=b, accuracy_pct=acc)
+            for key, (grid, accs) in accuracy_under_budgets(groups).items() for b, acc in zip(grid, accs)]
+    return pd.DataFrame(rows, columns=[*KEY_COLUMNS, "budget", "accuracy_pct"])
 
 
 def _key(row) -> tuple:

@@ -11,7 +11,8 @@ from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, locked
 from cotbench.metrics import acu
 
-COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "accuracy_pct", "accuracy_ci",
+COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "complete", "accuracy_pct",
+           "accuracy_ci",
            "mean_tokens", "acu", "acu_ci", "protocol", "source", "date"]
 KEY = ["task", "model", "valve", "alpha", "method", "knob"]
 PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
@@ -31,7 +32,7 @@ def _with_method(frame: pd.DataFrame) -> pd.DataFrame:
         frame["method"] = "valve"
     if "knob" not in frame:
         frame["knob"] = frame["alpha"]
-    for column in ("accuracy_ci", "acu_ci"):  # 95 % intervals, "[low, high]"; none for published rows
+    for column in ("accuracy_ci", "acu_ci", "complete"):  # 95 % intervals "[low, high]"; none for published rows
         if column not in frame:
             frame[column] = ""
     return frame
@@ -42,7 +43,7 @@ def read(path: Path) -> pd.DataFrame:
         return paper_rows()
     try:
         frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu", "knob")},
-                            dtype={"accuracy_ci": str, "acu_ci": str})
+                            dtype={"accuracy_ci": str, "acu_ci": str, "complete": str})
     except Exception as exc:
         raise CotbenchError(f"cannot read leaderboard {path}: {exc}") from None
     frame = _with_method(frame)
@@ -53,7 +54,10 @@ def read(path: Path) -> pd.DataFrame:
 
 
 def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
-    rows = summary.copy()
+    rows = summary[summary["n_graded"] > 0].copy() if "n_graded" in summary else summary.copy()
+    if "n_graded" in rows:  # n: the samples the accuracy is over; complete: no sample left ungraded or timed out
+        rows["n"] = rows["n_graded"].astype(int)
+        rows["complete"] = rows["complete"].map(lambda c: "yes" if bool(c) else "no")
     rows["source"] = source
     rows["date"] = date.today().isoformat()
     for col, digits in (("accuracy_pct", 2), ("mean_tokens", 1), ("acu", 4), ("params_b", 4)):

@@ -39,7 +39,7 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
                   "complete": len(graded) == len(members)}  # an incomplete row is flagged and drawn hollow
         if not graded:  # nothing judged yet: a row that says so, never a value it does not have
             rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task,
-                         "n": 0, "n_graded": 0, **counts})
+                         "n": len(members), "n_graded": 0, **counts})
             continue
         outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length",
                             s.n_thinking_tokens, s.thinking_state) for s in graded]
@@ -49,7 +49,8 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
         stats = asdict(summarize(outcomes, size))
         protocols = sorted({s.grade.protocol for s in graded})
         rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task, **stats,
-                     **row_statistics(graded, size), "protocol": ",".join(protocols), **counts})
+                     **row_statistics(graded, size), "protocol": ",".join(protocols), **counts,
+                     "n": len(members)})  # n: every sample of the row; accuracy is over n_graded
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame = frame.sort_values(["task", "model", "valve", "method", "knob", "alpha"],
                               na_position="first").reset_index(drop=True)
@@ -85,17 +86,18 @@ def format_table(frame: pd.DataFrame) -> str:
     not graded yet, or timed out): its figures cover only the judged samples."""
     baselines = "method" in frame and (frame["method"] != "valve").any()
     thinking = "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any()
-    header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "timeout",
+    header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "graded", "timeout",
               "accuracy % [95% CI]", "mean tokens [95% CI]", *(["thinking tokens"] if thinking else []),
-              "truncated %", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p", "× shorter [95% CI]"]
+              "truncated %", "accuracy % of untruncated", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p", "× shorter [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in frame.iterrows():
         point = _point(r)
         cells = [r["task"], r["model"], r["valve"] or "-", *([r["method"]] if baselines else []),
-                 point + ("" if r.get("complete", True) else " *"), _int(r.get("n_graded", r["n"])),
+                 point + ("" if r.get("complete", True) else " *"), _int(r.get("n")), _int(r.get("n_graded", r["n"])),
                  _int(r.get("n_timeout", 0)),
                  _with_ci(r, "accuracy_pct", "accuracy_ci", 1), _with_ci(r, "mean_tokens", "mean_tokens_ci", 1),
                  *([_num(r.get("mean_thinking_tokens"), 1)] if thinking else []), _num(r.get("truncation_pct"), 1),
+                 _num(r.get("accuracy_non_truncated_pct"), 1),
                  _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _num(r.get("mcnemar_p"), 3),
                  _with_ci(r, "token_reduction_ratio", "token_reduction_ci", 2)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
@@ -144,8 +146,13 @@ def findings(frame: pd.DataFrame) -> list[str]:
         shorter = "" if ratio is None or pd.isna(ratio) else (
             f"chains {ratio:.2f}× {'shorter' if ratio >= 1 else 'longer'} than at {r['base']} "
             f"[{r['token_reduction_ci_low']:.2f}, {r['token_reduction_ci_high']:.2f}]; ")
-        verdict = ("a difference distinguishable from noise" if bool(r.get("distinguishable"))
-                   else "not distinguishable from noise")
+        excludes_zero = r["accuracy_change_ci_low"] > 0 or r["accuracy_change_ci_high"] < 0
+        if bool(r.get("distinguishable")):
+            verdict = "a difference distinguishable from noise"
+        elif excludes_zero or r["mcnemar_p"] < 0.05:  # the interval and the test disagree: say so
+            verdict = "borderline: the interval and McNemar's test disagree, not counted as distinguishable"
+        else:
+            verdict = "not distinguishable from noise"
         lines.append(f"- {where}: {shorter}accuracy {r['accuracy_change_pct']:+.1f} points "
                      f"[{r['accuracy_change_ci_low']:+.1f}, {r['accuracy_change_ci_high']:+.1f}], {verdict} "
                      f"(McNemar exact p = {r['mcnemar_p']:.3g}, {int(r['n_graded'])} problems).")
