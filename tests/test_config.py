@@ -42,6 +42,10 @@ def test_each_default_is_defined_once():
     config = RunConfig()
     for record in (DataOptions(), PromptConfig(), SamplingSettings()):
         for f in fields(record):
-            if hasattr(config, f.name) and f.name not in ("data_dir", "data_file"):
+            if hasattr(config, f.name) and f.name not in ("data_dir", "data_file", "instruction"):
                 assert getattr(config, f.name) == getattr(record, f.name), f.name
+    # The instruction is left to the task unless the run gives one; without a task's own, the prompt default.
+    assert config.instruction is None and config.prompt_config() == PromptConfig()
+    assert config.prompt_config("task's own").instruction == "task's own"
+    assert RunConfig(instruction="mine").prompt_config("task's own").instruction == "mine"
     assert TASKS.get("arithmetic").load(DataOptions(), None) == TASKS.get("arithmetic").load(config.data_options(), None)

@@ -80,3 +80,26 @@ def test_smollm2_sweep_over_alpha_on_gsm8k(base_backend, smol_valve, tmp_path):
     # α = 0 is the base model: the same greedy text; α = 1 is not
     assert _responses(result.out_dir, 0.0) == _responses(base.out_dir, None)
     assert _responses(result.out_dir, 1.0) != _responses(base.out_dir, None)
+
+
+def test_the_default_run_shows_a_real_trade_off(tmp_path):
+    """`cotbench run` as shipped (the shipped valve, the embedded arithmetic task, 50 problems × 5 α): the base
+    is off the floor, some α shortens the chains at least 2× (interval reported), and the accuracy change
+    against the base comes with its interval and McNemar p."""
+    from cotbench.config import RunConfig
+    from cotbench.runner import run_sweep
+
+    config = RunConfig(out=str(tmp_path / "default"))
+    assert config.valve and config.tasks == ("arithmetic",)
+    summary = run_sweep(config, progress=False).summary
+    assert len(summary) == 5 and summary["complete"].all()
+    base = summary[summary["alpha"] == 0.0].iloc[0]
+    assert 10.0 <= base["accuracy_pct"] <= 90.0 and base["accuracy_ci_low"] > 5.0
+    others = summary[summary["alpha"] > 0]
+    assert others["accuracy_change_ci_low"].notna().all() and others["mcnemar_p"].notna().all()
+    shorter = others[others["token_reduction_ci_low"] >= 2.0]
+    assert len(shorter), others[["alpha", "token_reduction_ratio", "token_reduction_ci_low"]]
+    # the shipped valve's best point keeps (here: beats) the base's accuracy at a fraction of its length
+    best = shorter.sort_values("accuracy_pct").iloc[-1]
+    assert best["accuracy_change_ci_low"] > 0 and bool(best["distinguishable"])
+    assert (tmp_path / "default" / "report.html").is_file()

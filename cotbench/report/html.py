@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,7 @@ from cotbench.records import Sample
 MAX_RESPONSE_CHARS = 20_000  # per response in the browser; the full text is in samples.jsonl
 
 _COLUMNS = [("task", "task"), ("model", "model"), ("valve", "valve"), ("method", "method"), ("point", "point"),
-            ("n_graded", "n"), ("n_timeout", "timeout"), ("accuracy_pct", "accuracy %"),
+            ("n", "n"), ("n_graded", "graded"), ("n_timeout", "timeout"), ("accuracy_pct", "accuracy %"),
             ("accuracy_ci", "95% CI"), ("mean_tokens", "mean tokens"), ("mean_tokens_ci", "95% CI"),
             ("truncation_pct", "truncated %"), ("acu", "ACU"), ("acu_ci", "95% CI"),
             ("accuracy_change_pct", "Δacc vs base"), ("mcnemar_p", "McNemar p"),
@@ -44,7 +45,7 @@ function sortBy(th){const table=th.closest('table');const i=[...th.parentNode.ch
  rows.sort((a,b)=>{const x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*(asc?1:-1)});rows.forEach(r=>body.appendChild(r));}
 document.querySelectorAll('#summary th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
 const pick=document.getElementById('problem'),flips=document.getElementById('flips'),view=document.getElementById('responses');
-function flipped(p){const v=new Set(DATA.samples[p].map(s=>String(s.correct)));return v.size>1}
+function flipped(p){const v=new Set(DATA.samples[p].filter(s=>s.correct!==null).map(s=>s.correct));return v.size>1}
 function fill(){const keep=Object.keys(DATA.samples).filter(p=>!flips.checked||flipped(p));pick.innerHTML='';
  keep.forEach(p=>{const o=document.createElement('option');o.value=p;o.textContent=p+': '+DATA.questions[p].slice(0,90);pick.appendChild(o)});
  document.getElementById('count').textContent=keep.length+' problems';show();}
@@ -66,14 +67,14 @@ def write_html_report(out_dir: Path, summary: pd.DataFrame, samples: Sequence[Sa
 
 
 def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Sequence[Path]) -> str:
-    from cotbench.report.tables import _point
+    from cotbench.report.tables import point_label
 
     config = run.get("config", {})
     data = {"samples": {}, "questions": {}, "golds": {}}
     for s in sorted(samples, key=lambda s: (s.problem.task, s.problem.problem_id, s.method, s.knob if s.knob is not None else -1e9)):
         pid = f"{s.problem.task}/{s.problem.problem_id}"
         data["questions"][pid], data["golds"][pid] = s.problem.question, s.problem.gold
-        point = _point({"method": s.method, "alpha": s.alpha if s.alpha is not None else float("nan"),
+        point = point_label({"method": s.method, "alpha": s.alpha if s.alpha is not None else float("nan"),
                         "knob": s.knob if s.knob is not None else float("nan")})
         data["samples"].setdefault(pid, []).append({
             "point": point if s.method == "valve" else f"{s.method} {point}", "tokens": s.generation.n_generated_tokens,
@@ -99,7 +100,7 @@ def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Se
 
 
 def _table(summary: pd.DataFrame) -> str:
-    from cotbench.report.tables import _point
+    from cotbench.report.tables import point_label
 
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _COLUMNS)
     rows = []
@@ -107,7 +108,7 @@ def _table(summary: pd.DataFrame) -> str:
         cells = []
         for column, _ in _COLUMNS:
             if column == "point":
-                value = _point(r)
+                value = point_label(r) + ("" if bool(r.get("complete", True)) else " *")
             elif column.endswith("_ci"):
                 low, high = r.get(f"{column}_low"), r.get(f"{column}_high")
                 value = "" if low is None or pd.isna(low) else f"[{low:.3g}, {high:.3g}]"
@@ -123,4 +124,5 @@ def _table(summary: pd.DataFrame) -> str:
 
 def _svg(path: Path) -> str:
     text = path.read_text(encoding="utf-8")
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # matplotlib's RDF block: no use inline
     return text[text.find("<svg"):] if "<svg" in text else ""

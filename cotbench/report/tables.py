@@ -91,20 +91,21 @@ def format_table(frame: pd.DataFrame) -> str:
               "truncated %", "accuracy % of untruncated", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p", "× shorter [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in frame.iterrows():
-        point = _point(r)
+        point = point_label(r)
         cells = [r["task"], r["model"], r["valve"] or "-", *([r["method"]] if baselines else []),
                  point + ("" if r.get("complete", True) else " *"), _int(r.get("n")), _int(r.get("n_graded", r["n"])),
                  _int(r.get("n_timeout", 0)),
                  _with_ci(r, "accuracy_pct", "accuracy_ci", 1), _with_ci(r, "mean_tokens", "mean_tokens_ci", 1),
                  *([_num(r.get("mean_thinking_tokens"), 1)] if thinking else []), _num(r.get("truncation_pct"), 1),
                  _num(r.get("accuracy_non_truncated_pct"), 1),
-                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _num(r.get("mcnemar_p"), 3),
+                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _p_value(r.get("mcnemar_p")),
                  _with_ci(r, "token_reduction_ratio", "token_reduction_ci", 2)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _point(r) -> str:
+def point_label(r) -> str:
+    """α=0.5, N=256 (a budget) or nothink: the point of a row on its sweep axis."""
     method = r.get("method", "valve") if isinstance(r.get("method", "valve"), str) else "valve"
     if method == "valve":
         return "-" if pd.isna(r["alpha"]) else f"α={r['alpha']:g}"
@@ -113,6 +114,10 @@ def _point(r) -> str:
 
 def _num(v, digits: int) -> str:
     return "" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+
+
+def _p_value(v) -> str:
+    return "" if v is None or pd.isna(v) else ("<0.001" if v < 0.001 else f"{v:.3f}")
 
 
 def _int(v) -> str:
@@ -128,11 +133,15 @@ def _with_ci(r, column: str, prefix: str, digits: int) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _signed(v) -> str:
+    return f"{round(float(v), 1) + 0.0:+.1f}"  # + 0.0: no "-0.0" for a bound that rounds to zero
+
+
 def _signed_ci(r) -> str:
     value, low, high = r.get("accuracy_change_pct"), r.get("accuracy_change_ci_low"), r.get("accuracy_change_ci_high")
     if value is None or pd.isna(value):
         return ""
-    return f"{value:+.1f} [{low:+.1f}, {high:+.1f}]" if low is not None and not pd.isna(low) else f"{value:+.1f}"
+    return f"{_signed(value)} [{_signed(low)}, {_signed(high)}]" if low is not None and not pd.isna(low) else _signed(value)
 
 
 def findings(frame: pd.DataFrame) -> list[str]:
@@ -141,7 +150,7 @@ def findings(frame: pd.DataFrame) -> list[str]:
     for _, r in frame.iterrows():
         if r.get("accuracy_change_pct") is None or pd.isna(r.get("accuracy_change_pct")):
             continue
-        where = f"{r['task']}, {r['model'].split(' (')[0]}{' + ' + r['valve'] if r['valve'] else ''}, {_point(r)}"
+        where = f"{r['task']}, {r['model'].split(' (')[0]}{' + ' + r['valve'] if r['valve'] else ''}, {point_label(r)}"
         ratio = r.get("token_reduction_ratio")
         shorter = "" if ratio is None or pd.isna(ratio) else (
             f"chains {ratio:.2f}× {'shorter' if ratio >= 1 else 'longer'} than at {r['base']} "
@@ -153,7 +162,7 @@ def findings(frame: pd.DataFrame) -> list[str]:
             verdict = "borderline: the interval and McNemar's test disagree, not counted as distinguishable"
         else:
             verdict = "not distinguishable from noise"
-        lines.append(f"- {where}: {shorter}accuracy {r['accuracy_change_pct']:+.1f} points "
-                     f"[{r['accuracy_change_ci_low']:+.1f}, {r['accuracy_change_ci_high']:+.1f}], {verdict} "
+        lines.append(f"- {where}: {shorter}accuracy {_signed(r['accuracy_change_pct'])} points "
+                     f"[{_signed(r['accuracy_change_ci_low'])}, {_signed(r['accuracy_change_ci_high'])}], {verdict} "
                      f"(McNemar exact p = {r['mcnemar_p']:.3g}, {int(r['n_graded'])} problems).")
     return lines

@@ -1,0 +1,117 @@
+"""Each statistic and efficiency metric on a worked example, checked against a closed form, scipy, or the
+published definition."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from cotbench import metrics, stats
+
+
+def test_wilson_matches_the_closed_form():
+    # 5 correct of 200 (the old default-valve GSM8K row): p̂ = 0.025, z = 1.95996...
+    k, n, z = 5, 200, sps.norm.ppf(0.975)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    ci = stats.wilson(k, n)
+    assert ci.low == pytest.approx(100 * (centre - half), abs=1e-9)
+    assert ci.high == pytest.approx(100 * (centre + half), abs=1e-9)
+    assert ci.low == pytest.approx(1.07, abs=0.01) and ci.high == pytest.approx(5.72, abs=0.01)
+    # 0 of 40: the interval still has width (never "exactly 0 %")
+    zero = stats.wilson(0, 40)
+    assert zero.low == pytest.approx(0.0, abs=1e-12) and zero.high == pytest.approx(8.76, abs=0.01)
+    assert stats.wilson(0, 0) == stats.Interval(None, None)
+
+
+def test_mcnemar_exact_on_a_worked_example():
+    # 1 problem right at the base only, 8 right at the point only: two-sided exact p = 2·P(X ≤ 1 | 9, ½) = 20/512
+    base = [1] + [0] * 8 + [1] * 10 + [0] * 5
+    point = [0] + [1] * 8 + [1] * 10 + [0] * 5
+    tokens = [100] * len(base)
+    result = stats.paired(base, point, tokens, [50] * len(base))
+    assert (result.only_base, result.only_point) == (1, 8)
+    assert result.mcnemar_p == pytest.approx(0.0390625, abs=1e-12)
+    assert result.accuracy_diff_pct == pytest.approx(100 * 7 / 24)
+    assert result.token_ratio == pytest.approx(2.0)
+    assert result.token_ratio_ci == stats.Interval(2.0, 2.0)  # every resample halves the tokens
+    low, high = result.accuracy_diff_ci.low, result.accuracy_diff_ci.high
+    assert low < result.accuracy_diff_pct < high and low > 0  # 7 net wins of 24: the interval excludes 0
+    # no discordant pair: nothing to test, p = 1
+    assert stats.paired([1, 0, 1], [1, 0, 1], [5, 5, 5], [5, 5, 5]).mcnemar_p == 1.0
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    rng = np.random.default_rng(3)
+    values = rng.integers(20, 400, size=60)
+    first, again = stats.mean_interval(values), stats.mean_interval(values)
+    assert first == again  # the same samples give the same bounds
+    assert first.low < values.mean() < first.high
+    # the percentile bootstrap's width is close to the normal approximation's for a mean of 60 values
+    normal = 2 * 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+    assert (first.high - first.low) == pytest.approx(normal, rel=0.2)
+    assert stats.mean_interval([7, 7, 7]) == stats.Interval(7.0, 7.0)
+    assert stats.mean_interval([7]) == stats.Interval(None, None)
+
+
+def test_acu_interval_brackets_the_paper_formula():
+    correct = [1, 0, 1, 1, 0, 0, 1, 0, 1, 0] * 4
+    tokens = [120, 300, 80, 95, 410, 260, 150, 220, 60, 330] * 4
+    value = metrics.acu(100 * np.mean(correct), 0.1345, float(np.mean(tokens)))
+    ci = stats.acu_interval(correct, tokens, 0.1345)
+    assert ci.low < value < ci.high
+
+
+def test_ockscore_worked_example():
+    # OckBench: accuracy[%] − 10·ln(mean tokens / 10,000 + 1); 80 % at 1,000 tokens
+    assert metrics.ockscore(80.0, 1000.0) == pytest.approx(80 - 10 * math.log(1.1))
+    assert metrics.ockscore(80.0, 0.0) == 80.0
+
+
+def test_aes_worked_examples_with_the_stated_weights():
+    assert metrics.AES_WEIGHTS == (1.0, 3.0, 5.0)
+    # half the tokens, accuracy 50 % -> 55 %: ΔL = 0.5, ΔA = +0.1 -> 1·0.5 + 3·0.1
+    assert metrics.aes(55.0, 500.0, 50.0, 1000.0) == pytest.approx(0.8)
+    # half the tokens, accuracy 50 % -> 45 %: ΔA = −0.1 -> 1·0.5 − 5·0.1
+    assert metrics.aes(45.0, 500.0, 50.0, 1000.0) == pytest.approx(0.0)
+    # longer and no more accurate: negative
+    assert metrics.aes(50.0, 1500.0, 50.0, 1000.0) == pytest.approx(-0.5)
+    assert metrics.aes(50.0, 100.0, 0.0, 1000.0) is None  # no base accuracy to compare with
+
+
+def test_acu_without_parameters_is_labelled_apart():
+    assert metrics.acu_no_params(50.0, 200.0) == pytest.approx(25.0)
+    assert metrics.acu(50.0, 0.5, 200.0) == pytest.approx(metrics.acu_no_params(50.0, 200.0) / 0.5)
+
+
+def test_accuracy_under_a_token_budget_and_its_area():
+    correct, tokens = [True, True, False, True], [10, 100, 50, 300]
+    assert metrics.accuracy_under_budget(correct, tokens, [64, 128, 512]) == [25.0, 50.0, 75.0]
+    # the area over log2 B, normalised: budgets 64, 128, 256 at 0, 50, 100 % -> 50 %
+    assert metrics.budget_auc([64, 128, 256], [0.0, 50.0, 100.0]) == pytest.approx(50.0)
+    assert metrics.budget_auc([64], [10.0]) is None
+
+
+def test_pareto_front():
+    points = [(100, 50), (200, 60), (150, 40), (300, 60), (100, 50)]
+    # (150, 40) is beaten by (100, 50); (300, 60) by (200, 60); equal points do not beat each other
+    assert metrics.pareto_front(points) == [True, True, False, False, True]
+
+
+def test_spearman_length_matches_scipy_and_has_an_interval():
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    rng = np.random.default_rng(0)
+    base = np.array([400, 300, 200, 120, 60])
+    matrix = np.clip(base + rng.normal(0, 60, size=(40, 5)), 1, None)
+    rho, ci = stats.spearman_length(alphas, matrix)
+    assert rho == pytest.approx(sps.spearmanr(alphas, matrix.mean(axis=0)).statistic)
+    assert rho == pytest.approx(-1.0) and ci.low <= rho <= ci.high and ci.high < 0
+    flat = np.full((10, 5), 50.0)
+    assert stats.spearman_length(alphas, flat)[0] == 0.0
+    assert stats.spearman_length(alphas[:2], matrix[:, :2]) == (None, stats.Interval(None, None))
+
+
+def test_significant_needs_an_interval_excluding_zero():
+    assert stats.significant(stats.Interval(0.5, 3.0)) and stats.significant(stats.Interval(-4.0, -0.1))
+    assert not stats.significant(stats.Interval(-1.0, 2.0)) and not stats.significant(stats.Interval(None, None))
