@@ -121,8 +121,10 @@ def _cmd_leaderboard(args) -> int:
         summary_path = Path(args.run_dir) / "summary.csv"
         if not summary_path.is_file():
             raise CotbenchError(f"{args.run_dir} has no summary.csv; run `cotbench report {args.run_dir}` first.")
+        text = ("model", "valve", "method", "task", "protocol", "base")  # "" is a value there (valve "": none)
+        columns = pd.read_csv(summary_path, nrows=0).columns
         summary = pd.read_csv(summary_path, keep_default_na=False,
-                              na_values={"alpha": [""], "acu": [""], "knob": [""]})
+                              na_values={c: [""] for c in columns if c not in text})
         board = leaderboard.add_summary(path, summary, source=f"cotbench run {Path(args.run_dir).name}")
         print(f"{len(summary)} rows from {args.run_dir} in {path} ({len(board)} rows)")
     elif args.action == "init":
