@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(func=_cmd_lm_eval, debug=debug, lm_eval_args=argv[2 if debug else 1:])
     else:
         args = build_parser().parse_args(argv)
+    from cotbench.threads import prepare_process
+
+    prepare_process()  # OpenMP threads sized to the CPUs we may use, sleeping when idle; before torch loads
     previous = _stop_on_sigterm()
     try:
         return args.func(args)

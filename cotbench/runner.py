@@ -84,6 +84,35 @@ def _preflight(config: RunConfig) -> None:
         read_valve_config(config.valve)
 
 
+class _Pace:
+    """Notices when generation slows far below its own early pace (another program taking the CPU, most
+    often), so the progress line says why a run crawls instead of leaving the user guessing."""
+
+    WINDOW_S = 20.0  # the pace is measured over windows of this length
+    SLOW = 0.4  # a window under 40 % of the best one so far is reported (once per slowdown)
+
+    def __init__(self):
+        self.best, self.mark, self.slow = 0.0, None, False
+
+    def update(self, tokens: int, now: float) -> str | None:
+        if self.mark is None:
+            self.mark = (tokens, now)
+            return None
+        t0, s0 = self.mark
+        if now - s0 < self.WINDOW_S:
+            return None
+        rate = (tokens - t0) / (now - s0)
+        self.mark = (tokens, now)
+        if rate >= self.SLOW * self.best:
+            self.best, self.slow = max(self.best, rate), False
+            return None
+        if self.slow:
+            return None
+        self.slow = True
+        return (f"generation slowed to {rate:.0f} tokens/s from {self.best:.0f}: another program using the CPU? "
+                "(or only a few long responses left). On a busy machine OMP_NUM_THREADS=1 can help.")
+
+
 def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> list[_Planned]:
     sampling = config.sampling()
     fmt = thinking.parse_option(config.thinking)
@@ -129,6 +158,7 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
             # stored but ungraded, or graded by another grader
             pool.submit(key, thinking.split(response, fmt, thinking.prompt_opens_thinking(prompt, fmt)).answer, gold)
         tokens, started = 0, time.perf_counter()
+        pace = _Pace()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
             for batch in methods.generate(backend, pending, fmt, config.answer_cue):
                 samples, answers = [], []
@@ -148,6 +178,9 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
                 tokens += sum(g.n_generated_tokens for g in batch)
                 bar.update(len(batch))
                 bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - started):.1f}")
+                warning = pace.update(tokens, time.perf_counter())
+                if warning and progress:
+                    bar.write(f"[cotbench] {warning}")
         with tqdm(unit="verdict", desc="grading", disable=not progress) as bar:
             while True:  # stored as they come: an interrupted run keeps every verdict given
                 waiting = pool.n_pending
