@@ -3,7 +3,7 @@
     python benchmarks/decode_step.py           # rows 16, 64, 128, 256; about 12 min and 10 GB on a 2-core CPU
     python benchmarks/decode_step.py --quick   # rows 16, 3 steps: a smoke run
 
-Writes benchmarks/results/decode_step.{json,md}. The end-to-end ablation of sweep_speed.py runs each step as
+Writes benchmarks/results/<cpu kind>/decode_step.{json,md}. The end-to-end ablation of sweep_speed.py runs each step as
 its own small sweep, minutes apart, on a shared machine whose speed drifts by 10 % and more; this one times
 single decode steps of every variant in turn, round after round, so drift hits all of them alike.
 
@@ -21,7 +21,11 @@ import json
 import os
 import statistics
 import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_record, results_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CAPACITY = 300  # cache columns: the longest row (290) and its next token fit
@@ -119,10 +123,9 @@ def main() -> None:
             print(f"[decode_step] {r}", flush=True)
         results += rows_results
     name = "decode_step_quick" if args.quick else "decode_step"
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
+    out = results_dir()  # benchmarks/results/<cpu kind>/
     wall = round(time.perf_counter() - started, 1)
-    (out / f"{name}.json").write_text(json.dumps({"rounds": args.rounds, "results": results, "wall_s": wall}, indent=1))
+    (out / f"{name}.json").write_text(json.dumps({"machine": machine_record(), "rounds": args.rounds, "results": results, "wall_s": wall}, indent=1))
     lines = ["# Decode step, side by side", "",
              "SmolLM2-135M-Instruct + the shipped valve, bf16, rows at lengths 100-290, mixed α; median of "
              f"{args.rounds} rounds, every variant timed in turn. `python benchmarks/decode_step.py`.", "",

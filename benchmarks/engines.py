@@ -1,7 +1,7 @@
 """The default sweep through every engine, side by side: hf, vllm (offline) and openai (against vllm serve).
 
     python benchmarks/engines.py [--problems 64] [--rounds 1] [--dtype float32]
-        # needs $COTBENCH_VLLM_PYTHON (a Python with vLLM); writes benchmarks/results/engines.{json,md}
+        # needs $COTBENCH_VLLM_PYTHON (a Python with vLLM); writes benchmarks/results/<cpu kind>/engines.{json,md}
 
 SmolLM2-135M-Instruct + the shipped valve, α ∈ {0, 0.25, 0.5, 0.75, 1}, the first ``--problems`` GSM8K test
 problems, greedy, 256 new tokens. Engines run in turn, round after round (so drift hits all alike), each
@@ -28,6 +28,9 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_record, results_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ALPHAS = "0,0.25,0.5,0.75,1"
@@ -207,8 +210,8 @@ def main() -> None:
     result = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), "problems": args.problems, "alphas": ALPHAS,
               "max_new_tokens": 256, "dtype": args.dtype, "rounds": args.rounds, "load_before": load_before,
               "load_after": os.getloadavg(), "runs": runs, "agreement_with_hf": agree}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "engines.json").write_text(json.dumps(result, indent=2))
+    result["machine"] = machine_record()
+    (results_dir() / "engines.json").write_text(json.dumps(result, indent=2))
     lines = ["# Engines side by side", "",
              f"{args.problems} GSM8K problems × α {ALPHAS}, greedy, 256 new tokens, {args.dtype}; SmolLM2-135M-Instruct "
              f"+ the shipped valve. {result['cpu']}; {result['date']}; load average before/after "
@@ -221,7 +224,7 @@ def main() -> None:
     lines += ["", "| against hf | rows | same text | same token count | same verdict |", "|---|---|---|---|---|"]
     lines += [f"| {e} | {a['rows']} | {a['same_text']} | {a['same_tokens']} | {a['same_verdict']} |"
               for e, a in agree.items()]
-    (HERE / "results" / "engines.md").write_text("\n".join(lines) + "\n")
+    (results_dir() / "engines.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

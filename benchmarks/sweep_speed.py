@@ -3,7 +3,7 @@
     python benchmarks/sweep_speed.py          # the issue-5 sweep; about 40 min on a 2-core CPU
     python benchmarks/sweep_speed.py --quick  # 4 problems, 32 tokens, one lm-eval batch size: a smoke run
 
-Writes benchmarks/results/sweep_speed.{json,md} (``--quick``: sweep_speed_quick.*). Each measurement runs
+Writes benchmarks/results/<cpu kind>/sweep_speed.{json,md} (``--quick``: sweep_speed_quick.*). Each measurement runs
 in its own process, one after another, so peak memory is its own and no two compete for the cores.
 
 - **cotbench**: ``run_sweep`` with the shipped SmolLM2 valve over every α in one pass (continuous
@@ -33,6 +33,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_record, results_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -352,8 +355,8 @@ def main() -> None:
 
 
 def write(result: dict, name: str) -> None:
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
+    out = results_dir()  # benchmarks/results/<cpu kind>/
+    result["machine"] = machine_record()
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     s, ours, memory = result["summary"], result["cotbench"], result["memory"]
     lines = [

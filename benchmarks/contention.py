@@ -1,0 +1,84 @@
+"""The default job (`cotbench run`) quiet and beside one competing busy process, with cotbench's OpenMP setup
+(the CLI: OMP_WAIT_POLICY=PASSIVE, threads = usable CPUs) and with torch's own defaults (the same sweep
+through the Python API, which leaves the process as it finds it). Issue 17's target: contended ≤ 2.5× quiet.
+
+    python benchmarks/contention.py [--limit N] [--timeout 900]
+
+Run it alone: it starts the competing process itself. Writes benchmarks/results/<cpu kind>/contention.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_record, results_dir  # noqa: E402
+
+_API = ("import sys; from cotbench.config import RunConfig; from cotbench.runner import run_sweep; "
+        "run_sweep(RunConfig(out=sys.argv[1], limit={limit}), progress=False)")
+
+
+def _busy() -> subprocess.Popen:
+    """One process that keeps one core busy (as a pip install or a second job does)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _timed(command: list[str], env: dict, timeout: float) -> float | None:
+    started = time.perf_counter()
+    try:
+        subprocess.run(command, env=env, check=True, timeout=timeout, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="problems (default: the default job's 50)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a run counts as > timeout")
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_"))}
+    record = {"machine": machine_record(), "limit": args.limit, "timeout_s": args.timeout, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        # one warm-up so the GGUF conversion cache exists and no run pays for it
+        subprocess.run([sys.executable, "-m", "cotbench", "run", "--limit", "1", "--alphas", "0", "--out",
+                        f"{tmp}/warm"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        variants = {
+            "cotbench CLI (PASSIVE, usable CPUs)": lambda out: [sys.executable, "-m", "cotbench", "run", "--out", out,
+                                                               *(["--limit", str(args.limit)] if args.limit else [])],
+            "torch defaults (Python API)": lambda out: [sys.executable, "-c", _API.format(limit=args.limit), out],
+        }
+        for contended in (False, True):
+            for name, command in variants.items():
+                out = f"{tmp}/{len(record['runs'])}"
+                busy = _busy() if contended else None
+                load_before = os.getloadavg()
+                try:
+                    wall = _timed(command(out), env, args.timeout)
+                finally:
+                    if busy:
+                        busy.kill()
+                        busy.wait()
+                run = {"variant": name, "contended": contended, "wall_s": None if wall is None else round(wall, 1),
+                       "load_before": load_before, "load_after": os.getloadavg()}
+                record["runs"].append(run)
+                print(json.dumps(run), flush=True)
+    quiet = {r["variant"]: r["wall_s"] for r in record["runs"] if not r["contended"]}
+    for r in record["runs"]:
+        if r["contended"] and r["wall_s"] and quiet.get(r["variant"]):
+            r["slowdown_vs_quiet"] = round(r["wall_s"] / quiet[r["variant"]], 2)
+    path = results_dir() / "contention.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
