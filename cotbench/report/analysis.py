@@ -30,6 +30,14 @@ def row_key(s: Sample) -> tuple:
     return (s.model, s.valve, s.alpha, s.method, s.knob, s.problem.task)
 
 
+def group_rows(samples: Sequence[Sample]) -> dict[tuple, list[Sample]]:
+    """Samples by summary row (``row_key``), in first-seen order."""
+    groups: dict[tuple, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(row_key(s), []).append(s)
+    return groups
+
+
 def judged(members: Sequence[Sample]) -> list[Sample]:
     return [s for s in members if s.grade is not None and s.grade.judged]
 

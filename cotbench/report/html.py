@@ -18,6 +18,7 @@ import pandas as pd
 
 from cotbench.files import write_text
 from cotbench.records import Sample
+from cotbench.report.tables import point_label
 
 MAX_RESPONSE_CHARS = 20_000  # per response in the browser; the full text is in samples.jsonl
 
@@ -67,8 +68,6 @@ def write_html_report(out_dir: Path, summary: pd.DataFrame, samples: Sequence[Sa
 
 
 def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Sequence[Path]) -> str:
-    from cotbench.report.tables import point_label
-
     config = run.get("config", {})
     data = {"samples": {}, "questions": {}, "golds": {}}
     for s in sorted(samples, key=lambda s: (s.problem.task, s.problem.problem_id, s.method, s.knob if s.knob is not None else -1e9)):
@@ -100,8 +99,6 @@ def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Se
 
 
 def _table(summary: pd.DataFrame) -> str:
-    from cotbench.report.tables import point_label
-
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _COLUMNS)
     rows = []
     for _, r in summary.iterrows():

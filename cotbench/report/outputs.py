@@ -10,7 +10,7 @@ from cotbench.files import atomic_write, write_text
 from cotbench.report.html import write_html_report
 from cotbench.report.plots import plot_curves, plot_lengths, plot_thinking
 from cotbench import stats
-from cotbench.report.analysis import budget_curves, row_key
+from cotbench.report.analysis import budget_curves, group_rows
 from cotbench.report.tables import findings, format_table, summary_frame, write_samples_jsonl
 from cotbench.store import Store
 
@@ -26,7 +26,7 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
     with atomic_write(out / "summary.csv") as handle:
         summary.to_csv(handle, index=False)
     plots = (plot_curves(summary, out) + plot_thinking(summary, out) + plot_lengths(samples, out)) if len(summary) else []
-    curves = budget_curves(_groups(samples))
+    curves = budget_curves(group_rows(samples))
     with atomic_write(out / "accuracy_under_budget.csv") as handle:  # accuracy if responses were cut at B tokens
         curves.to_csv(handle, index=False)
     write_text(out / "report.md", _report(summary, run, plots))
@@ -73,9 +73,3 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
             lines += ["", f"![{path.stem}]({path.name})"]
     return "\n".join(lines) + "\n"
 
-
-def _groups(samples) -> dict:
-    groups: dict = {}
-    for s in samples:
-        groups.setdefault(row_key(s), []).append(s)
-    return groups

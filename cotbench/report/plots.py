@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from cotbench.files import atomic_write
+from cotbench.report.tables import point_label
 
 
 def plot_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -157,8 +158,6 @@ def plot_lengths(samples, out_dir: Path) -> list[Path]:
     """The distribution of generated tokens at each point (a violin per point, one panel per task)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from cotbench.report.tables import point_label
 
     by_task: dict = {}
     for s in samples:

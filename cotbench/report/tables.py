@@ -10,7 +10,7 @@ import pandas as pd
 
 from cotbench.files import atomic_write
 from cotbench.metrics import Outcome, summarize
-from cotbench.report.analysis import add_comparisons, row_key, row_statistics
+from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
 from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
@@ -27,9 +27,7 @@ SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_
 
 def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]") -> pd.DataFrame:
     """``params_b``: the model's size in billions, or one size per model name."""
-    groups: dict[tuple, list[Sample]] = {}
-    for s in samples:
-        groups.setdefault(row_key(s), []).append(s)
+    groups = group_rows(samples)
     rows = []
     for (model, valve, alpha, method, knob, task), members in groups.items():
         # Accuracy is over real verdicts only: a timeout or a grader error is no judgement of the answer.
