@@ -42,7 +42,7 @@ VARIANTS = [
 ]
 
 
-def build(rows: int, settings: dict, fill: list, alphas: list):
+def build(rows: int, settings: dict, fill: list, alphas: list, dtype: str):
     """A backend, its batcher and a slot cache prefilled with ``fill`` (the same for every variant)."""
     import torch
 
@@ -53,7 +53,7 @@ def build(rows: int, settings: dict, fill: list, alphas: list):
     from cotbench.config import RunConfig
     from cotbench.records import SamplingSettings
 
-    backend = HFBackend("smollm2", RunConfig().valve, dtype="bfloat16", pack_weights=settings["pack_weights"])
+    backend = HFBackend("smollm2", RunConfig().valve, dtype=dtype, pack_weights=settings["pack_weights"])
     backend._strengths.cpu_kernel = settings["lora_kernel"]
     batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, rows,
                                 decode_kernel=settings["decode_kernel"], lean_decode=settings["lean"])
@@ -66,7 +66,7 @@ def build(rows: int, settings: dict, fill: list, alphas: list):
     return batcher, cache, Sampler(SamplingSettings(), batcher.device, settings["decode_kernel"])
 
 
-def measure(rows: int, rounds: int) -> list[dict]:
+def measure(rows: int, rounds: int, dtype: str) -> list[dict]:
     import torch
 
     from cotbench.backends.hf.slot_attention import slot_groups
@@ -78,7 +78,8 @@ def measure(rows: int, rounds: int) -> list[dict]:
             for start in range(0, rows, 16)]
     tokens = torch.randint(0, 40000, (rows, 1), generator=generator)
     positions = torch.tensor(lengths).view(-1, 1) - 1
-    variants = [(label, settings, *build(rows, settings, fill, alphas)) for label, settings in VARIANTS]
+    variants = [(label, settings, *build(rows, settings, fill, alphas, dtype)) for label, settings in VARIANTS
+                if dtype == "bfloat16" or not settings["pack_weights"] or label != "+ weights packed for oneDNN"]
     times: dict[str, list[float]] = {label: [] for label, *_ in variants}
     picks: dict[str, list[int]] = {}
     with torch.inference_mode():
@@ -98,7 +99,7 @@ def measure(rows: int, rounds: int) -> list[dict]:
     first = picks[variants[0][0]]
     for label, *_ in variants:
         step = statistics.median(times[label])
-        results.append({"variant": label, "rows": rows, "step_ms": round(step * 1000, 1),
+        results.append({"variant": label, "rows": rows, "dtype": dtype, "step_ms": round(step * 1000, 1),
                         "tok_per_s": round(rows / step, 1),
                         "speedup_over_previous": round(previous / step, 3) if previous else None,
                         "greedy_agreement_with_first": round(sum(a == b for a, b in zip(picks[label], first)) / rows, 3)})
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--rows", default="16,64,128,256")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                        help="float32: the path of CPUs without bf16 matmuls (AVX2 machines); written as decode_step_float32")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.rounds = "16", 3
@@ -118,16 +121,16 @@ def main() -> None:
     started = time.perf_counter()
     results = []
     for rows in (int(r) for r in args.rows.split(",")):
-        rows_results = measure(rows, args.rounds)
+        rows_results = measure(rows, args.rounds, args.dtype)
         for r in rows_results:
             print(f"[decode_step] {r}", flush=True)
         results += rows_results
-    name = "decode_step_quick" if args.quick else "decode_step"
+    name = ("decode_step_quick" if args.quick else "decode_step") + ("" if args.dtype == "bfloat16" else f"_{args.dtype}")
     out = results_dir()  # benchmarks/results/<cpu kind>/
     wall = round(time.perf_counter() - started, 1)
-    (out / f"{name}.json").write_text(json.dumps({"machine": machine_record(), "rounds": args.rounds, "results": results, "wall_s": wall}, indent=1))
+    (out / f"{name}.json").write_text(json.dumps({"machine": machine_record(), "rounds": args.rounds, "dtype": args.dtype, "results": results, "wall_s": wall}, indent=1))
     lines = ["# Decode step, side by side", "",
-             "SmolLM2-135M-Instruct + the shipped valve, bf16, rows at lengths 100-290, mixed α; median of "
+             f"SmolLM2-135M-Instruct + the shipped valve, {args.dtype}, rows at lengths 100-290, mixed α; median of "
              f"{args.rounds} rounds, every variant timed in turn. `python benchmarks/decode_step.py`.", "",
              "| rows | variant | ms/step | tokens/s | × previous | greedy = first |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['rows']} | {r['variant']} | {r['step_ms']} | {r['tok_per_s']} | "

@@ -27,7 +27,7 @@ class RowStrengths:
     def __init__(self, cpu_kernel: bool = True):
         self._alphas: torch.Tensor | None = None  # (rows, 1), float64 so scale·α rounds once
         self._by_scaling: dict[tuple[float, bool], torch.Tensor | None] = {}
-        # bf16 on CPU: the up-projection in cotbench's C kernel (cpu_kernels.lora_up) instead of addmm
+        # on CPU (bf16, fp32): the up-projection in cotbench's C kernel (cpu_kernels.lora_up) instead of addmm
         self.cpu_kernel = cpu_kernel
 
     def set(self, alphas: Sequence[float], dtype: torch.dtype, device) -> None:
@@ -69,7 +69,7 @@ class RowScaledLoRALinear(nn.Module):
         scale = self.strengths.scale(self.scaling)
         if scale is None:  # every row at α = 0: exactly the base model, no LoRA work
             return result.contiguous()
-        if self.strengths.cpu_kernel and x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        if self.strengths.cpu_kernel and x.dtype in (torch.bfloat16, torch.float32) and x.device.type == "cpu":
             fused = self._lora_up_in_c(result, low_rank)
             if fused is not None:
                 return fused.view(*x.shape[:-1], self.out_features)

@@ -4,10 +4,11 @@ transformers' forward is general: it builds masks, threads keyword arguments thr
 decorators and hooks and returns output records. In a decode step of a small model on a CPU that machinery
 is a large share of the step (SmolLM2-135M, 128 rows: about 30 of 229 ms, measured). This module calls the
 same modules (norms, projections, MLP, rotary embedding) in the order ``LlamaDecoderLayer`` does, with the
-same tensors, so in fp32 its logits are transformers' bit for bit (tested). In bf16 on a CPU it goes one
-step further: each layer's rotary embedding, key/value write and attention are one C call
-(:func:`cotbench.backends.hf.cpu_kernels.rope_decode_attention`), about twenty small torch ops fewer a layer,
-and each residual add with the RMSNorm after it is another (``add_rms_norm``, transformers' roundings).
+same tensors, so without cotbench's C kernels its fp32 logits are transformers' bit for bit (tested). On a
+CPU (bf16 or fp32) it goes one step further: each layer's rotary embedding, key/value write and attention
+are one C call (:func:`cotbench.backends.hf.cpu_kernels.rope_decode_attention`), about twenty small torch ops
+fewer a layer, and each residual add with the RMSNorm after it is another (``add_rms_norm``, transformers'
+roundings; in fp32 equal to transformers' up to the order of the fp32 sums).
 
 It applies to the model types whose decoder layer is Llama's (Llama, Mistral, Qwen2: the CoT-Valve paper's
 base models among them) without sliding-window attention; anything else goes through transformers'
@@ -19,7 +20,7 @@ import sys
 
 import torch
 
-from cotbench.backends.hf.cpu_kernels import add_rms_norm, load_library, rope_decode_attention
+from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, add_rms_norm, load_library, rope_decode_attention
 from cotbench.backends.hf.slot_attention import grouped_sdpa
 from cotbench.backends.hf.slot_cache import SlotCache
 
@@ -77,7 +78,7 @@ class LeanDecoder:
         """Logits (rows, vocab) in the model's dtype for one token per row; ``cache`` is already bound to these rows.
 
         ``input_ids`` and ``positions`` are (rows, 1); ``mask``, ``slot_lengths`` and ``attention_kwargs`` are
-        what the batcher would hand transformers' forward. Given ``slot_lengths``, bf16 on a CPU runs each
+        what the batcher would hand transformers' forward. Given ``slot_lengths``, bf16 or fp32 on a CPU runs each
         layer's rotary embedding, cache write and attention as one C call (``rope_decode_attention``), and
         each residual add with the norm after it as another (``add_rms_norm``)."""
         rows = input_ids.shape[0]
@@ -125,9 +126,9 @@ class LeanDecoder:
         return hidden, norm(hidden)
 
     def _library(self, hidden: torch.Tensor, cache: SlotCache, slot_lengths):
-        """cotbench's kernel library where the fused steps apply (bf16 on a CPU, row lengths given, every
-        layer's cache allocated), else None: that step runs transformers' own ops."""
-        if (slot_lengths is None or hidden.dtype != torch.bfloat16 or hidden.device.type != "cpu"
+        """cotbench's kernel library where the fused steps apply (bf16 or fp32 on a CPU, row lengths given,
+        every layer's cache allocated), else None: that step runs transformers' own ops."""
+        if (slot_lengths is None or hidden.dtype not in KERNEL_DTYPES or hidden.device.type != "cpu"
                 or len(cache.keys) != len(self.layers)):
             return None
         return load_library()

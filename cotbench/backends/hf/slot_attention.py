@@ -7,9 +7,10 @@ widest row (measured: half the width, half the time). The batcher keeps its slot
 first; this attention then runs SDPA once per group of neighbouring rows, each to that group's own width.
 The numbers are SDPA's: columns past a row's length were masked out before, now they are not read.
 
-On a CPU in bf16, given ``slot_lengths``, decode attention runs cotbench's C kernel instead
+On a CPU in bf16 or fp32, given ``slot_lengths``, decode attention runs cotbench's C kernel instead
 (:mod:`cotbench.backends.hf.cpu_kernels`): it reads each row exactly to its own length, at about twice SDPA's
-speed. fp32 stays on SDPA, so fp32 outputs keep matching the static path's.
+speed (bf16). Its fp32 numbers are SDPA's up to the order of fp32 sums; the batcher's ``decode_kernel=False``
+(or ``COTBENCH_CPU_KERNELS=0``) keeps SDPA, whose fp32 outputs match the static path's exactly.
 
 The lean decode step (``lean_decode``) calls it directly with ``slot_groups`` and ``slot_lengths``; nothing is
 registered with transformers, whose own forward (prefill, models without a lean step) stays plain SDPA.

@@ -55,10 +55,42 @@ def test_kernel_is_as_close_to_fp32_attention_as_sdpa_in_bf16(kernel, heads, kv_
     assert kernel_error <= max(1.5 * sdpa_error, 1e-2)
 
 
+def _check_fp32_attention(library, heads, kv_heads, dim):
+    lengths = [1, 40, 17, 0, 33, 2, 16]
+    query, key, value, lengths = (t.float() if t.is_floating_point() else t for t in _inputs(lengths, heads, kv_heads, dim))
+    got = decode_attention(library, query, key, value, lengths, dim ** -0.5)
+    assert got is not None and got.dtype == torch.float32
+    # SDPA's fp32 numbers, up to the order of the fp32 sums
+    torch.testing.assert_close(got, _reference(query, key, value, lengths, torch.float32), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("heads,kv_heads,dim", SHAPES)
-def test_columns_past_a_rows_length_are_never_read(kernel, heads, kv_heads, dim):
+def test_fp32_kernel_gives_sdpas_fp32_attention(kernel, heads, kv_heads, dim):
+    _check_fp32_attention(kernel, heads, kv_heads, dim)
+
+
+def test_an_avx2_build_gives_the_same_fp32_attention(fresh_cache):
+    """The instruction set of CPUs without AVX-512 (x86-64-v3: AVX2, FMA), built and run here, so the code
+    those machines compile from -march=native is exercised wherever the tests run on x86."""
+    import platform
+
+    flags = open("/proc/cpuinfo").read()
+    if platform.machine() != "x86_64" or " avx2 " not in flags or " fma " not in flags:
+        pytest.skip("needs an x86-64 CPU with AVX2 and FMA")
+    library = cpu_kernels.build_library(march="x86-64-v3")
+    assert cpu_kernels.library_path("x86-64-v3") != cpu_kernels.library_path()
+    for heads, kv_heads, dim in SHAPES:
+        _check_fp32_attention(library, heads, kv_heads, dim)
+    logits = torch.randn(5, 999)
+    assert cpu_kernels.argmax(library, logits) == logits.argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("heads,kv_heads,dim", SHAPES)
+def test_columns_past_a_rows_length_are_never_read(kernel, heads, kv_heads, dim, dtype):
     lengths = [5, 40, 17, 3, 33, 2, 25]  # none a multiple of the fast path's 16-key blocks but 40's neighbours
     query, key, value, lengths_t = _inputs(lengths, heads, kv_heads, dim)
+    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
     clean = decode_attention(kernel, query, key, value, lengths_t, dim ** -0.5)
     for row, n in enumerate(lengths):  # poison what lies beyond each row's length
         key[row, :, n:] = float("nan")
@@ -80,21 +112,26 @@ def test_lora_up_adds_the_scaled_up_projection_rounding_once(kernel, scale_per):
     assert got.is_contiguous() and got.dtype == torch.bfloat16
     # one rounding to bf16 (half an ulp: 2^-9 relative); a wrong scale or row grouping is off by far more
     torch.testing.assert_close(got.float(), exact, rtol=2 ** -8, atol=1e-6)
+    fp32 = lora_up(kernel, base.float(), low.float(), scale, up.t().float().contiguous())
+    assert fp32.dtype == torch.float32
+    torch.testing.assert_close(fp32, exact, rtol=1e-6, atol=1e-6)
 
 
 def test_lora_up_declines_what_it_does_not_take(kernel):
     base, low = torch.zeros(6, 8, dtype=torch.bfloat16), torch.zeros(6, 2, dtype=torch.bfloat16)
     up_t = torch.zeros(2, 8)
-    assert lora_up(kernel, base.float(), low, torch.ones(6), up_t) is None  # fp32: addmm's
+    assert lora_up(kernel, base.float(), low, torch.ones(6), up_t) is None  # two dtypes
     assert lora_up(kernel, base, low, torch.ones(4), up_t) is None  # 6 rows do not split into 4 groups
     assert lora_up(kernel, base, low, torch.ones(6), up_t.t()) is None  # not contiguous
     assert lora_up(kernel, base, low, torch.ones(6), up_t) is not None
 
 
-def test_fp32_and_odd_layouts_are_left_to_sdpa():
+def test_odd_layouts_and_mixed_dtypes_are_left_to_sdpa():
     query, key, _, _ = _inputs([4] * ROWS)
-    assert not attention_applies(query.float(), key.float())
+    assert attention_applies(query, key) and attention_applies(query.float(), key.float())
     assert not attention_applies(query, key.transpose(-1, -2))
+    assert not attention_applies(query.float(), key)
+    assert not attention_applies(query.half(), key.half())
 
 
 def test_a_failed_build_warns_and_attention_stays_on_sdpa(monkeypatch, tmp_path):
@@ -145,7 +182,11 @@ def test_add_rms_norm_rounds_as_transformers_does(kernel):
     torch.testing.assert_close(normed.float(), expected.float(), rtol=2 ** -7, atol=0)
     same, only_norm = add_rms_norm(kernel, residual, None, norm.weight, norm.variance_epsilon)
     assert same is residual and torch.equal(only_norm, add_rms_norm(kernel, residual, None, norm.weight, 1e-5)[1])
-    assert add_rms_norm(kernel, residual.float(), delta.float(), norm.weight, 1e-5) is None
+    assert add_rms_norm(kernel, residual.float(), delta, norm.weight, 1e-5) is None  # two dtypes
+    norm32 = norm.float()
+    hidden32, normed32 = add_rms_norm(kernel, residual.float(), delta.float(), norm32.weight, 1e-5)
+    assert torch.equal(hidden32, residual.float() + delta.float())
+    torch.testing.assert_close(normed32, norm32(residual.float() + delta.float()), rtol=1e-6, atol=1e-6)
 
 
 def test_argmax_picks_what_torch_picks(kernel):
@@ -158,7 +199,11 @@ def test_argmax_picks_what_torch_picks(kernel):
     logits[3] = -1e30  # all equal
     logits[4, 999] = 80.0  # the last column
     assert argmax(kernel, logits) == logits.argmax(dim=-1).tolist() == logits.float().argmax(dim=-1).tolist()
-    assert argmax(kernel, logits.float()) is None
+    assert argmax(kernel, logits.float()) == logits.float().argmax(dim=-1).tolist()
+    masked = torch.full((2, 50), float("-inf"))  # fp32 rows that are all -inf, or -inf but one
+    masked[1, 7] = 0.0
+    assert argmax(kernel, masked) == masked.argmax(dim=-1).tolist() == [0, 7]
+    assert argmax(kernel, logits.half()) is None
 
 
 @pytest.fixture

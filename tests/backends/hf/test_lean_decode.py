@@ -23,8 +23,9 @@ def wide_model(tmp_path_factory):
     return model, make_valve(model, tmp_path_factory.mktemp("wide_valve"))
 
 
-def _decode_once(backend, lean: bool):
-    """Prefill PROMPTS one row each at ALPHAS, then one decode step for all rows: (logits, cache)."""
+def _decode_once(backend, lean: bool, kernels: bool = True):
+    """Prefill PROMPTS one row each at ALPHAS, then one decode step for all rows: (logits, cache). ``kernels``
+    False: no row lengths handed over, so the lean step stays on torch ops (as the batcher's decode_kernel=False)."""
     batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, n_slots=4)
     cache = SlotCache(4, 16)
     with torch.inference_mode():
@@ -32,8 +33,9 @@ def _decode_once(backend, lean: bool):
             batcher._forward(cache, torch.tensor([slot]), torch.tensor([prompt]), torch.arange(len(prompt))[None],
                              [ALPHAS[slot]])
         lengths = [len(p) + 1 for p in PROMPTS]
-        groups = {"slot_groups": slot_groups(lengths, rows_per_group=2),
-                  "slot_lengths": torch.tensor(lengths, dtype=torch.int32)}
+        groups = {"slot_groups": slot_groups(lengths, rows_per_group=2)}
+        if kernels:
+            groups["slot_lengths"] = torch.tensor(lengths, dtype=torch.int32)
         logits = batcher._forward(cache, len(PROMPTS), torch.tensor([[11], [12], [13], [14]]),
                                   torch.tensor([[len(p)] for p in PROMPTS]), ALPHAS, lean=lean, **groups)
     assert batcher._lean is not None  # the tiny Llama is laid out like Llama
@@ -43,11 +45,34 @@ def _decode_once(backend, lean: bool):
 def test_lean_step_gives_transformers_logits_and_cache_bit_for_bit_in_fp32(tiny_model, tiny_valve, wide_model):
     for model, valve in ((tiny_model, tiny_valve), wide_model):
         backend = HFBackend(str(model), str(valve), dtype="float32")
-        (expected, expected_cache), (got, got_cache) = _decode_once(backend, lean=False), _decode_once(backend, lean=True)
+        (expected, expected_cache), (got, got_cache) = (_decode_once(backend, lean=False),
+                                                        _decode_once(backend, lean=True, kernels=False))
         assert torch.equal(got, expected)
         assert all(torch.equal(a, b) for a, b in zip(got_cache.keys + got_cache.values,
                                                      expected_cache.keys + expected_cache.values))
         assert torch.isfinite(got).all() and not torch.equal(got[0], got[2])
+
+
+def test_fp32_lean_step_in_c_is_transformers_up_to_the_order_of_sums(tiny_model, tiny_valve, wide_model, monkeypatch):
+    """The C kernels in fp32 (the path of CPUs without bf16 matmuls): rounding differs only in how fp32 sums
+    are ordered, so logits agree to ~1e-6 relative and every new key and value lands where transformers puts it."""
+    from conftest import kernels_or_skip
+
+    from cotbench.backends.hf import lean_decode
+
+    kernels_or_skip()
+    calls = []
+    fused = lean_decode.rope_decode_attention
+    monkeypatch.setattr(lean_decode, "rope_decode_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    for model, valve in ((tiny_model, tiny_valve), wide_model):
+        backend = HFBackend(str(model), str(valve), dtype="float32")
+        (expected, expected_cache), (got, got_cache) = _decode_once(backend, lean=False), _decode_once(backend, lean=True)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert not torch.equal(got, expected) or calls  # the C path ran (and may happen to round alike)
+        for ours, theirs in zip(got_cache.keys + got_cache.values, expected_cache.keys + expected_cache.values):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+        assert got.argmax(-1).tolist() == expected.argmax(-1).tolist()
+    assert calls
 
 
 def test_bf16_lean_step_fuses_rotary_cache_write_and_attention_in_c(tiny_model, tiny_valve, wide_model, monkeypatch):
