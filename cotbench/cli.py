@@ -57,6 +57,13 @@ def _run_parser(sub) -> None:
                    help="KEY=VALUE passed to vLLM (repeatable): tensor_parallel_size=2, max_num_seqs=64, ...")
     p.add_argument("--vllm-python", dest="vllm_python",
                    help="the Python that has vLLM installed (default: $COTBENCH_VLLM_PYTHON, then this one)")
+    p.add_argument("--ray", help="spread the sweep over engines on a Ray cluster: auto (the cluster `ray start` made "
+                   "here, or $RAY_ADDRESS), local (a cluster of this machine alone) or HOST:PORT")
+    p.add_argument("--workers", type=int, help="--ray: engines, each loading the model once (default: one per "
+                   "--worker-gpus share of the cluster's GPUs, else 1)")
+    p.add_argument("--worker-gpus", dest="worker_gpus", type=float, help="--ray: GPUs per worker (default 0: CPU workers)")
+    p.add_argument("--worker-cpus", dest="worker_cpus", type=float,
+                   help="--ray: CPU cores per worker (default: 1 beside a GPU, else the cluster's cores / workers)")
     p.add_argument("--base-url", dest="base_url", help="--backend openai: the server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--served-model", dest="served_model", help="the server's name for the base model (default: --model)")
     p.add_argument("--alpha-model", dest="alpha_model", help="served name of α's adapter (default alpha_{alpha})")

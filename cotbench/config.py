@@ -67,6 +67,13 @@ class RunConfig:
     max_retries: int = 5  # on 429 / 5xx / dropped connections, with exponential backoff (the OpenAI client's)
     count_tokens: str = "usage"  # usage: the server's exact completion_tokens | tokenizer: count the text here
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
+    # Scale-out (cotbench/backends/ray_workers.py): None runs here, as always; "auto" joins the cluster `ray start`
+    # made, "local" starts one of this machine alone, else host:port or ray://host:port. Not part of a run's
+    # identity: the same sweep on 1 worker or 8 has the same keys and continues in the same directory.
+    ray: str | None = None
+    workers: int | None = None  # engines; None: one per --worker-gpus share of the cluster's GPUs, else 1
+    worker_gpus: float = 0.0  # GPUs per worker (0: CPU workers)
+    worker_cpus: float | None = None  # CPU cores per worker; None: 1 beside a GPU, else the cluster's cores / workers
     # Grading and metrics
     protocol: str = "math"
     # Reasoning models: "auto" splits off a <think>...</think> block where a response has one (its answer is
@@ -193,6 +200,20 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "max_concurrency" else 0):
                 problems.append(f"{name} must be a whole number >= {1 if name == 'max_concurrency' else 0}, got {value!r}")
+        if self.ray is not None:
+            if not str(self.ray).strip():
+                problems.append("--ray needs an address: auto (the cluster `ray start` made), local, or HOST:PORT")
+            if self.backend not in ("hf", "vllm"):
+                problems.append(f"--ray runs --backend hf or vllm in its workers, not {self.backend}")
+        elif self.workers is not None or self.worker_gpus or self.worker_cpus is not None:
+            problems.append("--workers, --worker-gpus and --worker-cpus are for --ray (e.g. --ray auto --workers 8)")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
+                                         or self.workers < 1):
+            problems.append(f"workers must be a whole number >= 1, got {self.workers!r}")
+        for name in ("worker_gpus", "worker_cpus"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+                problems.append(f"{name} must be a non-negative number, got {value!r}")
         if self.engine_args and self.backend == "hf":
             problems.append("--engine-arg is for --backend vllm; the hf backend takes --dtype, --batch-size, --scheduler")
         return problems

@@ -57,3 +57,11 @@ def render_plain(messages: Messages) -> str:
         else:
             parts.append(f"Answer: {m['content'].strip()}")
     return "\n\n".join(parts) + "\n\nAnswer:"
+
+
+def render_chat(tokenizer, messages: Messages) -> tuple[str, bool]:
+    """(prompt text, add_special_tokens) for a local engine: the model's chat template when it has one (its
+    special tokens are in the text), else :func:`render_plain` (the tokenizer adds BOS and friends)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
+    return render_plain(messages), True

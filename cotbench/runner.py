@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from cotbench import methods, thinking
 from cotbench.adapters import TASKS
-from cotbench.backends import BACKENDS, Backend
+from cotbench.backends import Backend, make_backend
 from cotbench.config import RunConfig
 from cotbench.files import write_text
 from cotbench.grading import grader_id
@@ -56,14 +56,18 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
         store.check_identity(config.identity())  # before minutes of loading
         if backend is None:
             _say(progress, f"loading model {config.model}" + (f" with valve {config.valve}" if config.valve else ""))
-            backend = BACKENDS.get(config.backend).from_config(config)
+            backend = make_backend(config)
         store.claim(config.identity())  # only once the model and valve loaded: a typo never claims a directory
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,
                                "n_params": backend.n_params(), "params_b": params_b, "backend": backend.describe()})
         write_text(store.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         plan = _plan(config, backend, problems, shots)
-        n_generated = _generate_and_grade(config, backend, store, plan, progress)
+        try:
+            n_generated = _generate_and_grade(config, backend, store, plan, progress)
+        finally:  # an interrupted run keeps what its engine measured too
+            if callable(getattr(backend, "stats", None)):
+                store.set_meta("engine_stats", backend.stats())
         keys = [p.key for p in plan]
         store.set_meta("selection", keys)
         summary = write_run_outputs(store, keys)
@@ -82,6 +86,10 @@ def _preflight(config: RunConfig) -> None:
     resolve_model(config.model)
     if config.valve:
         read_valve_config(config.valve)
+    if config.ray is not None:  # no Ray, or no cluster there: say so before any directory exists
+        from cotbench.backends.ray_workers import connect
+
+        connect(config.ray)
 
 
 class _Pace:

@@ -37,3 +37,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release engine processes and memory (optional; the runner calls it when it made the backend)."""
         ...
+
+    # Optional: ``stats() -> dict``, what the engine measured about itself (workers, per-worker tokens/s), kept
+    # in the run's metadata as ``engine_stats``; information only, never part of a sample's key.

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 
 from cotbench.backends.loading import count_parameters, resolve_model, standard_checkpoint
 from cotbench.errors import ConfigError, CotbenchError
-from cotbench.prompts import Messages, render_plain
+from cotbench.prompts import Messages, render_chat
 from cotbench.records import Generation, GenerationRequest
 
 WORKER = Path(__file__).with_name("_vllm_worker.py")
@@ -96,9 +96,7 @@ class VLLMBackend:
 
     # -- the Backend protocol
     def render(self, messages: Messages) -> tuple[str, bool]:
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
-        return render_plain(messages), True
+        return render_chat(self.tokenizer, messages)
 
     def n_params(self) -> int:
         return self._n_params

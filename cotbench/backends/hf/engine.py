@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
 from cotbench.backends.stops import cut_at_stop, shortest_prefix_with_stop
 from cotbench.errors import ConfigError
-from cotbench.prompts import Messages, render_plain
+from cotbench.prompts import Messages, render_chat
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -126,9 +126,7 @@ class HFBackend:
         return {i for i in ids if i is not None}
 
     def render(self, messages: Messages) -> tuple[str, bool]:
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
-        return render_plain(messages), True
+        return render_chat(self.tokenizer, messages)
 
     def n_params(self) -> int:
         return self._n_params
