@@ -252,7 +252,12 @@ class RayBackend:
 
     # -- scheduling
     def _chunk_size(self, remaining: int) -> int:
-        share = math.ceil(remaining / (CHUNKS_PER_WORKER * self.n_workers))
+        """A share of what is left: one worker steals from nobody, so it takes all (up to MAX_CHUNK) and its
+        engine batches as on one machine; several take smaller shares as the queue empties."""
+        live = sum(s.alive for s in self._slots)
+        if live <= 1:
+            return max(1, min(remaining, MAX_CHUNK))
+        share = math.ceil(remaining / (CHUNKS_PER_WORKER * live))
         return max(1, min(remaining, MAX_CHUNK, max(MIN_CHUNK, share)))
 
     def _dispatch(self, slot: _Slot, queue: deque) -> None:
@@ -323,8 +328,9 @@ class RayBackend:
         self._start(slot)
 
     def _start(self, slot: _Slot) -> None:
-        options = {"num_cpus": self.worker_cpus, "num_gpus": self.worker_gpus, "max_restarts": 0}
         threads = None if self.worker_gpus else max(1, int(self.worker_cpus))
+        options = {"num_cpus": self.worker_cpus, "num_gpus": self.worker_gpus, "max_restarts": 0,
+                   "runtime_env": {"env_vars": _worker_env(threads)}}
         slot.actor = self._actor_class.options(**options).remote(self.config, threads, self._engine)
         slot.info = {}
 
@@ -344,6 +350,19 @@ class RayBackend:
     def _cancel_all(self) -> None:
         """Ctrl-C or an error: stop every worker's chunk (what was stored stays stored)."""
         self.close()
+
+
+def _worker_env(threads: int | None) -> dict[str, str]:
+    """OpenMP settings for a worker's process, set before its torch starts: the CLI's own (sleeping idle
+    threads unless the driver's environment says otherwise; as many threads as the worker's cores). A worker shares its node with
+    Ray's own processes and the driver; spinning OpenMP threads against them made the Ray path 3x slower
+    on a 2-core machine (benchmarks/ray_overhead.py)."""
+    from cotbench.threads import WAIT_POLICY
+
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", WAIT_POLICY)}
+    if threads:  # the worker's own cores, not the driver's count
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
 
 
 def _root_message(exc: Exception) -> str:
