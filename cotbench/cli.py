@@ -49,6 +49,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--batch-size", dest="batch_size", help="rows decoded together: auto (default) or a number")
+    p.add_argument("--threads", help="CPU threads of the hf engine: auto (default: the CPUs this process may use, "
+                   "fewer while other programs keep some busy; $OMP_NUM_THREADS when set) or a fixed number")
     p.add_argument("--scheduler", help="continuous (default: every α in one queue) | static (one α at a time)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
@@ -87,15 +89,23 @@ def _run_parser(sub) -> None:
 
 
 def _cmd_run(args) -> int:
+    from dataclasses import replace
+
     from cotbench.config import build_config
     from cotbench.runner import run_sweep
     from cotbench.report.tables import format_table
 
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "config", "command")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "config", "command",
+                                                                  "openmp_prepared")}
     for name in ("stop", "engine_args"):
         if name in settings:
             settings[name] = tuple(settings[name])
-    result = run_sweep(build_config(getattr(args, "config", None), **settings))
+    config = build_config(getattr(args, "config", None), **settings)
+    if config.threads is None:  # neither a flag nor the config file chose: the command owns its process
+        from cotbench.threads import cli_threads
+
+        config = replace(config, threads=cli_threads(args.openmp_prepared))
+    result = run_sweep(config)
     print(format_table(result.summary) if len(result.summary) else "no graded samples")
     print(f"outputs in {result.out_dir}/ (report.md, summary.csv, samples.jsonl, *_vs_tokens.png/svg)")
     return 0
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     from cotbench.threads import prepare_process
 
-    prepare_process()  # OpenMP threads sized to the CPUs we may use, sleeping when idle; before torch loads
+    args.openmp_prepared = prepare_process()  # torch's pool sized to the CPUs we may use, before torch loads
     previous = _stop_on_sigterm()
     try:
         return args.func(args)

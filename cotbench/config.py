@@ -67,6 +67,10 @@ class RunConfig:
     max_retries: int = 5  # on 429 / 5xx / dropped connections, with exponential backoff (the OpenAI client's)
     count_tokens: str = "usage"  # usage: the server's exact completion_tokens | tokenizer: count the text here
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
+    # CPU threads of the hf engine (cotbench/threads.py): None leaves torch's as they are (library use); "auto"
+    # (the CLI's default) the usable CPUs, fewer while other programs keep some busy; a number fixes it.
+    # Not part of a run's identity: it changes speed, never outputs.
+    threads: str | int | None = None
     # Scale-out (cotbench/backends/ray_workers.py): None runs here, as always; "auto" joins the cluster `ray start`
     # made, "local" starts one of this machine alone, else host:port or ray://host:port. Not part of a run's
     # identity: the same sweep on 1 worker or 8 has the same keys and continues in the same directory.
@@ -124,6 +128,8 @@ class RunConfig:
             self._set("budgets", tuple(int(b) for b in self.budgets))
         if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():
             self._set("batch_size", int(self.batch_size))
+        if isinstance(self.threads, str) and self.threads.strip().isdigit():
+            self._set("threads", int(self.threads))
         return problems
 
     def _resolve_valve(self) -> None:
@@ -147,6 +153,9 @@ class RunConfig:
         if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
                                           or self.batch_size < 1):
             problems.append(f"batch_size must be 'auto' or a whole number >= 1, got {self.batch_size!r}")
+        if self.threads not in (None, "auto") and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                                   or self.threads < 1):
+            problems.append(f"threads must be 'auto' or a whole number >= 1, got {self.threads!r}")
         for name, low in (("limit", 1), ("max_new_tokens", 1), ("n_generated", 1),
                           ("difficulty", 1), ("n_shot", 0), ("grade_workers", 0), ("token_budget", 1)):
             value = getattr(self, name)

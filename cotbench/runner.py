@@ -118,7 +118,8 @@ class _Pace:
             return None
         self.slow = True
         return (f"generation slowed to {rate:.0f} tokens/s from {self.best:.0f}: another program using the CPU? "
-                "(or only a few long responses left). On a busy machine OMP_NUM_THREADS=1 can help.")
+                "(or only a few long responses left). The hf engine's threads follow other programs' load "
+                "(--threads auto); a fixed --threads N does not.")
 
 
 def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> list[_Planned]:

@@ -1,21 +1,27 @@
-"""How many CPU threads this process may really use, and an OpenMP setup that survives a busy machine.
+"""How many CPU threads this process may really use, and a thread count that follows a busy machine.
 
 ``os.cpu_count()`` counts the machine's CPUs, not ours: a container's CPU quota (cgroup ``cpu.max``, or
 ``cpu.cfs_quota_us`` in cgroup v1) or a ``taskset`` affinity mask gives fewer. Torch's OpenMP pool sized
-past them, with threads that spin while they wait for each other, collapses when another process takes a
-core: a decode step's matrix products measured 18.7× slower with one competing busy process on 2 cores,
-3.4× with ``OMP_WAIT_POLICY=PASSIVE`` (issue 17). So the CLI, which owns its process, sets before torch
-starts its pool: ``OMP_WAIT_POLICY=PASSIVE`` and ``OMP_NUM_THREADS`` = the usable CPUs, each only where the
-user has not set it (an explicit value always wins). Library use (``import cotbench``) changes nothing.
+past the cores it really gets collapses: its threads spin waiting for a partner the OS has descheduled. A
+decode step's matrix products measured 18.7x slower beside one busy process on 2 cores (issue 17).
+
+Two answers were measured (benchmarks/contention.py, and a 10-problem default job on an AMX Xeon):
+``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) survives contention but wakes its threads through the
+kernel hundreds of times per decode step: 1.26x slower on a quiet AMX Xeon (7 % on an AMD EPYC). One
+thread fewer than the busy CPUs is as fast as PASSIVE under contention and costs nothing when quiet. So the
+CLI keeps libgomp's own spin-then-sleep policy and a :class:`ThreadGovernor` lowers torch's thread count
+while other programs keep CPUs busy, and raises it back when they stop. The CLI sets ``OMP_NUM_THREADS`` to
+the usable CPUs before torch starts its pool, only where the user has not set it (an explicit value always
+wins and is kept fixed). Library use (``import cotbench``) changes nothing: ``RunConfig.threads`` is None.
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-
-WAIT_POLICY = "PASSIVE"  # idle OpenMP threads sleep instead of spinning against a descheduled partner
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_self: Path = Path("/proc/self/cgroup")) -> int:
@@ -78,22 +84,133 @@ def _cgroup_dirs(root: Path, proc_self: Path) -> list[Path]:
 
 
 def prepare_process(environ=os.environ) -> dict[str, str]:
-    """Set the OpenMP defaults of a cotbench command before torch is imported; returns what it set.
+    """Size torch's OpenMP pool to the usable CPUs before torch is imported; returns what it set.
 
-    Only keys the user left unset are written; torch already imported (another entry point) means its
-    pool exists and the environment would no longer apply, so nothing is changed then."""
-    if "torch" in sys.modules:
+    Nothing the user set is changed; torch already imported (another entry point) means its pool exists and
+    the environment would no longer apply, so nothing is changed then."""
+    if "torch" in sys.modules or "OMP_NUM_THREADS" in environ:
         return {}
-    chosen = {"OMP_WAIT_POLICY": WAIT_POLICY, "OMP_NUM_THREADS": str(usable_cpus())}
-    set_now = {k: v for k, v in chosen.items() if k not in environ}
-    environ.update(set_now)
-    return set_now
+    environ["OMP_NUM_THREADS"] = str(usable_cpus())
+    return {"OMP_NUM_THREADS": environ["OMP_NUM_THREADS"]}
 
 
-def describe() -> str:
-    """One line for run records and benchmarks: the threads torch uses and the OpenMP settings in force."""
+def cli_threads(prepared: dict[str, str], environ=os.environ) -> str | int:
+    """The CLI's ``threads`` setting when neither a flag nor a config file gives one: the user's own
+    ``OMP_NUM_THREADS``, kept fixed, else "auto"."""
+    if "OMP_NUM_THREADS" in prepared or not environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        return "auto"
+    return max(1, int(environ["OMP_NUM_THREADS"]))
+
+
+@contextmanager
+def controlled_threads(setting: str | int | None):
+    """A run's ``threads`` setting applied to torch while an engine generates, and torch's own count restored
+    afterwards. None leaves torch alone (library use) and a number fixes the count; "auto" yields a
+    :class:`ThreadGovernor` for the engine to tick between forward passes (None where it cannot work)."""
+    if setting is None:
+        yield None
+        return
     import torch
 
-    return (f"torch threads {torch.get_num_threads()}, usable CPUs {usable_cpus()}, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    before = torch.get_num_threads()
+    governor = None
+    try:
+        if setting != "auto":
+            torch.set_num_threads(int(setting))
+        elif usable_cpus() < len(_affinity()):
+            torch.set_num_threads(usable_cpus())  # a cgroup quota: /proc/stat would count the host's load against us
+        else:
+            governor = ThreadGovernor(usable_cpus(), set_threads=torch.set_num_threads)
+            if not governor.active:
+                torch.set_num_threads(governor.most)
+                governor = None
+        yield governor
+    finally:
+        torch.set_num_threads(before)
+
+
+class ThreadGovernor:
+    """Torch's thread count = the usable CPUs minus those other programs keep busy, re-read every second.
+
+    Other programs' load is this process's CPUs' busy time (``/proc/stat``: user, nice, system, irq, softirq
+    and steal, the time a hypervisor gave our vCPU to someone else) minus this process's own CPU time, over
+    the last window; a CPU counts as taken from half a CPU's worth of busy time up. Our own spinning threads
+    are in our own CPU time, so they never count against us. The count drops at once (spinning against a
+    descheduled partner is what is slow) and rises only after two windows agree (a short burst of another
+    program does not make it flap). Where ``/proc/stat`` is missing (macOS, Windows) the governor is off."""
+
+    WINDOW_S = 1.0
+    RAISE_AFTER = 2  # windows in a row that allow more threads before the count rises
+
+    def __init__(self, most: int, set_threads, stat_path: Path = Path("/proc/stat"), cpus: set[int] | None = None,
+                 clock=time.monotonic, own_cpu_time=time.process_time):
+        self.most, self._set, self._stat_path = max(1, most), set_threads, stat_path
+        self._cpus = cpus if cpus is not None else _affinity()
+        self._clock, self._own = clock, own_cpu_time
+        self._tick_s = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+        self.threads, self._higher = self.most, 0
+        self.seconds: dict[int, float] = {}  # time spent at each thread count
+        self.changes = 0
+        self.active = self.most > 1 and self._busy_s() is not None
+        self._mark = (self._clock(), self._busy_s(), self._own()) if self.active else None
+        if self.active:
+            self._set(self.threads)
+
+    def tick(self) -> int:
+        """Call between forward passes; cheap except once per window. Returns the thread count in force."""
+        if not self.active:
+            return self.threads
+        now = self._clock()
+        t0, busy0, own0 = self._mark
+        if now - t0 < self.WINDOW_S:
+            return self.threads
+        busy, own = self._busy_s(), self._own()
+        self._mark = (now, busy, own)
+        self.seconds[self.threads] = self.seconds.get(self.threads, 0.0) + (now - t0)
+        if busy is None:  # /proc/stat vanished (a chroot, a sandbox): keep what we have
+            return self.threads
+        others = max(0.0, (busy - busy0) - (own - own0)) / (now - t0)  # CPUs' worth of other programs' work
+        want = min(self.most, max(1, self.most - math.floor(others + 0.5)))
+        if want < self.threads:
+            self._change(want)
+        elif want > self.threads:
+            self._higher += 1
+            if self._higher >= self.RAISE_AFTER:
+                self._change(want)
+        else:
+            self._higher = 0
+        return self.threads
+
+    def report(self) -> dict:
+        """For the run's metadata: the range, the changes and the seconds spent at each count."""
+        return {"most": self.most, "changes": self.changes,
+                "seconds_at": {str(k): round(v, 1) for k, v in sorted(self.seconds.items())}}
+
+    def _change(self, threads: int) -> None:
+        self.threads, self._higher = threads, 0
+        self.changes += 1
+        self._set(threads)
+
+    def _busy_s(self) -> float | None:
+        """Busy seconds of our CPUs since boot, or None where /proc/stat cannot be read."""
+        try:
+            lines = self._stat_path.read_text().splitlines()
+        except OSError:
+            return None
+        ticks = 0
+        for line in lines:
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in self._cpus:
+                continue
+            fields = [int(v) for v in rest.split()]
+            # user nice system idle iowait irq softirq steal [guest guest_nice: already in user and nice]
+            ticks += sum(fields[:3]) + sum(fields[5:8])
+        return ticks * self._tick_s
+
+
+def _affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+

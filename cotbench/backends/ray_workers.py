@@ -110,11 +110,10 @@ class _Worker:
     """The Ray actor: one engine, built once; ``run`` streams a chunk's generations back batch by batch."""
 
     def __init__(self, config, threads: int | None, engine):
-        if threads:
-            import torch
+        from dataclasses import replace
 
-            torch.set_num_threads(threads)
-        self.backend = engine(config)
+        # the worker's own cores, fixed: its engine shares the node with Ray's processes (see _worker_env)
+        self.backend = engine(replace(config, threads=threads) if threads else config)
 
     def info(self) -> dict:
         import socket
@@ -353,13 +352,12 @@ class RayBackend:
 
 
 def _worker_env(threads: int | None) -> dict[str, str]:
-    """OpenMP settings for a worker's process, set before its torch starts: the CLI's own (sleeping idle
-    threads unless the driver's environment says otherwise; as many threads as the worker's cores). A worker shares its node with
-    Ray's own processes and the driver; spinning OpenMP threads against them made the Ray path 3x slower
-    on a 2-core machine (benchmarks/ray_overhead.py)."""
-    from cotbench.threads import WAIT_POLICY
-
-    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", WAIT_POLICY)}
+    """OpenMP settings for a worker's process, set before its torch starts: sleeping idle threads (unless the
+    driver's environment says otherwise) and as many threads as the worker's cores, fixed. A worker shares
+    its node with Ray's own processes and the driver, whose load comes and goes faster than the thread
+    governor's one-second windows; spinning threads against them made the Ray path 3x slower on a 2-core
+    machine, PASSIVE 1.5x (benchmarks/ray_overhead.py)."""
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     if threads:  # the worker's own cores, not the driver's count
         env["OMP_NUM_THREADS"] = str(threads)
     return env

@@ -78,7 +78,8 @@ class _Row:
 class ContinuousBatcher:
     def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
                  refill_fraction: float = 0.125, prefill_tokens: int = 2048, attention_groups: bool = True,
-                 share_prefix: bool = True, decode_kernel: bool = True, lean_decode: bool = True):
+                 share_prefix: bool = True, decode_kernel: bool = True, lean_decode: bool = True,
+                 on_step=None):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
         self.strengths = strengths  # RowStrengths when a valve is attached, else None
         self.n_slots, self.prefill_tokens = n_slots, prefill_tokens
@@ -92,6 +93,7 @@ class ContinuousBatcher:
         self.dtype = next(model.parameters()).dtype
         self._additive_mask = getattr(model.config, "_attn_implementation", "sdpa") != "sdpa"
         self.stats = BatcherStats()
+        self._on_step = on_step or (lambda: None)  # called before every forward pass (the thread governor)
         # Grouped decode attention (and the C attention under it) runs inside the lean step, which calls it
         # directly: nothing is registered with transformers, and its own forward stays plain SDPA.
         self._grouped = bool(attention_groups) and self._lean is not None and not self._additive_mask
@@ -127,6 +129,7 @@ class ContinuousBatcher:
                     admitted = queue[:len(free)]
                     del queue[:len(free)]
                     for rows, chunk in self._prefill_chunks(free, admitted, prompts):
+                        self._on_step()
                         finished = self._prefill(cache, slots, rows, chunk, prompts, sampler, sampling)
                         if finished:
                             yield finished
@@ -135,6 +138,7 @@ class ContinuousBatcher:
                         return
                     continue
                 self.stats.kv_cache_bytes = max(self.stats.kv_cache_bytes, cache.nbytes())
+                self._on_step()
                 finished = self._decode(cache, slots, sampler, sampling)
                 if finished:
                     yield finished

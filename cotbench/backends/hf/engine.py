@@ -59,7 +59,9 @@ def pick_batch_size(batch_size: int | str, device: str) -> int:
 
 class HFBackend:
     def __init__(self, model: str, valve: str | None = None, device: str = "auto", dtype: str = "auto",
-                 batch_size: int | str = "auto", scheduler: str = "continuous", pack_weights: bool = True):
+                 batch_size: int | str = "auto", scheduler: str = "continuous", pack_weights: bool = True,
+                 threads: str | int | None = None):
+        self.threads = threads  # cotbench.threads.controlled_threads: None leaves torch's count alone
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         source = resolve_model(model)
@@ -68,7 +70,8 @@ class HFBackend:
 
     @classmethod
     def from_config(cls, config) -> "HFBackend":
-        return cls(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler)
+        return cls(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler,
+                   threads=config.threads)
 
     def close(self) -> None:
         pass  # nothing outside this process
@@ -82,6 +85,7 @@ class HFBackend:
 
         tokenizer = copy.deepcopy(tokenizer)
         backend = cls.__new__(cls)
+        backend.threads = None  # the caller's process: its thread count stays the caller's
         backend.device = str(next(model.parameters()).device)
         backend.dtype = next(model.parameters()).dtype
         backend._setup(model, tokenizer, model_id, valve, batch_size, scheduler, pack_weights)
@@ -142,11 +146,25 @@ class HFBackend:
             self._strengths.set([0.0 if alpha is None else float(alpha)], self.dtype, self.device)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
+        from cotbench.threads import controlled_threads
+
+        with controlled_threads(self.threads) as governor:
+            try:
+                if self.scheduler == "static":
+                    yield from self._generate_static(requests)
+                else:
+                    yield from self._generate_continuous(requests, governor.tick if governor else None)
+            finally:
+                if governor is not None:
+                    self.thread_stats = governor.report()
+
+    def stats(self) -> dict:
+        """For the run's metadata: how the thread governor adapted to other programs (cotbench.threads)."""
+        return {"threads": self.thread_stats} if getattr(self, "thread_stats", None) else {}
+
+    def _generate_continuous(self, requests: Sequence[GenerationRequest], on_step) -> Iterator[list[Generation]]:
         from cotbench.backends.hf.continuous import ContinuousBatcher  # torch at import: not at config time
 
-        if self.scheduler == "static":
-            yield from self._generate_static(requests)
-            return
         groups: dict[SamplingSettings, list[GenerationRequest]] = defaultdict(list)
         for request in requests:
             groups[request.sampling].append(request)
@@ -155,7 +173,7 @@ class HFBackend:
         batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size,
                                     prefill_tokens=self.prefill_tokens, attention_groups=self.attention_groups,
                                     share_prefix=self.share_prefix, decode_kernel=self.decode_kernel,
-                                    lean_decode=self.lean_decode)
+                                    lean_decode=self.lean_decode, on_step=on_step)
         self.last_stats = batcher.stats
         for sampling, group in groups.items():
             yield from batcher.run(group, sampling)
