@@ -1,6 +1,8 @@
-"""The default job (`cotbench run`) quiet and beside one competing busy process, with cotbench's OpenMP setup
-(the CLI: OMP_WAIT_POLICY=PASSIVE, threads = usable CPUs) and with torch's own defaults (the same sweep
-through the Python API, which leaves the process as it finds it). Issue 17's target: contended ≤ 2.5× quiet.
+"""The default job (`cotbench run`) quiet and beside one competing busy process, three ways: the CLI as it
+ships (threads "auto": the thread governor of cotbench/threads.py, libgomp's own wait policy); the CLI's
+previous setup (OMP_WAIT_POLICY=PASSIVE, threads fixed at the usable CPUs); and torch's own defaults (the
+same sweep through the Python API, which leaves the process as it finds it). Issue 17's target: contended
+≤ 2.5× quiet.
 
     python benchmarks/contention.py [--limit N] [--timeout 900]
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_record, results_dir  # noqa: E402
+from cotbench.threads import usable_cpus  # noqa: E402
 
 _API = ("import sys; from cotbench.config import RunConfig; from cotbench.runner import run_sweep; "
         "run_sweep(RunConfig(out=sys.argv[1], limit={limit}), progress=False)")
@@ -39,6 +42,18 @@ def _timed(command: list[str], env: dict, timeout: float) -> float | None:
     return time.perf_counter() - started
 
 
+def _threads_record(out: str) -> dict | None:
+    """What the governor did in a run (engine_stats in its store), where it ran."""
+    import sqlite3
+
+    try:
+        row = sqlite3.connect(f"{out}/samples.sqlite").execute(
+            "SELECT value FROM meta WHERE name = 'engine_stats'").fetchone()
+    except sqlite3.Error:
+        return None
+    return json.loads(row[0]).get("threads") if row else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="problems (default: the default job's 50)")
@@ -50,24 +65,27 @@ def main() -> int:
         # one warm-up so the GGUF conversion cache exists and no run pays for it
         subprocess.run([sys.executable, "-m", "cotbench", "run", "--limit", "1", "--alphas", "0", "--out",
                         f"{tmp}/warm"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        variants = {
-            "cotbench CLI (PASSIVE, usable CPUs)": lambda out: [sys.executable, "-m", "cotbench", "run", "--out", out,
-                                                               *(["--limit", str(args.limit)] if args.limit else [])],
-            "torch defaults (Python API)": lambda out: [sys.executable, "-c", _API.format(limit=args.limit), out],
+        limit = ["--limit", str(args.limit)] if args.limit else []
+        cli = [sys.executable, "-m", "cotbench", "run", *limit]
+        variants = {  # name: (command for a run directory, extra environment)
+            "cotbench run (threads auto: the governor)": (lambda out: [*cli, "--out", out], {}),
+            "cotbench run, previous setup (PASSIVE, threads fixed)": (
+                lambda out: [*cli, "--threads", str(usable_cpus()), "--out", out], {"OMP_WAIT_POLICY": "PASSIVE"}),
+            "torch defaults (Python API)": (lambda out: [sys.executable, "-c", _API.format(limit=args.limit), out], {}),
         }
         for contended in (False, True):
-            for name, command in variants.items():
+            for name, (command, extra) in variants.items():
                 out = f"{tmp}/{len(record['runs'])}"
                 busy = _busy() if contended else None
                 load_before = os.getloadavg()
                 try:
-                    wall = _timed(command(out), env, args.timeout)
+                    wall = _timed(command(out), {**env, **extra}, args.timeout)
                 finally:
                     if busy:
                         busy.kill()
                         busy.wait()
                 run = {"variant": name, "contended": contended, "wall_s": None if wall is None else round(wall, 1),
-                       "load_before": load_before, "load_after": os.getloadavg()}
+                       "load_before": load_before, "load_after": os.getloadavg(), "threads": _threads_record(out)}
                 record["runs"].append(run)
                 print(json.dumps(run), flush=True)
     quiet = {r["variant"]: r["wall_s"] for r in record["runs"] if not r["contended"]}
