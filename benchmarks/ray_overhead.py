@@ -5,8 +5,8 @@
 
 Writes benchmarks/results/<cpu kind>/ray_overhead.{json,md}. Three runs of the same sweep, each in its own
 process, one after another: the local engine (no Ray); ``--ray local`` with one worker holding every core;
-``--ray local`` with two workers of one core each; each with the OpenMP setup of the ``cotbench`` command
-(``OMP_WAIT_POLICY=PASSIVE``, in the workers too). Timed apart: starting (Ray's cluster and the workers'
+``--ray local`` with two workers of one core each; each with the OpenMP setup Ray workers get
+(``OMP_WAIT_POLICY=PASSIVE``, threads fixed at their cores), the local run too, so only Ray differs. Timed apart: starting (Ray's cluster and the workers'
 model loads, or the local load) and generating (the first request handed over to the last generation back,
 grading alongside, as the runner does it). The per-request overhead of the Ray path is its generation time
 minus the local one's, over the number of requests, with the same engine and cores: what chunks, streaming
@@ -32,10 +32,12 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def one_run(mode: str, problems: int, tokens: int, data_dir: str, out: Path) -> dict:
-    """In a child process: one sweep, its phases timed; OpenMP set up as the `cotbench` command does it."""
+    """In a child process: one sweep, its phases timed; OpenMP set up as Ray workers have it."""
+
     from cotbench.threads import prepare_process
 
-    prepare_process()  # before torch loads, in every mode alike
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # ray_workers._worker_env's; before torch loads
+    prepare_process()
     from cotbench.backends import make_backend
     from cotbench.config import RunConfig
     from cotbench.runner import run_sweep
