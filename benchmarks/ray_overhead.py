@@ -33,7 +33,6 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def one_run(mode: str, problems: int, tokens: int, data_dir: str, out: Path) -> dict:
     """In a child process: one sweep, its phases timed; OpenMP set up as Ray workers have it."""
-
     from cotbench.threads import prepare_process
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # ray_workers._worker_env's; before torch loads
