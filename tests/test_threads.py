@@ -219,8 +219,8 @@ def test_pace_reports_a_collapse_once():
 
 
 def test_the_command_governs_its_threads_and_keeps_the_users_count(tmp_path, tiny_model):
-    """`cotbench run` in its own process: "auto" with a governor whose work lands in the run's metadata; the
-    user's OMP_NUM_THREADS fixed instead."""
+    """`cotbench run` in its own process: "auto" with a governor whose work lands in the run's metadata (beside
+    the scheduler's prefill and decode times); the user's OMP_NUM_THREADS fixed instead."""
     import json
     import sqlite3
     import subprocess
@@ -238,7 +238,8 @@ def test_the_command_governs_its_threads_and_keeps_the_users_count(tmp_path, tin
         config = yaml.safe_load((out / "config.yaml").read_text())
         row = sqlite3.connect(out / "samples.sqlite").execute(
             "SELECT value FROM meta WHERE name = 'engine_stats'").fetchone()
-        stats = json.loads(row[0]) if row else {}
+        stats = json.loads(row[0])
+        assert stats["batcher"]["decode_steps"] > 0 and stats["batcher"]["prompt_tokens"] > 0
         if name == "auto":
             assert config["threads"] == "auto"
             if threads.usable_cpus() > 1:

@@ -159,8 +159,16 @@ class HFBackend:
                     self.thread_stats = governor.report()
 
     def stats(self) -> dict:
-        """For the run's metadata: how the thread governor adapted to other programs (cotbench.threads)."""
-        return {"threads": self.thread_stats} if getattr(self, "thread_stats", None) else {}
+        """For the run's metadata: where generation's time went (prefill and decode, the continuous scheduler)
+        and how the thread governor adapted to other programs (cotbench.threads)."""
+        from dataclasses import asdict
+
+        stats = {}
+        if getattr(self, "last_stats", None) is not None:
+            stats["batcher"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self.last_stats).items()}
+        if getattr(self, "thread_stats", None):
+            stats["threads"] = self.thread_stats
+        return stats
 
     def _generate_continuous(self, requests: Sequence[GenerationRequest], on_step) -> Iterator[list[Generation]]:
         from cotbench.backends.hf.continuous import ContinuousBatcher  # torch at import: not at config time
