@@ -44,6 +44,8 @@ class BatcherStats:
     full_batch_s: float = 0.0  # decode steps with every slot live
     full_batch_rows: int = 0
     kv_cache_bytes: int = 0  # the largest slot cache allocated
+    compactions: int = 0  # live rows moved to the front of the cache
+    compact_s: float = 0.0
 
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a pass of their own
@@ -153,9 +155,13 @@ class ContinuousBatcher:
     def _compact(self, cache: SlotCache, slots: list) -> list:
         """Live rows to the front, longest first; free slots after them. Decode then skips the free slots, and
         neighbouring rows have similar lengths, so grouped attention reads little past each row's end."""
+        started = time.perf_counter()
         live = sorted((i for i, row in enumerate(slots) if row is not None), key=lambda i: -slots[i].position)
         order = live + [i for i, row in enumerate(slots) if row is None]
-        cache.reorder(order)
+        # a live row's keys fill columns [0, position): its last token's are written by the next step
+        cache.reorder(order, max((slots[i].position for i in live), default=0))
+        self.stats.compactions += 1
+        self.stats.compact_s += time.perf_counter() - started
         return [slots[i] for i in order]
 
     def _rows_that_fit(self, capacity: int) -> int:

@@ -50,17 +50,20 @@ class SlotCache:
             return k_buf[:self._rows, :, :self._width], v_buf[:self._rows, :, :self._width]
         return k_buf[self._rows, :, :self._width], v_buf[self._rows, :, :self._width]
 
-    def reorder(self, order: list[int]) -> None:
+    def reorder(self, order: list[int], columns: int | None = None) -> None:
         """Slot i takes what slot ``order[i]`` held (``order`` is a permutation of all slots). Only the slots
-        that move are copied, in place: fresh buffers would cost page faults on hundreds of MB."""
+        that move are copied, in place: fresh buffers would cost page faults on hundreds of MB; and only their
+        first ``columns`` (None: all), the ones that hold keys: a slot's full capacity is most of a GB for the
+        default job's 250 rows, and copying it made compaction 7.6 s of a 101 s run."""
         moved = [i for i, source in enumerate(order) if source != i]
-        if not moved or not self.keys:
+        if not moved or not self.keys or columns == 0:
             return
         device = self.keys[0].device
         target = torch.tensor(moved, device=device)
         source = torch.tensor([order[i] for i in moved], device=device)
         for buffer in self.keys + self.values:
-            buffer[target] = buffer[source]  # the right side is gathered first, so moves may overlap
+            # the right side is gathered first, so moves may overlap
+            buffer[target, :, :columns] = buffer[source, :, :columns]
 
     def copy_from(self, other: "SlotCache", targets: list[int], sources: list[int], n_columns: int) -> None:
         """Slot ``targets[i]`` gets the first ``n_columns`` keys and values of ``other``'s slot ``sources[i]``

@@ -187,6 +187,11 @@ def test_slot_cache_writes_each_row_at_its_own_position():
     before = cache.keys[0].clone()
     cache.reorder([2, 0, 1])  # slot 0 takes slot 2's rows, slot 1 slot 0's, slot 2 slot 1's
     torch.testing.assert_close(cache.keys[0], before[[2, 0, 1]])
+    moved = cache.keys[0].clone()
+    cache.reorder([1, 0, 2], columns=2)  # only the columns that hold keys move; the rest stay where they were
+    torch.testing.assert_close(cache.keys[0][:2, :, :2], moved[[1, 0], :, :2])
+    torch.testing.assert_close(cache.keys[0][:, :, 2:], moved[:, :, 2:])
+    cache.reorder([1, 0, 2], columns=2)
     cache.bind(2, torch.tensor([[2], [3]]), width=4)  # the first two slots, as a view
     k, _ = cache.update(torch.ones(2, 1, 1, 2), torch.ones(2, 1, 1, 2), layer_idx=0)
     assert k.shape == (2, 1, 4, 2) and k.data_ptr() == cache.keys[0].data_ptr()
