@@ -6,9 +6,9 @@
 Writes benchmarks/results/<cpu kind>/ray_overhead.{json,md}. Three runs of the same sweep, each in its own
 process, one after another: the local engine (no Ray); ``--ray local`` with one worker holding every core;
 ``--ray local`` with two workers of one core each; each with the OpenMP setup Ray workers get
-(``OMP_WAIT_POLICY=PASSIVE``, threads fixed at their cores), the local run too, so only Ray differs. Timed apart: starting (Ray's cluster and the workers'
-model loads, or the local load) and generating (the first request handed over to the last generation back,
-grading alongside, as the runner does it). The per-request overhead of the Ray path is its generation time
+(``OMP_WAIT_POLICY=PASSIVE``, threads fixed at their cores), the local run too, so only Ray differs. Timed
+apart: starting (Ray's cluster and the workers' model loads, or the local load) and generating (the first
+request handed over to the last generation back, grading alongside, as the runner does it). The per-request overhead of the Ray path is its generation time
 minus the local one's, over the number of requests, with the same engine and cores: what chunks, streaming
 and the driver's bookkeeping add. On a 2-core machine two workers cannot beat one (each has half the cores
 and its own copy of the model); the figure shows what splitting costs there.

@@ -6,8 +6,8 @@ past the cores it really gets collapses: its threads spin waiting for a partner 
 decode step's matrix products measured 18.7x slower beside one busy process on 2 cores (issue 17).
 
 Two answers were measured (benchmarks/contention.py, and a 10-problem default job on an AMX Xeon):
-``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) survives contention but wakes its threads through the
-kernel hundreds of times per decode step: 1.26x slower on a quiet AMX Xeon (7 % on an AMD EPYC). One
+``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) survives contention but has the kernel wake its threads at
+each of a decode step's many parallel regions: 1.26x slower on a quiet AMX Xeon (7 % on an AMD EPYC). One
 thread fewer than the busy CPUs is as fast as PASSIVE under contention and costs nothing when quiet. So the
 CLI keeps libgomp's own spin-then-sleep policy and a :class:`ThreadGovernor` lowers torch's thread count
 while other programs keep CPUs busy, and raises it back when they stop. The CLI sets ``OMP_NUM_THREADS`` to
@@ -26,10 +26,7 @@ from pathlib import Path
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_self: Path = Path("/proc/self/cgroup")) -> int:
     """CPUs this process may run on: its affinity mask, capped by its cgroup's CPU quota (rounded up)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        n = os.cpu_count() or 1
+    n = len(_affinity())
     quota = cgroup_cpu_quota(cgroup_root, proc_self)
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
@@ -115,12 +112,13 @@ def controlled_threads(setting: str | int | None):
     before = torch.get_num_threads()
     governor = None
     try:
+        usable = usable_cpus() if setting == "auto" else None
         if setting != "auto":
             torch.set_num_threads(int(setting))
-        elif usable_cpus() < len(_affinity()):
-            torch.set_num_threads(usable_cpus())  # a cgroup quota: /proc/stat would count the host's load against us
+        elif usable < len(_affinity()):
+            torch.set_num_threads(usable)  # a cgroup quota: /proc/stat would count the host's load against us
         else:
-            governor = ThreadGovernor(usable_cpus(), set_threads=torch.set_num_threads)
+            governor = ThreadGovernor(usable, set_threads=torch.set_num_threads)
             if not governor.active:
                 torch.set_num_threads(governor.most)
                 governor = None
@@ -151,8 +149,9 @@ class ThreadGovernor:
         self.threads, self._higher = self.most, 0
         self.seconds: dict[int, float] = {}  # time spent at each thread count
         self.changes = 0
-        self.active = self.most > 1 and self._busy_s() is not None
-        self._mark = (self._clock(), self._busy_s(), self._own()) if self.active else None
+        busy = self._busy_s()
+        self.active = self.most > 1 and busy is not None
+        self._mark = (self._clock(), busy, self._own())
         if self.active:
             self._set(self.threads)
 
@@ -209,6 +208,7 @@ class ThreadGovernor:
 
 
 def _affinity() -> set[int]:
+    """The CPUs this process may run on (all of them where there is no affinity mask: macOS, Windows)."""
     try:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -107,6 +107,7 @@ class HFBackend:
         self.attention_groups, self.share_prefix, self.decode_kernel, self.lean_decode = True, True, True, True
         self.lora_kernel = True  # bf16 CPU valve layers: the LoRA up-projection in C (cpu_kernels.lora_up)
         self.scheduler, self._strengths = scheduler, None
+        self.last_stats = self.thread_stats = None  # the last generate call's scheduler and thread records
         self._n_params = sum(p.numel() for p in self.model.parameters())  # before LoRA layers are added
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end at the same column
         if self.tokenizer.pad_token_id is None:
@@ -154,9 +155,8 @@ class HFBackend:
                     yield from self._generate_static(requests)
                 else:
                     yield from self._generate_continuous(requests, governor.tick if governor else None)
-            finally:
-                if governor is not None:
-                    self.thread_stats = governor.report()
+            finally:  # this call's record, also when it stopped early
+                self.thread_stats = governor.report() if governor else None
 
     def stats(self) -> dict:
         """For the run's metadata: where generation's time went (prefill and decode, the continuous scheduler)
@@ -164,9 +164,9 @@ class HFBackend:
         from dataclasses import asdict
 
         stats = {}
-        if getattr(self, "last_stats", None) is not None:
+        if self.last_stats is not None:
             stats["batcher"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self.last_stats).items()}
-        if getattr(self, "thread_stats", None):
+        if self.thread_stats:
             stats["threads"] = self.thread_stats
         return stats
 
