@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_record, results_dir  # noqa: E402
+from machine import machine_record, matmul_ceiling, results_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -57,53 +57,6 @@ def rss_mb(field: str = "VmRSS") -> float:
 def reset_peak_rss() -> None:
     """Linux: restart VmHWM, so the peak after this point excludes the model loader's transient copies."""
     Path("/proc/self/clear_refs").write_text("5")
-
-
-# SmolLM2-135M's linear layers (in, out): q, k, v, o, gate, up, down per layer (30 of them), and the output layer
-MODEL_LAYERS = [(576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)]
-OUTPUT_LAYER, N_LAYERS = (576, 49152), 30
-
-
-def measure_ceiling(dtype: str, rows: int = 256) -> dict:
-    """Matmul FLOP/s two ways, best of three rounds each: 2048³ (the textbook figure) and the model's own decode
-    shapes at ``rows`` rows (every linear layer of a decode step, each weighted by how often a step runs it).
-    Decode is quoted against the higher of the two."""
-    import torch
-    import torch.nn.functional as F
-
-    from cotbench.backends.hf import pick_dtype
-
-    torch_dtype = pick_dtype(dtype, "cpu")
-
-    def best_rate(step, flops: float, reps: int) -> float:
-        for _ in range(3):
-            step()
-        best = 0.0
-        for _ in range(3):  # best of three rounds: the machine is shared
-            started = time.perf_counter()
-            for _ in range(reps):
-                step()
-            best = max(best, flops * reps / (time.perf_counter() - started))
-        return best
-
-    n = 2048
-    a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
-    square = best_rate(lambda: a @ b, 2 * n ** 3, 8)
-    weights = [torch.randn(o, i, dtype=torch_dtype) for i, o in MODEL_LAYERS]
-    output = torch.randn(OUTPUT_LAYER[1], OUTPUT_LAYER[0], dtype=torch_dtype)
-    x = {i: torch.randn(rows, i, dtype=torch_dtype) for i in {i for i, _ in MODEL_LAYERS}}
-
-    def decode_matmuls():
-        for _ in range(N_LAYERS):
-            for w in weights:
-                F.linear(x[w.shape[1]], w)
-        F.linear(x[576], output)
-
-    flops = 2 * rows * (N_LAYERS * sum(i * o for i, o in MODEL_LAYERS) + OUTPUT_LAYER[0] * OUTPUT_LAYER[1])
-    shapes = best_rate(decode_matmuls, flops, 2)
-    return {"dtype": str(torch_dtype).replace("torch.", ""), "matmul_gflops": round(max(square, shapes) / 1e9, 1),
-            "square_2048_gflops": round(square / 1e9, 1), "model_shapes_gflops": round(shapes / 1e9, 1),
-            "model_shapes_rows": rows, "threads": torch.get_num_threads()}
 
 
 def measure_load(args) -> dict:
@@ -331,7 +284,7 @@ def main() -> None:
         args.batch_size = int(args.batch_size)
 
     if args.child:
-        measure = {"ceiling": lambda a: measure_ceiling(a.dtype), "cotbench": measure_cotbench, "vllm": measure_vllm,
+        measure = {"ceiling": lambda a: matmul_ceiling(a.dtype), "cotbench": measure_cotbench, "vllm": measure_vllm,
                    "lmeval": measure_lmeval, "memory": measure_memory, "load": measure_load}[args.child]
         Path(args.child_out).write_text(json.dumps(measure(args)))
         return
