@@ -51,22 +51,14 @@ class PackedLinear(nn.Module):
 def pack_linear_layers(model: nn.Module) -> int:
     """Swap every ``nn.Linear`` of ``model`` for a :class:`PackedLinear`, in place; returns how many.
 
-    A weight another module shares (an output layer tied to the input embeddings) stays plain: packing it
-    would keep a second copy of it (54 MB for SmolLM2's embeddings) for the other user."""
-    shared = _shared_weights(model)
+    An output layer tied to the input embeddings is packed too, as a copy: the embedding lookup keeps the
+    plain weight. That costs the copy (54 MB for SmolLM2-135M) and makes the output layer's GEMM, the
+    largest of a decode step, 1.5× (256 rows) to 2.5× (64 rows) faster: the plain weight would be reordered
+    on every call (measured side by side on the AMX Xeon, 2026-12-03)."""
     swapped = 0
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear and id(child.weight) not in shared:
+            if type(child) is nn.Linear:
                 setattr(module, child_name, PackedLinear(child))
                 swapped += 1
     return swapped
-
-
-def _shared_weights(model: nn.Module) -> set[int]:
-    """ids of parameters that more than one module holds."""
-    seen: dict[int, int] = {}
-    for module in model.modules():
-        for parameter in module.parameters(recurse=False):
-            seen[id(parameter)] = seen.get(id(parameter), 0) + 1
-    return {key for key, count in seen.items() if count > 1}

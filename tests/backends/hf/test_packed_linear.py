@@ -55,14 +55,21 @@ def test_the_backend_packs_bf16_on_cpu_and_leaves_fp32_alone(tiny_model, tiny_va
     assert HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16", pack_weights=False).packed_layers == 0
 
 
-def test_an_output_layer_tied_to_the_embeddings_stays_plain(tiny_model, bf16_cpu):
+def test_an_output_layer_tied_to_the_embeddings_is_packed_as_a_copy(tiny_model, bf16_cpu):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     config = LlamaConfig.from_pretrained(tiny_model)
     config.tie_word_embeddings = True
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
     assert model.lm_head.weight is model.model.embed_tokens.weight
+    embeddings = model.model.embed_tokens.weight.detach().clone()
+    ids = torch.tensor([[5, 9, 14, 30, 7]])
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
     packed = pack_linear_layers(model)
     assert packed == sum(type(m) is PackedLinear for m in model.modules()) > 0
-    # packing it would keep a second copy of the embeddings
-    assert type(model.lm_head) is nn.Linear and model.lm_head.weight is model.model.embed_tokens.weight
+    # the output layer multiplies a packed copy; the embedding lookup keeps the plain weight, unchanged
+    assert type(model.lm_head) is PackedLinear and torch.equal(model.lm_head.dense_weight(), embeddings)
+    assert torch.equal(model.model.embed_tokens.weight, embeddings)
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids).logits, before)
