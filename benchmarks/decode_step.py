@@ -14,10 +14,9 @@ greedy pick.
 
 In a round each variant runs a burst of ``--burst`` steps back to back, as the batcher's decode loop runs
 them. The first step of a burst finds the CPU caches full of the variant timed before it and is reported
-apart ("cold"); the rest are the decode loop's steady state ("step"), the figure quoted. The two differ most
-where the last-level cache holds the whole model (a 480 MiB L3 and 270 MB of bf16 weights: 1.4-1.8× on the
-AMX Xeon); timing one step per variant in turn, as this benchmark did until 2026-12-03, measured only the
-cold step. Reported: the median step over the rounds, tokens/s, the speed-up over the variant before it,
+apart ("cold"); the rest are the decode loop's steady state ("step"), the figure quoted. (On the AMX Xeon,
+2026-12-03, the two were within 3 % of each other: the variants' weights are not what the caches hold
+between steps.) Reported: the median step over the rounds, tokens/s, the speed-up over the variant before it,
 the fraction of the machine's matmul ceiling (measured first, in the same invocation: the higher of 2048³
 and the model's own shapes, as sweep_speed.py measures it), and how often each variant's greedy token
 agrees with the first one's (bf16 rounding differs between them, so not always; transformers' fp32

@@ -99,9 +99,10 @@ def test_columns_past_a_rows_length_are_never_read(kernel, heads, kv_heads, dim,
 
 
 @pytest.mark.parametrize("scale_per", ["row", "batch", "prompt"])
-def test_lora_up_adds_the_scaled_up_projection_rounding_once(kernel, scale_per):
+@pytest.mark.parametrize("rank", [1, 4, 5, 8, 16])  # 1, 4, 8: the unrolled rows; 5, 16: the blocked loop
+def test_lora_up_adds_the_scaled_up_projection_rounding_once(kernel, scale_per, rank):
     torch.manual_seed(0)
-    rows, n, rank = 12, 300, 4
+    rows, n = 12, 700  # 700 columns: the blocked loop's 512-column blocks and a partial one
     both = torch.randn(rows, n + rank).to(torch.bfloat16)  # one GEMM's output: base columns, then rank-r ones
     base, low = both.split([n, rank], dim=-1)
     up = torch.randn(n, rank).to(torch.bfloat16)
