@@ -133,7 +133,8 @@ def main() -> None:
     if args.quick:
         args.rows, args.rounds = "16", 3
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args.burst = max(2, args.burst)
+    if args.burst < 2:
+        parser.error("--burst must be at least 2: the first step of each burst is timed apart as the cold one")
     started = time.perf_counter()
     machine_before = machine_record()
     ceiling = matmul_ceiling(args.dtype)
@@ -147,11 +148,11 @@ def main() -> None:
     name = ("decode_step_quick" if args.quick else "decode_step") + ("" if args.dtype == "bfloat16" else f"_{args.dtype}")
     out = results_dir()  # benchmarks/results/<cpu kind>/
     wall = round(time.perf_counter() - started, 1)
-    (out / f"{name}.json").write_text(json.dumps({"machine_before": machine_before, "machine": machine_record(),
+    machine = machine_record()  # after: its load average closes the run
+    (out / f"{name}.json").write_text(json.dumps({"machine_before": machine_before, "machine": machine,
                                                   "rounds": args.rounds, "burst": args.burst, "dtype": args.dtype,
                                                   "ceiling": {**ceiling, "tok_per_s": round(ceiling_tok_s, 1)},
                                                   "results": results, "wall_s": wall}, indent=1))
-    machine = machine_record()
     lines = ["# Decode step, side by side", "",
              f"{machine['cpu']} ({machine['kind']}), {machine['usable_cpus']} usable CPUs, load average "
              f"{machine_before['load_average'][0]:.2f} before, {machine['load_average'][0]:.2f} after.", "",

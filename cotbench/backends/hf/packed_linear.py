@@ -6,10 +6,12 @@ each weight once (``torch.ops.mkldnn._reorder_linear_weight``, what torch's indu
 weights) gives the same numbers bit for bit, at any row count (tested), and on the decode shapes of
 SmolLM2-135M ran a cold-cache GEMM 1.3× (128 rows) to 1.9× (16 rows) faster (measured side by side).
 
-The plain weight is dropped once it is packed, so the model takes no more memory than before; the packed
-tensor can only be multiplied, so this is for inference only (``pack_linear_layers`` is called by the
-backend after the valve is attached). fp32 stays on ``F.linear``: it is the reference the static path
-is checked against.
+The plain weight is dropped once it is packed, so the model takes no more memory than before, except for
+an output layer tied to the embeddings, whose plain weight the embedding lookup still holds (see
+:func:`pack_linear_layers`); the packed tensor can only be multiplied, so this is for inference only
+(``pack_linear_layers`` is called by the backend after the valve is attached). fp32 stays on ``F.linear``:
+it is the reference the static path is checked against, and neither oneDNN's nor MKL's packed fp32 path
+paid here (measured 2026-12-03, README).
 """
 from __future__ import annotations
 
