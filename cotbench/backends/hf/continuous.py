@@ -44,8 +44,9 @@ class BatcherStats:
     full_batch_s: float = 0.0  # decode steps with every slot live
     full_batch_rows: int = 0
     kv_cache_bytes: int = 0  # the largest slot cache allocated
-    compactions: int = 0  # live rows moved to the front of the cache
-    compact_s: float = 0.0
+    compactions: int = 0  # live rows moved to the front of the cache, longest first (at each refill)
+    hole_fills: int = 0  # between refills: live rows moved into free slots nearer the front
+    compact_s: float = 0.0  # both kinds of moves
 
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a pass of their own
@@ -123,9 +124,11 @@ class ContinuousBatcher:
                 live = sum(row is not None for row in slots)
                 front = _front(slots)  # decode computes slots [0, front): live rows and the holes between them
                 admit = bool(queue) and (len(slots) - live >= min(self.refill_at, len(queue)) or live == 0)
-                if admit or front - live >= self.refill_at:
+                if admit:
                     slots = self._compact(cache, slots)
                     self._release_freed_memory()
+                elif _round_up(front, SHAPE_STEP) - _round_up(live, SHAPE_STEP) >= SHAPE_STEP:
+                    slots = self._fill_holes(cache, slots)
                 if admit:
                     free = list(range(live, len(slots)))
                     admitted = queue[:len(free)]
@@ -163,6 +166,26 @@ class ContinuousBatcher:
         self.stats.compactions += 1
         self.stats.compact_s += time.perf_counter() - started
         return [slots[i] for i in order]
+
+    def _fill_holes(self, cache: SlotCache, slots: list) -> list:
+        """Move the live rows past the first ``round_up(live)`` slots into the free slots before it, so decode
+        computes no more rows than the live ones rounded up. Between refills rows finish one by one and leave
+        holes that decode would still compute: 22 % of the default job's decode rows were holes while they
+        waited for a full compaction (at 31 of 250 free slots). Only the rows that move are copied, each
+        once, so every finished row costs at most one row's copy; the longest-first order is restored at
+        the next refill (only the SDPA fallback's grouping, not the C kernels, reads better for it)."""
+        started = time.perf_counter()
+        end = _round_up(sum(row is not None for row in slots), SHAPE_STEP)
+        holes = [i for i in range(min(end, len(slots))) if slots[i] is None]
+        movers = [i for i in range(end, len(slots)) if slots[i] is not None]
+        holes = holes[:len(movers)]
+        cache.move(holes, movers, max(slots[i].position for i in movers))
+        slots = list(slots)
+        for hole, mover in zip(holes, movers):
+            slots[hole], slots[mover] = slots[mover], None
+        self.stats.hole_fills += 1
+        self.stats.compact_s += time.perf_counter() - started
+        return slots
 
     def _rows_that_fit(self, capacity: int) -> int:
         """Rows whose KV cache fits in half the memory free now: a long max_new_tokens lowers the batch

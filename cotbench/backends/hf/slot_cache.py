@@ -9,8 +9,16 @@ Slots can be reordered in place (:meth:`reorder`), so the batcher can keep live 
 
 The model only calls ``update(key, value, layer_idx, ...)`` when it is handed a 4D mask and explicit
 position ids, so this class needs no more of transformers' Cache interface.
+
+On a CPU the buffers are zero pages the OS hands out untouched (:func:`lazy_zeros`): a slot cache is sized
+for every row at its longest (3.4 GB for the default job's 250 rows in bf16, twice that in fp32), but most
+rows stop early. Filled with zeros up front it took 4.5 GB of resident memory and most of the default job's
+11-12 s of prefill; untouched, a page costs nothing until a row's keys reach it (2.4 GB peak, prefill 5-6 s,
+the page faults moved into decode: about 2 s more there; AMX Xeon, 2026-12-03).
 """
 from __future__ import annotations
+
+import mmap
 
 import torch
 
@@ -56,14 +64,17 @@ class SlotCache:
         first ``columns`` (None: all), the ones that hold keys: a slot's full capacity is most of a GB for the
         default job's 250 rows, and copying it made compaction 7.6 s of a 101 s run."""
         moved = [i for i, source in enumerate(order) if source != i]
-        if not moved or not self.keys or columns == 0:
+        self.move(moved, [order[i] for i in moved], columns)
+
+    def move(self, targets: list[int], sources: list[int], columns: int | None = None) -> None:
+        """Slot ``targets[i]`` takes the first ``columns`` (None: all) keys and values of slot ``sources[i]``;
+        the other slots keep theirs. The sources are read before any target is written, so they may overlap."""
+        if not targets or not self.keys or columns == 0:
             return
         device = self.keys[0].device
-        target = torch.tensor(moved, device=device)
-        source = torch.tensor([order[i] for i in moved], device=device)
+        target, source = torch.tensor(targets, device=device), torch.tensor(sources, device=device)
         for buffer in self.keys + self.values:
-            # the right side is gathered first, so moves may overlap
-            buffer[target, :, :columns] = buffer[source, :, :columns]
+            buffer[target, :, :columns] = buffer[source, :, :columns]  # the right side is gathered first
 
     def copy_from(self, other: "SlotCache", targets: list[int], sources: list[int], n_columns: int) -> None:
         """Slot ``targets[i]`` gets the first ``n_columns`` keys and values of ``other``'s slot ``sources[i]``
@@ -81,11 +92,29 @@ class SlotCache:
     def _add_layer(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Buffers for the next layer, with the heads, head size, dtype and device of ``keys``/``values``."""
         shape = (self.n_slots, keys.shape[1], self.capacity + 1, keys.shape[3])
-        self.keys.append(torch.zeros(shape, dtype=keys.dtype, device=keys.device))
-        self.values.append(torch.zeros(shape, dtype=values.dtype, device=values.device))
+        self.keys.append(lazy_zeros(shape, keys.dtype, keys.device))
+        self.values.append(lazy_zeros(shape, values.dtype, values.device))
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """``torch.zeros(shape)`` whose memory is touched only where it is written or read.
+
+    torch's CPU allocator fills a new tensor with zeros, touching every page at once. An anonymous memory map
+    is zero pages the OS fills on first touch, so memory no row reaches costs neither time nor resident
+    memory. Small pages (``MADV_NOHUGEPAGE``): a row's keys per head are tens of KB, so one 2 MB huge page
+    spans dozens of rows, and the first prefill would touch, and zero, nearly all of them (numpy's calloc
+    zeros, which ask for huge pages, did: 1.2 s more per prefill pass). The map is freed with the tensor.
+    Elsewhere (GPUs) it is plain ``torch.zeros``."""
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    n_bytes = max(1, dtype.itemsize * torch.Size(shape).numel())
+    memory = mmap.mmap(-1, n_bytes)
+    if hasattr(memory, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux; elsewhere the OS's own choice
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return torch.frombuffer(memory, dtype=torch.uint8)[:dtype.itemsize * torch.Size(shape).numel()].view(dtype).view(shape)
 
 
 def attention_mask(positions: torch.Tensor, width: int, dtype: torch.dtype, additive: bool) -> torch.Tensor:
