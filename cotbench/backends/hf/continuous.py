@@ -128,7 +128,7 @@ class ContinuousBatcher:
                     slots = self._compact(cache, slots)
                     self._release_freed_memory()
                 elif _round_up(front, SHAPE_STEP) - _round_up(live, SHAPE_STEP) >= SHAPE_STEP:
-                    slots = self._fill_holes(cache, slots)
+                    self._fill_holes(cache, slots, live)
                 if admit:
                     free = list(range(live, len(slots)))
                     admitted = queue[:len(free)]
@@ -167,25 +167,22 @@ class ContinuousBatcher:
         self.stats.compact_s += time.perf_counter() - started
         return [slots[i] for i in order]
 
-    def _fill_holes(self, cache: SlotCache, slots: list) -> list:
-        """Move the live rows past the first ``round_up(live)`` slots into the free slots before it, so decode
+    def _fill_holes(self, cache: SlotCache, slots: list, live: int) -> None:
+        """Move the ``live`` rows past the first ``round_up(live)`` slots into the free slots before it, so decode
         computes no more rows than the live ones rounded up. Between refills rows finish one by one and leave
         holes that decode would still compute: 22 % of the default job's decode rows were holes while they
         waited for a full compaction (at 31 of 250 free slots). Only the rows that move are copied, each
         once, so every finished row costs at most one row's copy; the longest-first order is restored at
         the next refill (only the SDPA fallback's grouping, not the C kernels, reads better for it)."""
         started = time.perf_counter()
-        end = _round_up(sum(row is not None for row in slots), SHAPE_STEP)
-        holes = [i for i in range(min(end, len(slots))) if slots[i] is None]
+        end = _round_up(live, SHAPE_STEP)
         movers = [i for i in range(end, len(slots)) if slots[i] is not None]
-        holes = holes[:len(movers)]
+        holes = [i for i in range(min(end, len(slots))) if slots[i] is None][:len(movers)]
         cache.move(holes, movers, max(slots[i].position for i in movers))
-        slots = list(slots)
-        for hole, mover in zip(holes, movers):
+        for hole, mover in zip(holes, movers):  # in place: the caller's list
             slots[hole], slots[mover] = slots[mover], None
         self.stats.hole_fills += 1
         self.stats.compact_s += time.perf_counter() - started
-        return slots
 
     def _rows_that_fit(self, capacity: int) -> int:
         """Rows whose KV cache fits in half the memory free now: a long max_new_tokens lowers the batch

@@ -5,7 +5,7 @@ all rows share one length. Continuous batching needs rows that start, grow and f
 so this cache preallocates ``slots × capacity`` and writes each new key/value at the row's own position.
 Attention reads columns ``[0, width)``; the 4D mask built by :func:`attention_mask` hides what a row
 has not written. Column ``capacity`` is scratch: padding tokens write there and nothing reads it.
-Slots can be reordered in place (:meth:`reorder`), so the batcher can keep live rows first, longest first.
+Slots can be reordered or moved in place (:meth:`reorder`, :meth:`move`), so the batcher can keep live rows first, longest first.
 
 The model only calls ``update(key, value, layer_idx, ...)`` when it is handed a 4D mask and explicit
 position ids, so this class needs no more of transformers' Cache interface.
@@ -110,11 +110,11 @@ def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tens
     Elsewhere (GPUs) it is plain ``torch.zeros``."""
     if torch.device(device).type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
-    n_bytes = max(1, dtype.itemsize * torch.Size(shape).numel())
-    memory = mmap.mmap(-1, n_bytes)
+    n_bytes = dtype.itemsize * torch.Size(shape).numel()
+    memory = mmap.mmap(-1, max(1, n_bytes))  # a map cannot be empty
     if hasattr(memory, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux; elsewhere the OS's own choice
         memory.madvise(mmap.MADV_NOHUGEPAGE)
-    return torch.frombuffer(memory, dtype=torch.uint8)[:dtype.itemsize * torch.Size(shape).numel()].view(dtype).view(shape)
+    return torch.frombuffer(memory, dtype=torch.uint8)[:n_bytes].view(dtype).view(shape)
 
 
 def attention_mask(positions: torch.Tensor, width: int, dtype: torch.dtype, additive: bool) -> torch.Tensor:
