@@ -47,7 +47,9 @@ class RunConfig:
     token_budget: int | None = _PROMPT.token_budget
     # Generation
     backend: str = "hf"  # hf | vllm | openai (cotbench.backends)
-    max_new_tokens: int = _SAMPLING.max_new_tokens
+    # None: the tasks' own cap (a task may carry one, as the embedded arithmetic task does; the largest of the
+    # run's tasks), else SamplingSettings' default. Resolved by generation_cap(); files record the number.
+    max_new_tokens: int | None = None
     temperature: float = _SAMPLING.temperature
     top_p: float = _SAMPLING.top_p
     seed: int = _SAMPLING.seed
@@ -245,8 +247,16 @@ class RunConfig:
         return PromptConfig(self.instruction or task_instruction or _PROMPT.instruction, self.system_prompt,
                             self.n_shot, self.token_budget)
 
+    def generation_cap(self) -> int:
+        """max_new_tokens as given, else the largest cap of the run's tasks (the default for a task without one)."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        from cotbench.adapters import TASKS
+
+        return max(getattr(TASKS.get(task), "max_new_tokens", _SAMPLING.max_new_tokens) for task in self.tasks)
+
     def sampling(self) -> SamplingSettings:
-        return SamplingSettings(self.max_new_tokens, float(self.temperature), float(self.top_p), self.seed, self.stop)
+        return SamplingSettings(self.generation_cap(), float(self.temperature), float(self.top_p), self.seed, self.stop)
 
     def out_dir(self) -> Path:
         if self.out:
@@ -265,6 +275,7 @@ class RunConfig:
         """The settings as files record them: portable, so a config.yaml runs on another machine (the
         shipped valve is "default", not this install's path)."""
         settings = {k: _jsonable(v) for k, v in asdict(self).items()}
+        settings["max_new_tokens"] = self.generation_cap()  # the number generation used, not "the tasks' own"
         from cotbench.valve.default import default_valve
 
         shipped = default_valve()

@@ -42,10 +42,27 @@ def test_each_default_is_defined_once():
     config = RunConfig()
     for record in (DataOptions(), PromptConfig(), SamplingSettings()):
         for f in fields(record):
-            if hasattr(config, f.name) and f.name not in ("data_dir", "data_file", "instruction"):
+            if hasattr(config, f.name) and f.name not in ("data_dir", "data_file", "instruction", "max_new_tokens"):
                 assert getattr(config, f.name) == getattr(record, f.name), f.name
     # The instruction is left to the task unless the run gives one; without a task's own, the prompt default.
     assert config.instruction is None and config.prompt_config() == PromptConfig()
     assert config.prompt_config("task's own").instruction == "task's own"
     assert RunConfig(instruction="mine").prompt_config("task's own").instruction == "mine"
     assert TASKS.get("arithmetic").load(DataOptions(), None) == TASKS.get("arithmetic").load(config.data_options(), None)
+
+
+def test_the_generation_cap_is_the_tasks_own_unless_the_run_gives_one():
+    """A task may carry its own max_new_tokens (the embedded arithmetic task does); a run takes the largest of
+    its tasks' caps, a task without one counting as SamplingSettings' default, and a cap given always wins.
+    Files record the number used, so a saved config.yaml reruns the same sweep whatever the defaults become."""
+    from cotbench.adapters import TASKS
+    from cotbench.records import SamplingSettings
+
+    own, general = TASKS.get("arithmetic").max_new_tokens, SamplingSettings().max_new_tokens
+    assert own < general
+    assert RunConfig().max_new_tokens is None and RunConfig().sampling().max_new_tokens == own
+    assert RunConfig(tasks=("gsm8k",)).sampling().max_new_tokens == general
+    assert RunConfig(tasks=("arithmetic", "gsm8k")).sampling().max_new_tokens == general
+    assert RunConfig(max_new_tokens=64).sampling().max_new_tokens == 64
+    assert RunConfig().to_dict()["max_new_tokens"] == own and RunConfig().identity()["max_new_tokens"] == own
+    assert RunConfig(tasks=("gsm8k",)).identity()["max_new_tokens"] == general

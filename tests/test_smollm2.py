@@ -86,7 +86,7 @@ def test_smollm2_sweep_over_alpha_on_gsm8k(base_backend, smol_valve, tmp_path):
 
 
 def test_the_default_run_shows_a_real_trade_off(tmp_path):
-    """`cotbench run` as shipped (the shipped valve, the embedded arithmetic task, 50 problems × 5 α): the base
+    """`cotbench run` as shipped (the shipped valve, the embedded arithmetic task, 30 problems × 5 α, its 256-token cap): the base
     is off the floor, some α shortens the chains at least 2× (interval reported), and the accuracy change
     against the base comes with its interval and McNemar p."""
     from cotbench.config import RunConfig

@@ -73,6 +73,11 @@ class ArithmeticTask:
     # The standard "Please reason step by step" instruction drives SmolLM2-135M into 300-token rambles that get
     # about one in ten of these right (floor); this one leaves it at about one in four at α = 0.
     instruction: str = "Think it through, then put your final answer within \\boxed{}."
+    # Its own generation cap (used unless the run gives one). Answers take 20-40 tokens at the valve's best α;
+    # what the base model has not finished by 256 it rambles on to any cap (at 512: 28 of 250 rows, over half
+    # the default job's decode work, one of them right), so the default job stays a few minutes on a CPU
+    # without bf16 matmuls.
+    max_new_tokens: int = 256
 
     def load(self, options: DataOptions, limit: int | None = None) -> list[Problem]:
         if options.difficulty < 1 or options.n_generated < 1:

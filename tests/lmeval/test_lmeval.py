@@ -117,6 +117,20 @@ def test_task_files_ship_in_the_package_and_the_top_level_folder_is_the_same():
     assert (REPO / "tasks").resolve() == TASKS_DIR.resolve()
 
 
+def test_lm_eval_tasks_take_the_same_generation_cap_as_cotbench_run():
+    """The arithmetic task carries its own cap; lm-eval's copy of the task asks for the same one, the others
+    for `cotbench run`'s general default."""
+    from lm_eval.tasks import TaskManager
+
+    from cotbench.adapters import TASKS
+
+    tasks = TaskManager(include_path=str(TASKS_DIR)).load_task_or_group(["cotbench_arithmetic", "cotbench_aime24"])
+    assert tasks["cotbench_arithmetic"].config.generation_kwargs["max_gen_toks"] == \
+        RunConfig().sampling().max_new_tokens == TASKS.get("arithmetic").max_new_tokens
+    assert tasks["cotbench_aime24"].config.generation_kwargs["max_gen_toks"] == \
+        RunConfig(tasks=("aime24",)).sampling().max_new_tokens
+
+
 def test_valve_model_loglikelihoods_run_at_the_asked_alpha(tiny_model, tiny_valve):
     import torch
     from transformers import AutoModelForCausalLM
