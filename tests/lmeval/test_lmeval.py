@@ -124,7 +124,7 @@ def test_lm_eval_tasks_take_the_same_generation_cap_as_cotbench_run():
 
     from cotbench.adapters import TASKS
 
-    tasks = TaskManager(include_path=str(TASKS_DIR)).load_task_or_group(["cotbench_arithmetic", "cotbench_aime24"])
+    tasks = TaskManager(include_path=str(TASKS_DIR)).load(["cotbench_arithmetic", "cotbench_aime24"])["tasks"]
     assert tasks["cotbench_arithmetic"].config.generation_kwargs["max_gen_toks"] == \
         RunConfig().sampling().max_new_tokens == TASKS.get("arithmetic").max_new_tokens
     assert tasks["cotbench_aime24"].config.generation_kwargs["max_gen_toks"] == \

@@ -122,7 +122,21 @@ class HFBackend:
         self.packed_layers = pack_linear_layers(self.model) if pack_weights and packing_applies(self.model) else 0
         if self.packed_layers:
             release_freed_memory()  # the plain weights just dropped
+        # fp32 on an AVX2 CPU without AVX-512: linear layers take few rows (a decode step's tail) in C
+        self.small_linear_layers = self._small_linear_layers() if pack_weights else 0
         self._eos_ids = self._collect_eos_ids()
+
+    def _small_linear_layers(self) -> int:
+        from cotbench.backends.hf.cpu_kernels import load_library, small_linear_applies
+        from cotbench.backends.hf.small_linear import small_linear_layers
+
+        import torch
+
+        weight = next(self.model.parameters())
+        if weight.device.type != "cpu" or weight.dtype != torch.float32:
+            return 0
+        library = load_library()
+        return small_linear_layers(self.model, library) if small_linear_applies(library) else 0
 
     def _collect_eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
