@@ -29,7 +29,7 @@ class DataOptions:
     id_field: str | None = None  # None: the 1-based line number
     answer_format: str = "auto"  # auto | gsm8k ("#### N") | boxed (last \boxed{}) | raw
     # The embedded `arithmetic` task.
-    n_generated: int = 30  # problems: 30 × 5 α in a few minutes on a 2-core CPU (fp32, AVX2), intervals ~±17 points
+    n_generated: int = 30  # problems: 30 × 5 α, about 27 s (AMX, bf16) to ~130 s (AVX2, fp32, estimated) on 2 cores; intervals ~±17 points
     difficulty: int = 1  # one single-digit addition: SmolLM2-135M lands off the floor (arithmetic.py)
     seed: int = 0
 

@@ -11,7 +11,7 @@ The model only calls ``update(key, value, layer_idx, ...)`` when it is handed a 
 position ids, so this class needs no more of transformers' Cache interface.
 
 On a CPU the buffers are zero pages the OS hands out untouched (:func:`lazy_zeros`): a slot cache is sized
-for every row at its longest (3.4 GB for the default job's 250 rows in bf16, twice that in fp32), but most
+for every row at its longest (3.4 GB for the 50-problem default job's 250 rows in bf16, twice that in fp32), but most
 rows stop early. Filled with zeros up front it took 4.5 GB of resident memory and most of the default job's
 11-12 s of prefill; untouched, a page costs nothing until a row's keys reach it (2.4 GB peak, prefill 5-6 s,
 the page faults moved into decode: about 2 s more there; AMX Xeon, 2026-12-03).

@@ -1,0 +1,68 @@
+"""The default job (`cotbench run`), alone, a few rounds: wall seconds and the scheduler's own times.
+
+    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2]
+
+--hold-to-avx2 runs fp32 with oneDNN, MKL and ATen limited to AVX2 and cotbench's kernels built for
+x86-64-v3 (AVX2/FMA, no AVX-512): on an AVX-512 machine, the code paths an AVX2-only CPU takes. Its
+figures are this machine's, held back, not an AVX2 machine's (clocks, caches and memory differ); the
+README gives the factor measured between the two once. Run it alone: anything else busy on the CPU
+changes the figures. Writes benchmarks/results/<cpu kind>/default_job[_avx2_held].json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_record, results_dir  # noqa: E402
+
+# The CLI, its kernels built for x86-64-v3 (build_library's default instruction set, read when it is defined).
+_AVX2_CLI = ("import sys; import cotbench.backends.hf.cpu_kernels as k; k.MARCH = 'x86-64-v3'; "
+             "k.build_library.__defaults__ = ('x86-64-v3',); from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
+_AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def _engine_stats(out: str) -> dict:
+    row = sqlite3.connect(f"{out}/samples.sqlite").execute("SELECT value FROM meta WHERE name = 'engine_stats'").fetchone()
+    batcher = json.loads(row[0]).get("batcher", {}) if row else {}
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in batcher.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hold-to-avx2", action="store_true")
+    args = parser.parse_args()
+    env = dict(os.environ, **(_AVX2_ENV if args.hold_to_avx2 else {}))
+    cli = [sys.executable, "-c", _AVX2_CLI] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
+    extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
+    record = {"machine": machine_record(), "held_to_avx2": args.hold_to_avx2, "env": _AVX2_ENV if args.hold_to_avx2 else {},
+              "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        # a warm-up so the GGUF conversion and the kernel build are cached and no timed run pays for them
+        subprocess.run([*cli, "run", *extra, "--limit", "1", "--alphas", "0", "--out", f"{tmp}/warm"], env=env,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for round_ in range(args.rounds):
+            out = f"{tmp}/{round_}"
+            load_before, started = os.getloadavg(), time.perf_counter()
+            subprocess.run([*cli, "run", *extra, "--out", out], env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            run = {"round": round_ + 1, "wall_s": round(time.perf_counter() - started, 1), "load_before": load_before,
+                   "load_after": os.getloadavg(), "batcher": _engine_stats(out)}
+            record["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    path = results_dir() / ("default_job_avx2_held.json" if args.hold_to_avx2 else "default_job.json")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
