@@ -4,7 +4,11 @@ previous setup (OMP_WAIT_POLICY=PASSIVE, threads fixed at the usable CPUs); and 
 same sweep through the Python API, which leaves the process as it finds it). Issue 17's target: contended
 ≤ 2.5× quiet.
 
-    python benchmarks/contention.py [--limit N] [--timeout 900]
+    python benchmarks/contention.py [--limit N] [--timeout 900] [--hold-to-avx2]
+
+--hold-to-avx2: fp32 with oneDNN, MKL, ATen and cotbench's kernels held to AVX2 (benchmarks/machine.py), the
+code paths an AVX2-only CPU takes, on this machine; the governor and torch's defaults only. Writes
+contention_avx2_held.json.
 
 Run it alone: it starts the competing process itself. Writes benchmarks/results/<cpu kind>/contention.json.
 """
@@ -20,11 +24,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_record, results_dir  # noqa: E402
+from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, machine_record, results_dir  # noqa: E402
 from cotbench.threads import usable_cpus  # noqa: E402
 
 _API = ("import sys; from cotbench.config import RunConfig; from cotbench.runner import run_sweep; "
-        "run_sweep(RunConfig(out=sys.argv[1], limit={limit}), progress=False)")
+        "run_sweep(RunConfig(out=sys.argv[1], limit={limit}, dtype={dtype!r}), progress=False)")
 
 
 def _busy() -> subprocess.Popen:
@@ -56,23 +60,35 @@ def _threads_record(out: str) -> dict | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=None, help="problems (default: the default job's 50)")
+    parser.add_argument("--limit", type=int, default=None, help="problems (default: the default job's own)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a run counts as > timeout")
+    parser.add_argument("--hold-to-avx2", action="store_true")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_"))}
-    record = {"machine": machine_record(), "limit": args.limit, "timeout_s": args.timeout, "runs": []}
+    held = args.hold_to_avx2
+    if held:
+        env.update(AVX2_HOLD_ENV)
+    record = {"machine": machine_record(), "limit": args.limit, "timeout_s": args.timeout, "held_to_avx2": held,
+              "env": AVX2_HOLD_ENV if held else {}, "runs": []}
+    cotbench = [sys.executable, "-c", HELD_CLI_CODE] if held else [sys.executable, "-m", "cotbench"]
+    api = ("import sys; sys.path.insert(0, {here!r}); from machine import hold_kernels_to_avx2; "
+           "hold_kernels_to_avx2(); ").format(here=str(Path(__file__).resolve().parent)) + _API if held else _API
+    dtype = "float32" if held else "auto"
     with tempfile.TemporaryDirectory() as tmp:
         # one warm-up so the GGUF conversion cache exists and no run pays for it
-        subprocess.run([sys.executable, "-m", "cotbench", "run", "--limit", "1", "--alphas", "0", "--out",
+        subprocess.run([*cotbench, "run", "--dtype", dtype, "--limit", "1", "--alphas", "0", "--out",
                         f"{tmp}/warm"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         limit = ["--limit", str(args.limit)] if args.limit else []
-        cli = [sys.executable, "-m", "cotbench", "run", *limit]
+        cli = [*cotbench, "run", "--dtype", dtype, *limit]
         variants = {  # name: (command for a run directory, extra environment)
             "cotbench run (threads auto: the governor)": (lambda out: [*cli, "--out", out], {}),
             "cotbench run, previous setup (PASSIVE, threads fixed)": (
                 lambda out: [*cli, "--threads", str(usable_cpus()), "--out", out], {"OMP_WAIT_POLICY": "PASSIVE"}),
-            "torch defaults (Python API)": (lambda out: [sys.executable, "-c", _API.format(limit=args.limit), out], {}),
+            "torch defaults (Python API)": (lambda out: [sys.executable, "-c", api.format(limit=args.limit, dtype=dtype),
+                                                         out], {}),
         }
+        if held:  # the setup the CLI no longer uses is left out here
+            del variants["cotbench run, previous setup (PASSIVE, threads fixed)"]
         for contended in (False, True):
             for name, (command, extra) in variants.items():
                 out = f"{tmp}/{len(record['runs'])}"
@@ -92,7 +108,7 @@ def main() -> int:
     for r in record["runs"]:
         if r["contended"] and r["wall_s"] and quiet.get(r["variant"]):
             r["slowdown_vs_quiet"] = round(r["wall_s"] / quiet[r["variant"]], 2)
-    path = results_dir() / "contention.json"
+    path = results_dir() / ("contention_avx2_held.json" if held else "contention.json")
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

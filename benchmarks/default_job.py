@@ -21,12 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import AVX2_HOLD_ENV, machine_record, results_dir  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-# The CLI with its kernels built for x86-64-v3.
-_AVX2_CLI = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from machine import hold_kernels_to_avx2; "
-             "hold_kernels_to_avx2(); from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
+from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, machine_record, results_dir  # noqa: E402
 
 
 def _engine_stats(out: str) -> dict:
@@ -41,7 +36,7 @@ def main() -> int:
     parser.add_argument("--hold-to-avx2", action="store_true")
     args = parser.parse_args()
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
-    cli = [sys.executable, "-c", _AVX2_CLI] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
+    cli = [sys.executable, "-c", HELD_CLI_CODE] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
     extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
     record = {"machine": machine_record(), "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
               "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
