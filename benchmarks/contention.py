@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, machine_record, results_dir  # noqa: E402
+from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, HOLD_KERNELS_CODE, machine_record, results_dir  # noqa: E402
 from cotbench.threads import usable_cpus  # noqa: E402
 
 _API = ("import sys; from cotbench.config import RunConfig; from cotbench.runner import run_sweep; "
@@ -71,8 +71,7 @@ def main() -> int:
     record = {"machine": machine_record(), "limit": args.limit, "timeout_s": args.timeout, "held_to_avx2": held,
               "env": AVX2_HOLD_ENV if held else {}, "runs": []}
     cotbench = [sys.executable, "-c", HELD_CLI_CODE] if held else [sys.executable, "-m", "cotbench"]
-    api = ("import sys; sys.path.insert(0, {here!r}); from machine import hold_kernels_to_avx2; "
-           "hold_kernels_to_avx2(); ").format(here=str(Path(__file__).resolve().parent)) + _API if held else _API
+    api = HOLD_KERNELS_CODE + _API if held else _API
     dtype = "float32" if held else "auto"
     with tempfile.TemporaryDirectory() as tmp:
         # one warm-up so the GGUF conversion cache exists and no run pays for it

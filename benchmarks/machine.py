@@ -61,10 +61,11 @@ def hold_kernels_to_avx2() -> None:
     kernels.build_library.__defaults__ = ("x86-64-v3",)  # the default argument was read when it was defined
 
 
-# `cotbench ...` held to AVX2: python -c HELD_CLI_CODE <cotbench's arguments>, with AVX2_HOLD_ENV in its environment
-HELD_CLI_CODE = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-                 "from machine import hold_kernels_to_avx2; hold_kernels_to_avx2(); "
-                 "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
+# Python code for `python -c` that holds the kernels before the rest of the program runs (with AVX2_HOLD_ENV in the
+# child's environment); HELD_CLI_CODE is `cotbench ...` so held: python -c HELD_CLI_CODE <cotbench's arguments>
+HOLD_KERNELS_CODE = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+                     "from machine import hold_kernels_to_avx2; hold_kernels_to_avx2(); ")
+HELD_CLI_CODE = HOLD_KERNELS_CODE + "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def results_dir() -> Path:

@@ -110,7 +110,7 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
               "decode_kernel": bool(args.decode_kernel), "decode_kernel_built": load_library() is not None,
               "pack_weights": bool(args.pack_weights), "packed_layers": backend.packed_layers,
               "lora_kernel": bool(args.lora_kernel), "lean_decode": bool(args.lean_decode),
-              "small_linear_layers": getattr(backend, "small_linear_layers", 0),
+              "small_linear_layers": backend.small_linear_layers,
               # packed weights are buffers, not parameters
               "param_mb": round(sum(t.numel() * t.element_size() for t in [*backend.model.parameters(),
                                                                            *backend.model.buffers()]) / 2**20, 1),
