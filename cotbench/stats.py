@@ -2,7 +2,8 @@
 
 - accuracy: a 95 % Wilson score interval (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``);
 - mean tokens, ACU and other ratios: a bootstrap over problems (``scipy.stats.bootstrap``, percentile
-  intervals, seeded, ``N_RESAMPLES`` resamples, recorded with the result);
+  intervals, seeded, ``N_RESAMPLES`` resamples, recorded with the result); each statistic reduces an
+  ``axis``, so scipy computes all resamples in whole arrays instead of one Python call each;
 - paired comparisons of a point with the base on the same problems: the accuracy difference (paired
   bootstrap), McNemar's exact test (a binomial test on the discordant pairs), the token-reduction ratio
   (paired bootstrap);
@@ -37,19 +38,23 @@ def wilson(correct: int, n: int, confidence: float = CONFIDENCE) -> Interval:
 
 def bootstrap(statistic, *arrays, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
               seed: int = SEED) -> Interval:
-    """Percentile bootstrap interval of ``statistic(*arrays)``, the arrays resampled together (one row per
-    problem: paired). A statistic that is constant across resamples gives a zero-width interval."""
+    """Percentile bootstrap interval of ``statistic(*arrays, axis=-1)``, the arrays resampled together (one row
+    per problem: paired). ``statistic`` reduces ``axis`` of each array, so it takes a whole batch of
+    resamples at once (scipy's ``vectorized=True``); the resamples drawn are the same either way. A
+    statistic that is constant across resamples gives a zero-width interval."""
     from scipy.stats import bootstrap as scipy_bootstrap
 
     data = tuple(np.asarray(a, dtype=float) for a in arrays)
     if len(data[0]) < 2:
         return Interval(None, None)
-    value = statistic(*data)
+    value = float(statistic(*data, axis=-1))
     if not np.isfinite(value):
         return Interval(None, None)
     try:
-        result = scipy_bootstrap(data, statistic, paired=True, vectorized=False, n_resamples=n_resamples,
-                                 confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample may divide by zero: nan, as before
+            result = scipy_bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                                     confidence_level=confidence, method="percentile",
+                                     rng=np.random.default_rng(seed))
     except ValueError:
         return Interval(None, None)
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -58,15 +63,24 @@ def bootstrap(statistic, *arrays, confidence: float = CONFIDENCE, n_resamples: i
     return Interval(low, high)
 
 
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator where the denominator is > 0, nan elsewhere."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
 def mean_interval(values) -> Interval:
-    return bootstrap(lambda x: float(np.mean(x)), values)
+    return bootstrap(_mean, values)
 
 
 def acu_interval(correct, tokens, params_b: float) -> Interval:
     """ACU = 100 × accuracy[%] / (params_b × mean tokens), bootstrapped over problems."""
-    def acu(c, t):
-        mean = float(np.mean(t))
-        return 100.0 * 100.0 * float(np.mean(c)) / (params_b * mean) if mean > 0 else float("nan")
+    def acu(c, t, axis=-1):
+        return _ratio(100.0 * 100.0 * np.mean(c, axis=axis), params_b * np.mean(t, axis=axis))
 
     return bootstrap(acu, correct, tokens)
 
@@ -94,34 +108,39 @@ def paired(base_correct, point_correct, base_tokens, point_tokens) -> Paired:
     discordant = only_base + only_point
     p = float(binomtest(only_point, discordant, 0.5).pvalue) if discordant else 1.0
 
-    def diff(b, q):
-        return 100.0 * (float(np.mean(q)) - float(np.mean(b)))
+    def diff(b, q, axis=-1):
+        return 100.0 * (np.mean(q, axis=axis) - np.mean(b, axis=axis))
 
-    def ratio(b, q):
-        return float(np.mean(b)) / float(np.mean(q)) if np.mean(q) > 0 else float("nan")
+    def ratio(b, q, axis=-1):
+        return _ratio(np.mean(b, axis=axis), np.mean(q, axis=axis))
 
-    return Paired(len(bc), diff(bc, pc), bootstrap(diff, bc, pc), p, ratio(bt, pt), bootstrap(ratio, bt, pt),
-                  only_base, only_point)
+    return Paired(len(bc), float(diff(bc, pc)), bootstrap(diff, bc, pc), p, float(ratio(bt, pt)),
+                  bootstrap(ratio, bt, pt), only_base, only_point)
 
 
 def spearman_length(alphas, tokens_by_alpha) -> tuple[float | None, Interval]:
     """Spearman's ρ between α and mean tokens over the α grid, and its interval from resampling problems.
 
     ``tokens_by_alpha``: (problems × α) generated tokens, the same problems in every column."""
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata
 
     alphas = np.asarray(alphas, dtype=float)
     matrix = np.asarray(tokens_by_alpha, dtype=float)
     if len(alphas) < 3 or matrix.shape[0] < 2:
         return None, Interval(None, None)
+    alpha_ranks = rankdata(alphas)
+    alpha_ranks = alpha_ranks - alpha_ranks.mean()
 
-    def rho(*columns):
-        means = [float(np.mean(c)) for c in columns]
-        if len(set(means)) < 2:
-            return 0.0
-        return float(spearmanr(alphas, means).statistic)
+    def rho(*columns, axis=-1):
+        # Spearman's ρ is Pearson's r of the ranks (ties averaged, as scipy.stats.spearmanr ranks them), here
+        # for every resample at once; equal means everywhere give 0 (no trend), not nan
+        means = np.stack([np.mean(c, axis=axis) for c in columns], axis=-1)
+        ranks = rankdata(means, axis=-1)
+        ranks = ranks - ranks.mean(axis=-1, keepdims=True)
+        spread = np.sqrt(np.sum(ranks * ranks, axis=-1) * np.sum(alpha_ranks * alpha_ranks))
+        return np.where(spread > 0, np.sum(ranks * alpha_ranks, axis=-1) / np.where(spread > 0, spread, 1.0), 0.0)
 
-    value = rho(*matrix.T)
+    value = float(rho(*matrix.T))
     return value, bootstrap(rho, *matrix.T)
 
 

@@ -115,3 +115,39 @@ def test_spearman_length_matches_scipy_and_has_an_interval():
 def test_significant_needs_an_interval_excluding_zero():
     assert stats.significant(stats.Interval(0.5, 3.0)) and stats.significant(stats.Interval(-4.0, -0.1))
     assert not stats.significant(stats.Interval(-1.0, 2.0)) and not stats.significant(stats.Interval(None, None))
+
+
+def test_whole_batch_statistics_match_scipy_one_resample_at_a_time():
+    # the statistics reduce an axis so scipy computes every resample in one array; scipy's own loop, one
+    # resample per call (spearmanr itself for ρ), from the same seed must give the same bounds
+    from scipy.stats import bootstrap as scipy_bootstrap
+
+    def reference(statistic, *arrays):
+        ci = scipy_bootstrap(arrays, statistic, paired=True, vectorized=False, n_resamples=stats.N_RESAMPLES,
+                             confidence_level=stats.CONFIDENCE, method="percentile",
+                             rng=np.random.default_rng(stats.SEED)).confidence_interval
+        return pytest.approx((ci.low, ci.high), rel=1e-12)
+
+    rng = np.random.default_rng(5)
+    correct, tokens = rng.integers(0, 2, 50).astype(float), rng.integers(10, 400, 50).astype(float)
+    point_correct, point_tokens = rng.integers(0, 2, 50).astype(float), rng.integers(5, 200, 50).astype(float)
+    ci = stats.acu_interval(correct, tokens, 0.1345)
+    assert (ci.low, ci.high) == reference(lambda c, t: 1e4 * np.mean(c) / (0.1345 * np.mean(t)), correct, tokens)
+    ci = stats.mean_interval(tokens)
+    assert (ci.low, ci.high) == reference(np.mean, tokens)
+    result = stats.paired(correct, point_correct, tokens, point_tokens)
+    ci = result.token_ratio_ci
+    assert (ci.low, ci.high) == reference(lambda b, q: np.mean(b) / np.mean(q), tokens, point_tokens)
+    ci = result.accuracy_diff_ci
+    assert (ci.low, ci.high) == reference(lambda b, q: 100 * (np.mean(q) - np.mean(b)), correct, point_correct)
+
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    matrix = rng.integers(0, 6, size=(30, 5)).astype(float)  # few distinct values: ties among the means too
+
+    def rho(*columns):
+        means = [np.mean(c) for c in columns]
+        return 0.0 if len(set(means)) < 2 else sps.spearmanr(alphas, means).statistic
+
+    value, ci = stats.spearman_length(alphas, matrix)
+    assert value == pytest.approx(rho(*matrix.T), abs=1e-12)
+    assert (ci.low, ci.high) == reference(rho, *matrix.T)
