@@ -470,8 +470,9 @@ def write(result: dict, name: str) -> None:
               f"the sweep {ours['peak_rss_sweep_mb']} MB; while loading {ours['peak_rss_load_mb']} MB",
               f"- Loading: {result['load']['gguf_load_s']} s from the GGUF (first run: parsed, dequantized, the converted "
               f"copy written), {result['load']['converted_load_s']} s from the converted copy. Both sides above load the "
-              f"copy; lm-eval once per α. cotbench's C kernels were built before the timed runs "
-              f"({result['load'].get('kernel_build_s')} s, once per machine and compiler)",
+              f"copy; lm-eval once per α. " + (f"cotbench's C kernels were built before the timed runs "
+              f"({result['load']['kernel_build_s']} s, once per machine and compiler)"
+              if result['load'].get('kernel_build_s') is not None else "cotbench's C kernels did not build here"),
               f"- Grading, one process: {result['grading_verdicts_per_s']} verdicts/s"]
     if memory:
         lines.append(f"- {memory['n_samples']}-sample run ({memory['generated_tokens']} tokens): RSS mean "

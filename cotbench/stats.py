@@ -51,20 +51,14 @@ def bootstrap(statistic, *arrays, confidence: float = CONFIDENCE, n_resamples: i
     if not np.isfinite(value):
         return Interval(None, None)
     try:
-        with np.errstate(divide="ignore", invalid="ignore"):  # a resample may divide by zero: nan, as before
-            result = scipy_bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                                     confidence_level=confidence, method="percentile",
-                                     rng=np.random.default_rng(seed))
+        result = scipy_bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                                 confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     except ValueError:
         return Interval(None, None)
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not (np.isfinite(low) and np.isfinite(high)):
         return Interval(value, value)  # degenerate (every resample the same): the value itself
     return Interval(low, high)
-
-
-def _mean(x, axis=-1):
-    return np.mean(x, axis=axis)
 
 
 def _ratio(numerator, denominator):
@@ -74,7 +68,7 @@ def _ratio(numerator, denominator):
 
 
 def mean_interval(values) -> Interval:
-    return bootstrap(_mean, values)
+    return bootstrap(np.mean, values)
 
 
 def acu_interval(correct, tokens, params_b: float) -> Interval:
@@ -122,23 +116,24 @@ def spearman_length(alphas, tokens_by_alpha) -> tuple[float | None, Interval]:
     """Spearman's ρ between α and mean tokens over the α grid, and its interval from resampling problems.
 
     ``tokens_by_alpha``: (problems × α) generated tokens, the same problems in every column."""
-    from scipy.stats import rankdata
+    import warnings
+
+    from scipy.stats import ConstantInputWarning, pearsonr, rankdata
 
     alphas = np.asarray(alphas, dtype=float)
     matrix = np.asarray(tokens_by_alpha, dtype=float)
     if len(alphas) < 3 or matrix.shape[0] < 2:
         return None, Interval(None, None)
     alpha_ranks = rankdata(alphas)
-    alpha_ranks = alpha_ranks - alpha_ranks.mean()
 
     def rho(*columns, axis=-1):
-        # Spearman's ρ is Pearson's r of the ranks (ties averaged, as scipy.stats.spearmanr ranks them), here
-        # for every resample at once; equal means everywhere give 0 (no trend), not nan
+        # Spearman's ρ: Pearson's r of the ranks (ties averaged, as spearmanr ranks them), for every resample
+        # at once; equal means everywhere (scipy: nan and a warning) count as no trend, 0
         means = np.stack([np.mean(c, axis=axis) for c in columns], axis=-1)
-        ranks = rankdata(means, axis=-1)
-        ranks = ranks - ranks.mean(axis=-1, keepdims=True)
-        spread = np.sqrt(np.sum(ranks * ranks, axis=-1) * np.sum(alpha_ranks * alpha_ranks))
-        return np.where(spread > 0, np.sum(ranks * alpha_ranks, axis=-1) / np.where(spread > 0, spread, 1.0), 0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            r = pearsonr(np.broadcast_to(alpha_ranks, means.shape), rankdata(means, axis=-1), axis=-1).statistic
+        return np.nan_to_num(r, nan=0.0)
 
     value = float(rho(*matrix.T))
     return value, bootstrap(rho, *matrix.T)
