@@ -118,11 +118,13 @@ class HFBackend:
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
             # both schedulers run the same LoRA arithmetic; only how rows are batched differs
             self.model, self._strengths = row_scaled(self.model)
-        # bf16 on CPU: weights packed once for oneDNN (same numbers, faster GEMMs); the model is inference-only now
+        # bf16 on CPU (same numbers, faster GEMMs) and fp32 on AMD CPUs (faster than MKL there): weights packed
+        # once for oneDNN; the model is inference-only now
         self.packed_layers = pack_linear_layers(self.model) if pack_weights and packing_applies(self.model) else 0
         if self.packed_layers:
             release_freed_memory()  # the plain weights just dropped
-        # fp32 on an AVX2 CPU without AVX-512: linear layers take few rows (a decode step's tail) in C
+        # fp32 on an AVX2 CPU without AVX-512 whose layers were not packed (Intel's): linear layers take few rows
+        # (a decode step's tail) in C; packed ones are no nn.Linear any more, so none is swapped there
         self.small_linear_layers = self._small_linear_layers() if pack_weights else 0
         self._eos_ids = self._collect_eos_ids()
 

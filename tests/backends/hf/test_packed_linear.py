@@ -1,9 +1,11 @@
-"""Linear layers with oneDNN-packed bf16 weights: the same numbers as F.linear, without the plain weights."""
+"""Linear layers with oneDNN-packed weights: bf16 the same numbers as F.linear, fp32 (AMD CPUs) within rounding and
+independent of the row count; no plain weights kept."""
 import pytest
 import torch
 from torch import nn
 
-from cotbench.backends.hf.packed_linear import PackedLinear, pack_linear_layers, packing_applies
+from cotbench.backends.hf import packed_linear
+from cotbench.backends.hf.packed_linear import PackedLinear, fp32_packing_pays, pack_linear_layers, packing_applies
 
 
 def _bf16_model(tiny_model):
@@ -43,9 +45,10 @@ def test_a_packed_model_keeps_its_logits_and_drops_the_plain_weights(tiny_model,
         assert torch.equal(packed(input_ids=ids).logits, plain(input_ids=ids).logits)
 
 
-def test_the_backend_packs_bf16_on_cpu_and_leaves_fp32_alone(tiny_model, tiny_valve):
+def test_the_backend_packs_bf16_on_cpu_and_fp32_only_where_it_beats_mkl(tiny_model, tiny_valve, monkeypatch):
     from cotbench.backends import HFBackend
 
+    monkeypatch.setattr(packed_linear, "fp32_packing_pays", lambda cpuinfo=None: False)  # an Intel CPU
     assert HFBackend(str(tiny_model), str(tiny_valve), dtype="float32").packed_layers == 0
     bf16 = HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16")
     if not packing_applies(bf16.model):
@@ -53,6 +56,60 @@ def test_the_backend_packs_bf16_on_cpu_and_leaves_fp32_alone(tiny_model, tiny_va
     # every linear layer, the valve layers' stacked [W; A] included
     assert bf16.packed_layers > 0 and not any(type(m) is nn.Linear for m in bf16.model.modules())
     assert HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16", pack_weights=False).packed_layers == 0
+
+
+def test_fp32_is_packed_on_x86_cpus_that_are_not_intels():
+    def cpuinfo(vendor):
+        return f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 25\nflags\t\t: fpu avx2 fma\n\n"
+
+    assert fp32_packing_pays(cpuinfo("AuthenticAMD")) and fp32_packing_pays(cpuinfo("HygonGenuine"))
+    assert not fp32_packing_pays(cpuinfo("GenuineIntel"))
+    assert not fp32_packing_pays("processor\t: 0\nCPU implementer\t: 0x41\n")  # Arm: no vendor_id
+    assert not fp32_packing_pays("")
+
+
+@pytest.fixture
+def fp32_onednn():
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+
+
+def test_packed_fp32_rounds_like_f_linear_and_a_row_never_depends_on_its_batch(fp32_onednn):
+    torch.manual_seed(0)
+    for bias in (False, True):
+        plain = nn.Linear(576, 200, bias=bias)
+        packed = PackedLinear(plain)
+        x = torch.randn(300, 576)
+        alone = [packed(x[i:i + 1]) for i in range(8)]
+        for rows in (1, 3, 7, 16, 128, 300):  # packed for 128 rows; any count, the same numbers per row
+            out = packed(x[:rows])
+            torch.testing.assert_close(out, plain(x[:rows]), rtol=1e-5, atol=1e-5)
+            for i in range(min(rows, 8)):
+                assert torch.equal(out[i:i + 1], alone[i])
+        three_d = x[:15].view(5, 3, 576)  # (rows, tokens, features), as in prefill
+        assert torch.equal(packed(three_d).view(15, -1), packed(x[:15]))
+        assert torch.equal(packed.dense_weight(), plain.weight.detach())
+
+
+def test_a_packed_fp32_backend_drops_the_few_row_layers_and_both_schedulers_agree(tiny_model, tiny_valve, monkeypatch,
+                                                                                  fp32_onednn):
+    """As on an AMD CPU: every fp32 layer packed (none left for the few-row C loop), and the continuous scheduler's
+    greedy outputs equal the static path's, both on the packed layers."""
+    from cotbench.backends import HFBackend
+    from cotbench.records import GenerationRequest, SamplingSettings
+
+    monkeypatch.setattr(packed_linear, "fp32_packing_pays", lambda cpuinfo=None: True)
+    static = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4, scheduler="static")
+    flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
+    assert static.packed_layers > 0 and flowing.packed_layers == static.packed_layers
+    assert static.small_linear_layers == 0 and not any(type(m) is nn.Linear for m in flowing.model.modules())
+    assert HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", pack_weights=False).packed_layers == 0
+    sampling = SamplingSettings(max_new_tokens=8)
+    requests = [GenerationRequest(f"q{i}@{a}", f"<|user|>{q}</s><|assistant|>", a, sampling)
+                for i, q in enumerate(["How many eggs?", "What is 3 + 4?", "x"]) for a in (0.0, 0.5, 1.0)]
+    outputs = [{g.request_id: (g.text, g.n_generated_tokens) for batch in backend.generate(requests) for g in batch}
+               for backend in (static, flowing)]
+    assert outputs[0] == outputs[1] and len(outputs[0]) == len(requests)
 
 
 def test_an_output_layer_tied_to_the_embeddings_is_packed_as_a_copy(tiny_model, bf16_cpu):

@@ -108,13 +108,15 @@ def test_swapped_layers_share_the_weights_and_keep_the_logits(avx2, tiny_model):
 
 def test_the_backend_swaps_fp32_layers_where_the_build_has_it_and_greedy_paths_still_agree(
         avx2, tiny_model, tiny_valve, monkeypatch):
-    """With this CPU's library replaced by the AVX2 build, as an AVX2 machine builds it: the fp32 backend swaps
-    its layers (bf16 and pack_weights=False do not), and the continuous scheduler's greedy outputs still equal
-    the static path's, both running the swapped layers."""
+    """With this CPU's library replaced by the AVX2 build, as an Intel AVX2 machine builds it (fp32 not packed
+    there): the fp32 backend swaps its layers (bf16 and pack_weights=False do not), and the continuous
+    scheduler's greedy outputs still equal the static path's, both running the swapped layers."""
     from cotbench.backends import HFBackend
+    from cotbench.backends.hf import packed_linear
     from cotbench.records import GenerationRequest, SamplingSettings
 
     monkeypatch.setattr(cpu_kernels, "load_library", lambda: avx2)
+    monkeypatch.setattr(packed_linear, "fp32_packing_pays", lambda cpuinfo=None: False)
     static = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4, scheduler="static")
     flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
     assert static.small_linear_layers > 0 and flowing.small_linear_layers == static.small_linear_layers
