@@ -1,16 +1,19 @@
 """The default job (`cotbench run`), alone, a few rounds: wall seconds and the scheduler's own times.
 
-    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2]
+    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fp32-packing]
 
 --hold-to-avx2 runs fp32 with oneDNN, MKL and ATen limited to AVX2 and cotbench's kernels built for
 x86-64-v3 (AVX2/FMA, no AVX-512): on an AVX-512 machine, the code paths an AVX2-only CPU takes. Its
 figures are this machine's, held back, not an AVX2 machine's (clocks, caches and memory differ); the
 README gives the factor measured between the two once. Run it alone: anything else busy on the CPU
-changes the figures. Writes benchmarks/results/<cpu kind>/default_job[_avx2_held].json.
+changes the figures. --ab-fp32-packing runs each round twice, in turn: as is, and with fp32 weights not
+packed (Intel's rule: F.linear and the few-row C layers), to measure what packing fp32 gives on an AMD
+CPU. Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fp32_packing].json.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sqlite3
@@ -21,7 +24,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, machine_record, results_dir  # noqa: E402
+from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, HOLD_KERNELS_CODE, machine_record, results_dir  # noqa: E402
+
+# `cotbench ...` with fp32 weights left unpacked, as on an Intel CPU (the rule in backends/hf/packed_linear.py)
+NO_FP32_PACKING_CODE = ("import cotbench.backends.hf.packed_linear as packing; "
+                        "packing.fp32_packing_pays = lambda cpuinfo=None: False; "
+                        "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _engine_stats(out: str) -> dict:
@@ -30,13 +38,23 @@ def _engine_stats(out: str) -> dict:
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in batcher.items()}
 
 
+def _outputs_digest(out: str) -> str:
+    """One digest of every sample's response and token count: equal digests, identical outputs."""
+    samples = sorted((s["problem_id"], s["alpha"], s["response"], s["n_generated_tokens"])
+                     for s in map(json.loads, Path(f"{out}/samples.jsonl").read_text().splitlines()))
+    return hashlib.sha256(json.dumps(samples).encode()).hexdigest()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
+    parser.add_argument("--ab-fp32-packing", action="store_true")
     args = parser.parse_args()
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
     cli = [sys.executable, "-c", HELD_CLI_CODE] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
+    unpacked = [sys.executable, "-c", (HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; ") + NO_FP32_PACKING_CODE]
+    variants = [("as is", cli), ("fp32 not packed", unpacked)] if args.ab_fp32_packing else [("as is", cli)]
     extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
     record = {"machine": machine_record(), "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
               "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
@@ -45,15 +63,18 @@ def main() -> int:
         subprocess.run([*cli, "run", *extra, "--limit", "1", "--alphas", "0", "--out", f"{tmp}/warm"], env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for round_ in range(args.rounds):
-            out = f"{tmp}/{round_}"
-            load_before, started = os.getloadavg(), time.perf_counter()
-            subprocess.run([*cli, "run", *extra, "--out", out], env=env, check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-            run = {"round": round_ + 1, "wall_s": round(time.perf_counter() - started, 1), "load_before": load_before,
-                   "load_after": os.getloadavg(), "batcher": _engine_stats(out)}
-            record["runs"].append(run)
-            print(json.dumps(run), flush=True)
-    path = results_dir() / ("default_job_avx2_held.json" if args.hold_to_avx2 else "default_job.json")
+            for name, command in variants:
+                out = f"{tmp}/{round_}-{len(record['runs'])}"
+                load_before, started = os.getloadavg(), time.perf_counter()
+                subprocess.run([*command, "run", *extra, "--out", out], env=env, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                run = {"round": round_ + 1, "variant": name, "wall_s": round(time.perf_counter() - started, 1),
+                       "load_before": load_before, "load_after": os.getloadavg(), "batcher": _engine_stats(out),
+                       "outputs_sha256": _outputs_digest(out)}
+                record["runs"].append(run)
+                print(json.dumps(run), flush=True)
+    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fp32_packing" if args.ab_fp32_packing else "")
+    path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

@@ -5,7 +5,8 @@ rows. There torch's fp32 ``F.linear`` (MKL's sgemm) repacks each weight on every
 weights at about a quarter of the read bandwidth; :func:`cotbench.backends.hf.cpu_kernels.small_linear`
 reads each weight once from the model's own layout: 1.2× (32 rows) to 1.5× (8 rows) faster over all of a
 SmolLM2-135M step's GEMMs (measured with oneDNN and MKL held to AVX2 on an AMX Xeon, 2026-12-03). More rows,
-bf16, and CPUs with AVX-512 (MKL's own kernels win there) keep ``F.linear``.
+bf16, and CPUs with AVX-512 (MKL's own kernels win there) keep ``F.linear``; on AMD CPUs the fp32 weights are
+packed for oneDNN first (:mod:`cotbench.backends.hf.packed_linear`, faster still there), leaving no ``nn.Linear``.
 
 Every linear layer of the model is swapped, so both schedulers and every path (prefill, decode, the valve's
 stacked [W; A] layer, the output layer) compute a row the same way at the same row count. The weight is the
