@@ -28,18 +28,19 @@ import torch
 from torch import nn
 
 PACK_FOR_ROWS = 128  # the row count oneDNN picks a blocked layout for; any count runs, the same numbers come out
+NON_INTEL_X86 = ("AuthenticAMD", "HygonGenuine")  # /proc/cpuinfo vendor_ids whose fp32 weights are packed
 
 
-def packing_applies(model, cpuinfo: str | None = None) -> bool:
+def packing_applies(model) -> bool:
     """A torch that exposes the packing op, and bf16 weights on a CPU whose oneDNN has bf16 matmuls or fp32
-    weights on a CPU where oneDNN's fp32 path beats MKL's (``cpuinfo``: /proc/cpuinfo's text, read if None)."""
+    weights on a CPU where oneDNN's fp32 path beats MKL's."""
     weight = next(model.parameters())
     if weight.device.type != "cpu" or not (hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
                                            and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
     if weight.dtype == torch.bfloat16:
         return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return weight.dtype == torch.float32 and torch.backends.mkldnn.is_available() and fp32_packing_pays(cpuinfo)
+    return weight.dtype == torch.float32 and torch.backends.mkldnn.is_available() and fp32_packing_pays()
 
 
 def fp32_packing_pays(cpuinfo: str | None = None) -> bool:
@@ -53,8 +54,6 @@ def fp32_packing_pays(cpuinfo: str | None = None) -> bool:
     vendor = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("vendor_id")), "")
     return vendor in NON_INTEL_X86
 
-
-NON_INTEL_X86 = ("AuthenticAMD", "HygonGenuine")
 
 
 class PackedLinear(nn.Module):
