@@ -43,9 +43,24 @@ def machine_record() -> dict:
                         if f.startswith(("avx", "amx", "fma", "f16c"))})
     except (OSError, StopIteration):
         pass
-    return {"cpu": name, "kind": cpu_kind(), "simd_flags": flags, "cpu_count": os.cpu_count(),
-            "usable_cpus": usable_cpus(), "load_average": os.getloadavg(),
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": code_commit(), "cpu": name, "kind": cpu_kind(),
+            "simd_flags": flags, "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(),
+            "load_average": os.getloadavg(),
             "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_"))}}
+
+
+def code_commit() -> str:
+    """The checkout's commit, "+dirty" when the package or benchmarks differ from it: what code was measured."""
+    import subprocess
+
+    root = RESULTS.parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "cotbench", "benchmarks/*.py"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
 
 
 # Held to AVX2: on an AVX-512 machine, the code paths an AVX2-only CPU takes. oneDNN, MKL and ATen read these when

@@ -128,25 +128,31 @@ def _cmd_report(args) -> int:
 
 def _cmd_leaderboard(args) -> int:
     import pandas as pd
+    import yaml
 
     from cotbench.report import leaderboard
 
     path = Path(args.file)
     if args.action == "add":
-        if not args.run_dir:
-            raise CotbenchError("leaderboard add needs a run directory: cotbench leaderboard add runs/NAME")
-        summary_path = Path(args.run_dir) / "summary.csv"
-        if not summary_path.is_file():
-            raise CotbenchError(f"{args.run_dir} has no summary.csv; run `cotbench report {args.run_dir}` first.")
-        text = ("model", "valve", "method", "task", "protocol", "base")  # "" is a value there (valve "": none)
-        columns = pd.read_csv(summary_path, nrows=0).columns
-        summary = pd.read_csv(summary_path, keep_default_na=False,
-                              na_values={c: [""] for c in columns if c not in text})
-        board = leaderboard.add_summary(path, summary, source=f"cotbench run {Path(args.run_dir).name}")
-        print(f"{len(summary)} rows from {args.run_dir} in {path} ({len(board)} rows)")
+        if not args.run_dirs:
+            raise CotbenchError("leaderboard add needs a run directory: cotbench leaderboard add runs/NAME [...]")
+        for run_dir in map(Path, args.run_dirs):
+            summary_path, config_path = run_dir / "summary.csv", run_dir / "config.yaml"
+            if not summary_path.is_file():
+                raise CotbenchError(f"{run_dir} has no summary.csv; run `cotbench report {run_dir}` first.")
+            if not config_path.is_file():
+                raise CotbenchError(f"{run_dir} has no config.yaml, so its rows' settings are unknown; "
+                                    "only directories `cotbench run` wrote can be added.")
+            text = ("model", "valve", "method", "task", "protocol", "base")  # "" is a value there (valve "": none)
+            columns = pd.read_csv(summary_path, nrows=0).columns
+            summary = pd.read_csv(summary_path, keep_default_na=False,
+                                  na_values={c: [""] for c in columns if c not in text})
+            settings = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+            board, replaced, added = leaderboard.add_summary(path, summary, f"cotbench run {run_dir.name}", settings)
+            print(f"{run_dir}: replaced {replaced} rows, added {added} in {path} ({len(board)} rows)")
     elif args.action == "init":
         with leaderboard.locked(path):
-            leaderboard.write(leaderboard.merge(leaderboard.read(path), leaderboard.paper_rows()), path)
+            leaderboard.write(leaderboard.merge(leaderboard.read(path), leaderboard.paper_rows())[0], path)
         print(f"{path}: published CoT-Valve rows present")
     else:
         print(leaderboard.read(path).to_string(index=False))
@@ -203,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_cmd_report)
     board = sub.add_parser("leaderboard", help="leaderboard.csv: add a run's rows, init, or show")
     board.add_argument("action", choices=["add", "show", "init"])
-    board.add_argument("run_dir", nargs="?")
+    board.add_argument("run_dirs", nargs="*", metavar="run_dir")
     board.add_argument("--file", default="leaderboard.csv")
     board.set_defaults(func=_cmd_leaderboard)
     lm = sub.add_parser("lm-eval", help="lm_eval with cotbench's `valve` model and tasks; `import DIR --out RUN`; "

@@ -1,6 +1,7 @@
 """RunConfig: every setting of a sweep, from the CLI or a YAML/TOML file; it checks itself when built."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -266,10 +267,7 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """Settings a run directory must keep: changing any would mix incomparable samples in its summary."""
-        keep = ("model", "valve", "instruction", "system_prompt", "n_shot", "token_budget", "max_new_tokens",
-                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b", "engine_args")
-        settings = self.to_dict()
-        return {k: settings[k] for k in keep}
+        return identity(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as files record them: portable, so a config.yaml runs on another machine (the
@@ -282,6 +280,29 @@ class RunConfig:
         if shipped is not None and self.valve and Path(self.valve).resolve() == shipped.resolve():
             settings["valve"] = "default"
         return settings
+
+
+# What a run directory must keep (its samples stay comparable); a larger limit or another protocol may follow.
+RUN_IDENTITY = ("model", "valve", "instruction", "system_prompt", "n_shot", "token_budget", "max_new_tokens",
+                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b", "engine_args")
+# What else changes a summary row's numbers: which problems (set, split, limit), how they are graded and how
+# thinking is split off. A leaderboard row is identified by these and the run identity together.
+RESULT_IDENTITY = RUN_IDENTITY + ("limit", "split", "data_file", "question_field", "answer_field", "id_field",
+                                  "answer_format", "n_generated", "difficulty", "protocol", "thinking", "answer_cue")
+
+
+def identity(settings: dict[str, Any], keys: tuple[str, ...] = RUN_IDENTITY) -> dict[str, Any]:
+    """The identifying part of ``settings`` (as ``RunConfig.to_dict`` or a run's config.yaml gives them): the
+    run identity by default, ``RESULT_IDENTITY`` for results. A setting a file does not record takes
+    RunConfig's default, so an older config.yaml identifies the same as a new one with the same values."""
+    defaults = {f.name: _jsonable(f.default) for f in fields(RunConfig)}
+    return {k: _jsonable(settings.get(k, defaults.get(k))) for k in keys}
+
+
+def identity_digest(settings: dict[str, Any]) -> str:
+    """12 hex digits naming a result's identity (``RESULT_IDENTITY``): equal digits, comparable numbers."""
+    text = json.dumps(identity(settings, RESULT_IDENTITY), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _jsonable(value):

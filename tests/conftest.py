@@ -35,6 +35,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def unavailable(switch: str, why: str):
+    """Skip a test whose tool is missing here, or fail it where ``COTBENCH_REQUIRE_<switch>=1`` says the tool must
+    be there (``.ci/run`` installs each tool and sets its switch): in CI a missing tool is a failure, never a skip.
+    Switches: BROWSER, CROSS, VLLM, ROOT, COMPILER, RAY."""
+    if os.environ.get(f"COTBENCH_REQUIRE_{switch}") == "1":
+        pytest.fail(f"COTBENCH_REQUIRE_{switch}=1, but {why}")
+    pytest.skip(why)
+
+
 def data_dir() -> Path:
     return Path(os.environ["COTBENCH_DATA_DIR"])
 
@@ -120,5 +129,5 @@ def kernels_or_skip():
     from cotbench.backends.hf import cpu_kernels
 
     if cpu_kernels._compiler() is None:
-        pytest.skip("no C compiler here")
+        unavailable("COMPILER", "no C compiler here")
     return cpu_kernels.build_library()

@@ -76,8 +76,10 @@ def test_report_and_leaderboard_add_updates_rows(capsys, tmp_path, tiny_model):
     (out / "report.md").unlink()
     assert run_cli(capsys, "report", str(out))[0] == 0 and (out / "report.md").is_file()
     board = tmp_path / "leaderboard.csv"
-    for _ in range(2):  # adding twice updates, never duplicates
-        assert run_cli(capsys, "leaderboard", "add", str(out), "--file", str(board))[0] == 0
+    outputs = [run_cli(capsys, "leaderboard", "add", str(out), "--file", str(board)) for _ in range(2)]
+    assert [code for code, _, _ in outputs] == [0, 0]
+    assert "replaced 0 rows, added 1" in outputs[0][1]
+    assert "replaced 1 rows, added 0" in outputs[1][1]  # adding again replaces its own row, never duplicates
     import pandas as pd
 
     rows = pd.read_csv(board)
@@ -86,6 +88,41 @@ def test_report_and_leaderboard_add_updates_rows(capsys, tmp_path, tiny_model):
     gsm8k = rows[rows["task"] == "gsm8k"]
     assert list(gsm8k["acu"]) == sorted(gsm8k["acu"], reverse=True)
     assert 0.40 in list(gsm8k["acu"].round(2))
+
+
+def test_a_run_with_other_settings_adds_rows_beside_never_over(capsys, tmp_path, tiny_model):
+    """The same model, valve, task and point under another cap or protocol is another result: its rows go
+    beside the first run's; re-adding either replaces exactly its own."""
+    import pandas as pd
+
+    board = tmp_path / "leaderboard.csv"
+    first, other_cap = tmp_path / "first", tmp_path / "cap"
+
+    def add(*runs):
+        code, out, _ = run_cli(capsys, "leaderboard", "add", *map(str, runs), "--file", str(board))
+        assert code == 0
+        return out
+
+    run_cli(capsys, *tiny_args(tiny_model, first))
+    run_cli(capsys, *tiny_args(tiny_model, other_cap), "--max-new-tokens", "3")
+    assert "replaced 0 rows, added 1" in add(first)
+    assert "replaced 0 rows, added 1" in add(other_cap)
+    run_cli(capsys, *tiny_args(tiny_model, first), "--protocol", "paper")  # regraded: another result
+    assert "protocol: paper" in (first / "config.yaml").read_text()
+    assert "replaced 0 rows, added 1" in add(first)
+    assert add(first, other_cap).count("replaced 1 rows, added 0") == 2
+    rows = pd.read_csv(board, keep_default_na=False)
+    ours = rows[rows["source"].str.startswith("cotbench run")]
+    assert len(ours) == 3 and ours["settings"].nunique() == 3
+    assert set(ours["max_new_tokens"].astype(str)) == {"3", "4"}
+
+
+def test_leaderboard_add_refuses_a_directory_without_its_settings(capsys, tmp_path, tiny_model):
+    out = tmp_path / "run"
+    run_cli(capsys, *tiny_args(tiny_model, out))
+    (out / "config.yaml").unlink()
+    code, _, err = run_cli(capsys, "leaderboard", "add", str(out), "--file", str(tmp_path / "b.csv"))
+    assert code == 2 and "no config.yaml" in err
 
 
 def test_grade_command(capsys):

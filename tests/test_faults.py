@@ -73,7 +73,9 @@ def small_disk(tmp_path):
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True)
     if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        from conftest import unavailable
+
+        unavailable("ROOT", f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
@@ -105,6 +107,7 @@ def test_concurrent_leaderboard_adds_lose_no_rows(tmp_path):
         pd.DataFrame([{"model": f"model-{i}", "valve": "", "alpha": None, "task": "gsm8k", "n": 10,
                        "accuracy_pct": 50.0, "mean_tokens": 100.0 + i, "params_b": 0.1, "acu": 5.0,
                        "protocol": "math"}]).to_csv(run / "summary.csv", index=False)
+        (run / "config.yaml").write_text(f"model: model-{i}\n")
         runs.append(run)
     board = tmp_path / "leaderboard.csv"
     adds = [subprocess.Popen([sys.executable, "-m", "cotbench", "leaderboard", "add", str(run), "--file", str(board)],

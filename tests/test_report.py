@@ -58,7 +58,7 @@ def test_ungraded_and_timed_out_samples_are_kept_out_of_accuracy_and_flagged():
     assert "| α=0.5 * |" in table and "| α=1 * |" in table and "| α=0 |" in table
     page = render(frame, sweep(ungraded_at=0.5, n_ungraded=6), {"config": {}}, [])
     assert page.count("<tr class='incomplete'>") == 2 and "α=0.5 *" in page
-    board = rows_from_summary(frame, "test")
+    board = rows_from_summary(frame, "test", {})
     assert list(board.sort_values("alpha")["complete"]) == ["yes", "no", "no"]
     assert list(board.sort_values("alpha")["n"]) == [30, 24, 29]
     assert all(v.startswith("[") for v in board["accuracy_ci"]) and all(v.startswith("[") for v in board["acu_ci"])
@@ -69,7 +69,7 @@ def test_a_row_with_nothing_graded_says_so_and_is_not_drawn(tmp_path):
     empty = _row(frame, 1.0)
     assert (empty["n"], empty["n_graded"]) == (30, 0) and pd.isna(empty["accuracy_pct"]) and not bool(empty["complete"])
     assert "| α=1 * | 30 | 0 |" in format_table(frame)
-    assert len(rows_from_summary(frame, "test")) == 2  # nothing to rank on the leaderboard
+    assert len(rows_from_summary(frame, "test", {})) == 2  # nothing to rank on the leaderboard
     figure = curve_figure(frame[frame["n_graded"] > 0], "accuracy_pct", "accuracy")
     assert {t.get_text() for t in figure.axes[0].texts} == {"α=0", "α=0.5"}
     written = plot_curves(frame, tmp_path)

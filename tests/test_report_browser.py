@@ -20,10 +20,9 @@ DRIVER = shutil.which("chromedriver")
 @pytest.fixture()
 def browser():
     if not (CHROMIUM and DRIVER):
-        if os.environ.get("COTBENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail("COTBENCH_REQUIRE_BROWSER=1 but chromium/chromedriver are not installed "
-                        "(Debian: apt-get install chromium chromium-driver)")
-        pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
+        from conftest import unavailable
+
+        unavailable("BROWSER", "chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

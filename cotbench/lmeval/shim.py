@@ -11,6 +11,10 @@ from cotbench.lmeval import TASKS_DIR
 
 
 def run_lm_eval(argv: list[str]) -> int:
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise CotbenchError("`cotbench lm-eval` needs lm-evaluation-harness: pip install 'cotbench[lmeval]'") from None
     import cotbench.lmeval.model  # noqa: F401  (registers "valve")
     from lm_eval.__main__ import cli_evaluate
 

@@ -1,5 +1,8 @@
-"""leaderboard.csv: one row per model × valve × α × task, sorted by ACU within task. Adding a run
-replaces that run's rows instead of duplicating them; the paper's published rows come from a source file."""
+"""leaderboard.csv: one row per result (task × method × point, under one set of settings), sorted by ACU
+within task. A row's ``settings`` is ``config.identity_digest`` of its run's config.yaml: model, valve,
+problems and limit, token cap, prompt, sampling, grading protocol, params. Adding a run replaces exactly the
+rows with its own settings and points, and adds rows beside those of the same model under other settings.
+The paper's published rows come from a source file."""
 from __future__ import annotations
 
 from datetime import date
@@ -7,14 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from cotbench.config import identity_digest
 from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, locked
 from cotbench.metrics import acu
 
 COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "complete", "accuracy_pct",
-           "accuracy_ci",
-           "mean_tokens", "acu", "acu_ci", "protocol", "source", "date"]
-KEY = ["task", "model", "valve", "alpha", "method", "knob"]
+           "accuracy_ci", "mean_tokens", "acu", "acu_ci", "protocol", "max_new_tokens", "limit", "settings",
+           "source", "date"]
+# a published row's settings are its source; a run's, the digest of everything that changes its numbers
+KEY = ["task", "model", "valve", "alpha", "method", "knob", "settings"]
 PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
 
 
@@ -22,6 +27,7 @@ def paper_rows() -> pd.DataFrame:
     rows = pd.read_csv(PAPER_ROWS, keep_default_na=False, na_values={"alpha": [""]})
     rows["acu"] = [round(acu(a, p, t), 3) for a, p, t in zip(rows["accuracy_pct"], rows["params_b"], rows["mean_tokens"])]
     rows["date"] = "2025-02-13"  # arXiv v1 of the paper
+    rows["settings"] = rows["source"]
     return _with_method(rows)[COLUMNS]
 
 
@@ -32,9 +38,11 @@ def _with_method(frame: pd.DataFrame) -> pd.DataFrame:
         frame["method"] = "valve"
     if "knob" not in frame:
         frame["knob"] = frame["alpha"]
-    for column in ("accuracy_ci", "acu_ci", "complete"):  # 95 % intervals "[low, high]"; none for published rows
+    for column in ("accuracy_ci", "acu_ci", "complete", "max_new_tokens", "limit"):  # none for published rows
         if column not in frame:
             frame[column] = ""
+    if "settings" not in frame:  # written before rows carried their settings: each row its own source's
+        frame["settings"] = frame["source"]
     return frame
 
 
@@ -43,7 +51,8 @@ def read(path: Path) -> pd.DataFrame:
         return paper_rows()
     try:
         frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu", "knob")},
-                            dtype={"accuracy_ci": str, "acu_ci": str, "complete": str})
+                            dtype={c: str for c in ("accuracy_ci", "acu_ci", "complete", "max_new_tokens", "limit",
+                                                    "settings")})
     except Exception as exc:
         raise CotbenchError(f"cannot read leaderboard {path}: {exc}") from None
     frame = _with_method(frame)
@@ -53,8 +62,12 @@ def read(path: Path) -> pd.DataFrame:
     return frame[COLUMNS]
 
 
-def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
+def rows_from_summary(summary: pd.DataFrame, source: str, settings: dict) -> pd.DataFrame:
+    """Leaderboard rows of a run's summary.csv; ``settings``: the run's config.yaml."""
     rows = summary[summary["n_graded"] > 0].copy() if "n_graded" in summary else summary.copy()
+    rows["settings"] = identity_digest(settings)
+    rows["max_new_tokens"] = "" if settings.get("max_new_tokens") is None else str(settings["max_new_tokens"])
+    rows["limit"] = "" if settings.get("limit") is None else str(settings["limit"])
     if "n_graded" in rows:  # n: the samples the accuracy is over; complete: no sample left ungraded or timed out
         rows["n"] = rows["n_graded"].astype(int)
         rows["complete"] = rows["complete"].map(lambda c: "yes" if bool(c) else "no")
@@ -69,24 +82,29 @@ def rows_from_summary(summary: pd.DataFrame, source: str) -> pd.DataFrame:
     return _with_method(rows)[COLUMNS]
 
 
-def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
+def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """(the merged board, rows replaced, rows added): a new row replaces the one with its exact key."""
     def keys(frame):
         return pd.Series([_row_key(row) for row in frame[KEY].itertuples(index=False)], index=frame.index)
 
-    kept = board[~keys(board).isin(set(keys(new_rows)))]
+    new_keys = set(keys(new_rows))
+    replacing = keys(board).isin(new_keys)
+    kept = board[~replacing]
     merged = pd.concat([kept, new_rows], ignore_index=True) if len(kept) else new_rows.copy()
     merged = merged.sort_values(["task", "acu"], ascending=[True, False], na_position="last")
-    return merged.reset_index(drop=True)[COLUMNS]
+    replaced = int(replacing.sum())
+    return merged.reset_index(drop=True)[COLUMNS], replaced, len(new_rows) - replaced
 
 
 def _row_key(row) -> str:
-    task, model, valve, alpha, method, knob = row
+    task, model, valve, alpha, method, knob, settings = row
 
     def number(v):
-        return "" if pd.isna(v) or v == "" else f"{float(v):g}"
+        # repr, not :g, so 0.1234567 and 0.1234572 stay two points
+        return "" if pd.isna(v) or v == "" else repr(float(v))
 
     return "|".join([str(task), str(model), "" if pd.isna(valve) else str(valve), number(alpha), str(method),
-                     number(knob)])
+                     number(knob), str(settings)])
 
 
 def write(board: pd.DataFrame, path: Path) -> None:
@@ -94,9 +112,10 @@ def write(board: pd.DataFrame, path: Path) -> None:
         board.to_csv(handle, index=False)
 
 
-def add_summary(path: Path, summary: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Read, merge and write under one lock: concurrent adds never lose each other's rows."""
+def add_summary(path: Path, summary: pd.DataFrame, source: str, settings: dict) -> tuple[pd.DataFrame, int, int]:
+    """Read, merge and write under one lock: concurrent adds never lose each other's rows. Returns the board,
+    the rows replaced and the rows added."""
     with locked(path):
-        board = merge(read(path), rows_from_summary(summary, source))
+        board, replaced, added = merge(read(path), rows_from_summary(summary, source, settings))
         write(board, path)
-    return board
+    return board, replaced, added

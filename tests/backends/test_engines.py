@@ -24,7 +24,9 @@ COMMON = ["--model", "smollm2", "--alphas", ALPHAS, "--tasks", "gsm8k", "--limit
 def vllm_python():
     python = os.environ.get("COTBENCH_VLLM_PYTHON")
     if not python:
-        pytest.skip("COTBENCH_VLLM_PYTHON is not set (.ci/run builds a vLLM environment and sets it)")
+        from conftest import unavailable
+
+        unavailable("VLLM", "COTBENCH_VLLM_PYTHON is not set (.ci/run builds a vLLM environment and sets it)")
     return python
 
 

@@ -13,9 +13,11 @@ are PyTorch's up to the order of fp32 sums (attention, the norm's mean, LoRA), n
 ``COTBENCH_CPU_KERNELS=0`` keeps every step on PyTorch, whose fp32 numbers the static path reproduces exactly.
 
 The library is plain C with no torch headers, so it builds in about a second with the system C compiler,
-for this CPU (``-march=native``), into the cotbench cache (``$COTBENCH_CACHE_DIR/kernels``). Where no
-compiler is found or the build fails, :func:`load_library` warns once and returns None, and every caller
-stays on its PyTorch path (SDPA, addmm): slower, the same results up to rounding.
+for this CPU (``-march=native``), into the cotbench cache (``$COTBENCH_CACHE_DIR/kernels``). Whatever keeps
+it from loading (no compiler, a missing source file, a compiler error, a loader error, a stale or foreign
+library, a cache directory another user could write to), :func:`load_library` warns once and returns None,
+and every caller stays on its PyTorch path (SDPA, addmm): slower, the same results up to rounding.
+``COTBENCH_CPU_KERNELS=1`` makes that an error instead (for CI and benchmarks that must not fall back).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ KERNEL_DTYPES = {torch.bfloat16: "bf16", torch.float32: "f32"}
 FLAGS = ["-O3", "-ffast-math", "-fPIC", "-fopenmp"]
 MARCH = "native"  # the instruction set: this CPU's (tests also build for x86-64-v3, AVX2 without AVX-512)
 LINK_FLAGS = ["-shared", "-fopenmp"]
-DISABLE_ENV = "COTBENCH_CPU_KERNELS"  # "0": never build or use them
+DISABLE_ENV = "COTBENCH_CPU_KERNELS"  # "0": never build or use them; "1": required, failing to load is an error
 
 
 def _compiler() -> str | None:
@@ -94,9 +96,31 @@ def library_path(march: str = MARCH) -> Path | None:
     compiler = _compiler()
     if compiler is None:
         return None
-    key = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES) + " ".join([compiler, *_flags(march), *LINK_FLAGS]).encode()
+    try:
+        sources = b"".join(path.read_bytes() for path in SOURCES)
+    except OSError as exc:  # an install that left a source out: reinstalling is the fix, not a crash
+        raise KernelBuildError(f"a kernel source file is missing from the installed cotbench ({exc.filename}); "
+                               "reinstall cotbench") from None
+    key = hashlib.sha256(sources + " ".join([compiler, *_flags(march), *LINK_FLAGS]).encode()
                          + _cpu_signature().encode()).hexdigest()[:16]
     return cache_dir() / "kernels" / f"cpu_kernels-{key}.so"
+
+
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` for this user only, or check that an existing one is this user's and that no one
+    else can write to it: a library loaded from it runs as this process, so nobody else may place one there."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_owned(directory)
+
+
+def _check_owned(path: Path) -> None:
+    info = path.lstat()
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise KernelBuildError(f"{path} belongs to another user (uid {info.st_uid}): not loading code from it; "
+                               f"remove it or point COTBENCH_CACHE_DIR at a directory of your own")
+    if info.st_mode & 0o022:
+        raise KernelBuildError(f"{path} is writable by other users (mode {info.st_mode & 0o777:o}): not loading "
+                               f"code from it; run `chmod go-w {path}` or remove it")
 
 
 def build_library(march: str = MARCH):
@@ -106,9 +130,11 @@ def build_library(march: str = MARCH):
     library = library_path(march)
     if library is None:
         raise KernelBuildError("no C compiler found")
+    _private_directory(library.parent)
     for attempt in (1, 2):
         if not library.exists():
             _compile(_compiler(), library, march)
+        _check_owned(library)
         try:
             loaded = ctypes.CDLL(str(library))
             found = "none"
@@ -123,21 +149,25 @@ def build_library(march: str = MARCH):
             raise KernelBuildError(f"the built library's ABI does not match cotbench's ({found} != {expected_abi()})")
         library.unlink(missing_ok=True)  # stale or damaged: build it again, once
     for name, argtypes in SIGNATURES.items():
-        function = getattr(loaded, f"cotbench_{name}")
+        function = getattr(loaded, f"cotbench_{name}", None)
+        if function is None:
+            raise KernelBuildError(f"{library} has no function cotbench_{name}")
         function.restype, function.argtypes = ctypes.c_int, argtypes
     _check_one_openmp()
     return loaded
 
 
 def _compile(compiler: str, library: Path, march: str) -> None:
-    library.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # a private staging directory (mode 0700) beside the cache file, then one rename: no other process or
+        # user ever sees a half-written library, and a concurrent build just wins or loses the rename
         with tempfile.TemporaryDirectory(dir=library.parent) as staging:
             built, objects = Path(staging) / library.name, Path(staging) / "cpu_kernels.o"
             for command in ([compiler, *_flags(march), "-c", str(SOURCE), "-o", str(objects)],
                             [compiler, *LINK_FLAGS, str(objects), "-o", str(built), "-lm"]):
                 subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-            os.replace(built, library)  # atomic: a concurrent build just wins or loses the rename
+            os.chmod(built, 0o755)  # whatever the umask: never writable by others
+            os.replace(built, library)
     except (OSError, subprocess.SubprocessError) as exc:
         # the compiler's first error line, not its whole output: the message must stay readable
         detail = next((line for line in (getattr(exc, "stderr", "") or "").splitlines() if "error" in line), str(exc))
@@ -160,21 +190,39 @@ def _check_one_openmp() -> None:
                       f"{DISABLE_ENV}=0.", stacklevel=3)
 
 
-@functools.lru_cache(maxsize=1)  # one build and one load per process
 def load_library():
-    """The built library (its functions typed), or None (with a warning saying why) where it cannot be built here."""
-    if os.environ.get(DISABLE_ENV) == "0" or platform.system() != "Linux":
-        return None
-    if _compiler() is None:
-        warnings.warn("no C compiler found: decode attention and valve layers stay on PyTorch (slower on CPU). "
-                      "Install gcc or clang, or set CC, to build cotbench's kernels.", stacklevel=2)
-        return None
+    """The built library (its functions typed), or None (with one warning saying why) where it cannot be
+    built or loaded here. With ``COTBENCH_CPU_KERNELS=1`` the reason is raised as a ``CotbenchError`` instead."""
+    return _load()[0]
+
+
+def kernel_status() -> str:
+    """"loaded", or why the kernels are not used in this process (for a run's ``engine_stats``)."""
+    return _load()[1]
+
+
+@functools.lru_cache(maxsize=1)  # one build, one load and one warning per process
+def _load():
+    setting = os.environ.get(DISABLE_ENV)
+    if setting == "0":
+        return None, f"switched off ({DISABLE_ENV}=0)"
+    if platform.system() != "Linux":
+        return None, f"not built on {platform.system()}"
     try:
-        return build_library()
-    except KernelBuildError as exc:
-        warnings.warn(f"{exc}; decode attention and valve layers stay on PyTorch (slower on CPU). "
-                      f"Set {DISABLE_ENV}=0 to skip the build.", stacklevel=2)
-        return None
+        if _compiler() is None:
+            raise KernelBuildError("no C compiler found (install gcc or clang, or set CC)")
+        return build_library(), "loaded"
+    except Exception as exc:  # noqa: BLE001 - any failure here must leave the run on PyTorch, never end it
+        reason = f"{exc}" if isinstance(exc, KernelBuildError) else f"{type(exc).__name__}: {exc}"
+        if setting == "1":
+            from cotbench.errors import CotbenchError
+
+            raise CotbenchError(f"cotbench's CPU kernels are required ({DISABLE_ENV}=1) but did not load: {reason}") from None
+        warnings.warn(f"cotbench's CPU kernels did not load ({reason}); decode attention and valve layers stay on "
+                      f"PyTorch (slower on CPU). Set {DISABLE_ENV}=0 to skip the build.", stacklevel=3)
+        return None, reason
+
+
 
 
 def _typed(library, name: str, dtype: torch.dtype):

@@ -175,8 +175,8 @@ class HFBackend:
                 self.thread_stats = governor.report() if governor else None
 
     def stats(self) -> dict:
-        """For the run's metadata: where generation's time went (prefill and decode, the continuous scheduler)
-        and how the thread governor adapted to other programs (cotbench.threads)."""
+        """For the run's metadata: where generation's time went (prefill and decode, the continuous scheduler),
+        how the thread governor adapted to other programs (cotbench.threads), and whether the C kernels ran."""
         from dataclasses import asdict
 
         stats = {}
@@ -184,6 +184,10 @@ class HFBackend:
             stats["batcher"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self.last_stats).items()}
         if self.thread_stats:
             stats["threads"] = self.thread_stats
+        if self.device == "cpu":  # "loaded", or why decode ran on PyTorch's ops instead
+            from cotbench.backends.hf.cpu_kernels import kernel_status
+
+            stats["cpu_kernels"] = kernel_status()
         return stats
 
     def _generate_continuous(self, requests: Sequence[GenerationRequest], on_step) -> Iterator[list[Generation]]:

@@ -1,4 +1,6 @@
 """cotbench's C kernels: built here with the system compiler, checked against fp32 arithmetic."""
+import os
+
 import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -20,7 +22,9 @@ def _attention_module(heads, kv_heads):  # what sdpa_attention_forward reads off
 def kernel():
     """The built kernels. Skipped only where no C compiler exists: any other failure to build fails the tests."""
     if cpu_kernels._compiler() is None:
-        pytest.skip("no C compiler here")
+        from conftest import unavailable
+
+        unavailable("COMPILER", "no C compiler here")
     return cpu_kernels.build_library()
 
 
@@ -138,7 +142,7 @@ def test_odd_layouts_and_mixed_dtypes_are_left_to_sdpa():
 def test_a_failed_build_warns_and_attention_stays_on_sdpa(monkeypatch, tmp_path):
     monkeypatch.setenv("COTBENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_kernels, "FLAGS", [*cpu_kernels.FLAGS, "-fno-such-flag-for-any-compiler"])
-    load_library.cache_clear()
+    cpu_kernels._load.cache_clear()
     try:
         if cpu_kernels._compiler() is None:
             with pytest.warns(UserWarning, match="no C compiler"):
@@ -148,16 +152,16 @@ def test_a_failed_build_warns_and_attention_stays_on_sdpa(monkeypatch, tmp_path)
                 assert load_library() is None
         assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-built left behind
     finally:
-        load_library.cache_clear()
+        cpu_kernels._load.cache_clear()
 
 
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "0")
-    load_library.cache_clear()
+    cpu_kernels._load.cache_clear()
     try:
         assert load_library() is None
     finally:
-        load_library.cache_clear()
+        cpu_kernels._load.cache_clear()
 
 
 def test_loading_the_kernel_leaves_denormals_alone(kernel):
@@ -210,11 +214,13 @@ def test_argmax_picks_what_torch_picks(kernel):
 @pytest.fixture
 def fresh_cache(monkeypatch, tmp_path):
     if cpu_kernels._compiler() is None:
-        pytest.skip("no C compiler here")
+        from conftest import unavailable
+
+        unavailable("COMPILER", "no C compiler here")
     monkeypatch.setenv("COTBENCH_CACHE_DIR", str(tmp_path))
-    load_library.cache_clear()
+    cpu_kernels._load.cache_clear()
     yield tmp_path
-    load_library.cache_clear()
+    cpu_kernels._load.cache_clear()
 
 
 def test_a_damaged_cached_library_is_rebuilt_not_disabled(fresh_cache):
@@ -238,3 +244,65 @@ def test_an_abi_mismatch_is_refused(fresh_cache, monkeypatch):
 def test_only_one_openmp_runtime_beside_torch(kernel):
     runtimes = cpu_kernels.openmp_runtimes()
     assert len(runtimes) == 1, runtimes
+
+
+def test_a_missing_source_file_warns_and_falls_back(fresh_cache, monkeypatch, tmp_path):
+    """An install that left the header out of the wheel: one warning naming the file, no crash."""
+    gone = tmp_path / "cpu_kernels_typed.h"
+    monkeypatch.setattr(cpu_kernels, "SOURCES", (cpu_kernels.SOURCE, gone))
+    with pytest.warns(UserWarning, match="missing from the installed cotbench"):
+        assert load_library() is None
+    assert "cpu_kernels_typed.h" in cpu_kernels.kernel_status()
+
+
+def test_a_loader_error_warns_and_falls_back(fresh_cache, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("cannot map the library")
+
+    monkeypatch.setattr(cpu_kernels.ctypes, "CDLL", refuse)
+    with pytest.warns(UserWarning, match="did not load"):
+        assert load_library() is None
+
+
+def test_required_kernels_that_do_not_load_are_an_error(fresh_cache, monkeypatch):
+    from cotbench.errors import CotbenchError
+
+    monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "1")
+    monkeypatch.setattr(cpu_kernels, "FLAGS", [*cpu_kernels.FLAGS, "-fno-such-flag-for-any-compiler"])
+    with pytest.raises(CotbenchError, match="required"):
+        load_library()
+
+
+def test_a_cache_writable_by_others_is_never_loaded_from(fresh_cache):
+    kernels = fresh_cache / "kernels"
+    kernels.mkdir(mode=0o777)
+    kernels.chmod(0o777)  # the umask may have narrowed mkdir's mode
+    with pytest.warns(UserWarning, match="writable by other users"):
+        assert load_library() is None
+    assert not list(kernels.glob("*.so"))  # nothing built there either
+
+
+def test_a_library_writable_by_others_is_not_loaded(fresh_cache):
+    path = cpu_kernels.build_library() and cpu_kernels.library_path()
+    path.chmod(0o666)
+    with pytest.raises(cpu_kernels.KernelBuildError, match="writable by other users"):
+        cpu_kernels.build_library()
+
+
+def test_a_library_owned_by_another_user_is_not_loaded(fresh_cache):
+    if not hasattr(os, "getuid") or os.getuid() != 0:
+        from conftest import unavailable
+
+        unavailable("ROOT", "giving a file to another user needs root")
+    path = cpu_kernels.build_library() and cpu_kernels.library_path()
+    os.chown(path, 12345, 12345)
+    with pytest.raises(cpu_kernels.KernelBuildError, match="belongs to another user"):
+        cpu_kernels.build_library()
+
+
+def test_a_build_leaves_a_private_cache(fresh_cache):
+    cpu_kernels.build_library()
+    kernels = fresh_cache / "kernels"
+    assert kernels.stat().st_mode & 0o077 == 0  # made for this user only
+    assert [p.name for p in kernels.iterdir()] == [cpu_kernels.library_path().name]  # no staging left behind
+    assert cpu_kernels.library_path().stat().st_mode & 0o022 == 0

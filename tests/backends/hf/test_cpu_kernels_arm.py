@@ -20,9 +20,9 @@ SECTIONS = [("fp32 attention", 3 * 6 * 64), ("bf16 attention", 3 * 6 * 64), ("fp
 
 def _need(tool: str) -> None:
     if shutil.which(tool) is None:
-        if os.environ.get("COTBENCH_REQUIRE_CROSS") == "1":
-            pytest.fail(f"{tool} is not installed (COTBENCH_REQUIRE_CROSS=1): apt-get install gcc-aarch64-linux-gnu qemu-user")
-        pytest.skip(f"{tool} not installed (apt-get install gcc-aarch64-linux-gnu qemu-user)")
+        from conftest import unavailable
+
+        unavailable("CROSS", f"{tool} is not installed (apt-get install gcc-aarch64-linux-gnu qemu-user)")
 
 
 def _build(compiler: str, march: str, out: Path, extra=()) -> Path:

@@ -25,7 +25,9 @@ def _cpu_flags() -> set[str]:
 @pytest.fixture(scope="module")
 def avx2():
     if cpu_kernels._compiler() is None:
-        pytest.skip("no C compiler here")
+        from conftest import unavailable
+
+        unavailable("COMPILER", "no C compiler here")
     if platform.machine() != "x86_64" or not {"avx2", "fma"} <= _cpu_flags():
         pytest.skip("needs an x86-64 CPU with AVX2 and FMA")
     library = cpu_kernels.build_library(march="x86-64-v3")
@@ -36,7 +38,9 @@ def avx2():
 def test_only_builds_for_avx2_without_avx512_have_it():
     """MKL's own AVX-512 kernels are faster at these shapes, so an AVX-512 build declines (and bf16 never asks)."""
     if cpu_kernels._compiler() is None:
-        pytest.skip("no C compiler here")
+        from conftest import unavailable
+
+        unavailable("COMPILER", "no C compiler here")
     flags = _cpu_flags()
     expected = platform.machine() == "x86_64" and {"avx2", "fma"} <= flags and "avx512f" not in flags
     assert small_linear_applies(cpu_kernels.build_library()) == expected
