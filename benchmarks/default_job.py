@@ -1,6 +1,6 @@
 """The default job (`cotbench run`), alone, a few rounds: wall seconds and the scheduler's own times.
 
-    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fp32-packing]
+    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fp32-packing] [--keep-run DIR]
 
 --hold-to-avx2 runs fp32 with oneDNN, MKL and ATen limited to AVX2 and cotbench's kernels built for
 x86-64-v3 (AVX2/FMA, no AVX-512): on an AVX-512 machine, the code paths an AVX2-only CPU takes. Its
@@ -8,14 +8,18 @@ figures are this machine's, held back, not an AVX2 machine's (clocks, caches and
 README gives the factor measured between the two once. Run it alone: anything else busy on the CPU
 changes the figures. --ab-fp32-packing runs each round twice, in turn: as is, and with fp32 weights not
 packed (Intel's rule: F.linear and the few-row C layers), to measure what packing fp32 gives on an AMD
-CPU. Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fp32_packing].json.
+CPU. Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fp32_packing].json, with each run's
+summary rows (accuracy, tokens, ACU and their intervals per α). --keep-run DIR copies the last run's directory
+there (its samples.sqlite left out): how reports/default-arithmetic/ is made.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import csv
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -45,18 +49,32 @@ def _outputs_digest(out: str) -> str:
     return hashlib.sha256(json.dumps(samples).encode()).hexdigest()
 
 
+SUMMARY_COLUMNS = ("alpha", "n", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
+                   "mean_tokens_ci_low", "mean_tokens_ci_high", "truncation_pct", "acu", "acu_ci_low", "acu_ci_high",
+                   "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
+                   "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high")
+
+
+def _summary(out: str) -> list[dict]:
+    """The run's summary rows, the columns the README quotes, as numbers (None where empty)."""
+    with open(f"{out}/summary.csv", newline="", encoding="utf-8") as handle:
+        return [{c: float(row[c]) if row.get(c) not in (None, "") else None for c in SUMMARY_COLUMNS}
+                for row in csv.DictReader(handle)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
     parser.add_argument("--ab-fp32-packing", action="store_true")
+    parser.add_argument("--keep-run", type=Path, help="copy the last run's directory here (samples.sqlite left out)")
     args = parser.parse_args()
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
     cli = [sys.executable, "-c", HELD_CLI_CODE] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
     unpacked = [sys.executable, "-c", (HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; ") + NO_FP32_PACKING_CODE]
     variants = [("as is", cli), ("fp32 not packed", unpacked)] if args.ab_fp32_packing else [("as is", cli)]
     extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
-    record = {"machine": machine_record(), "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
+    record = {"machine": machine_record(), "rounds": args.rounds, "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
               "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         # a warm-up so the GGUF conversion and the kernel build are cached and no timed run pays for them
@@ -70,9 +88,14 @@ def main() -> int:
                                stderr=subprocess.DEVNULL)
                 run = {"round": round_ + 1, "variant": name, "wall_s": round(time.perf_counter() - started, 1),
                        "load_before": load_before, "load_after": os.getloadavg(), "batcher": _engine_stats(out),
-                       "outputs_sha256": _outputs_digest(out)}
+                       "outputs_sha256": _outputs_digest(out), "summary": _summary(out)}
                 record["runs"].append(run)
-                print(json.dumps(run), flush=True)
+                print(json.dumps({k: v for k, v in run.items() if k != "summary"}), flush=True)
+        if args.keep_run:
+            shutil.rmtree(args.keep_run, ignore_errors=True)
+            shutil.copytree(out, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
+            (args.keep_run / "config.yaml").write_text(  # the run's own out was a temporary directory
+                (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/default"))
     name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fp32_packing" if args.ab_fp32_packing else "")
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
