@@ -16,12 +16,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+sys.path.insert(0, str(HERE))
 from grading.cases import all_cases  # noqa: E402
 from grading.test_deadlines import GOLDS, HOSTILE  # noqa: E402
 
 from cotbench.grading import grade, grader_id  # noqa: E402
 from cotbench.grading.identity import library_versions  # noqa: E402
 from cotbench.grading.pool import GradingPool  # noqa: E402
+from machine import machine_record  # noqa: E402
 
 
 def math_verify_default(gold: str, response: str) -> bool:
@@ -71,21 +73,6 @@ def slowest_hostile(timeout_s: float = 5.0) -> dict:
             "n_inputs": len(HOSTILE) * (len(GOLDS) + 1)}
 
 
-def cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = next(line for line in info.splitlines() if line.startswith("flags"))
-        kind = "AVX-512 BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else \
-            "AVX2" if "avx2" in flags else "no AVX2"
-        return f"{name}, {kind}, {len([l for l in info.splitlines() if l.startswith('processor')])} cores"
-    except (OSError, StopIteration):
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     cases = all_cases()
     per_category = defaultdict(lambda: [0, 0, 0])  # n, ours right, math-verify right
@@ -107,7 +94,7 @@ def main() -> None:
     hostile = slowest_hostile()
 
     result = {
-        "cpu": cpu(),
+        "machine": machine_record(),
         "grader": grader_id("math"),
         "libraries": library_versions(),
         "n_cases": n,
@@ -126,7 +113,8 @@ def main() -> None:
     lines += [f"| {c} | {r[0]} | {r[1]} | {r[2]} |" for c, r in per_category.items()]
     lines += [f"| **all** | {n} | {result['cotbench_agreement_pct']} % | {result['math_verify_default_agreement_pct']} % |",
               "", f"Grader `{result['grader']}` ({', '.join(f'{k} {v}' for k, v in result['libraries'].items())}); "
-              f"CPU: {result['cpu']}.", "",
+              f"CPU: {result['machine']['cpu']} ({result['machine']['kind']}), {result['machine']['date']}, "
+              f"commit {result['machine']['commit']}.", "",
               f"Verdicts per second: {throughput}.", "",
               f"Hostile inputs ({hostile['n_inputs']} verdicts, timeout {hostile['timeout_s']} s): slowest verdict "
               f"{hostile['slowest_verdict_s']} s ({hostile['slowest_input']})."]
