@@ -95,7 +95,7 @@ def main() -> int:
             shutil.rmtree(args.keep_run, ignore_errors=True)
             shutil.copytree(out, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
             (args.keep_run / "config.yaml").write_text(  # the run's own out was a temporary directory
-                (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/default"))
+                (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/smollm2-default"))
     name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fp32_packing" if args.ab_fp32_packing else "")
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
