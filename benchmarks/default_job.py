@@ -51,7 +51,7 @@ def _outputs_digest(out: str) -> str:
 
 SUMMARY_COLUMNS = ("alpha", "n", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
                    "mean_tokens_ci_low", "mean_tokens_ci_high", "truncation_pct", "acu", "acu_ci_low", "acu_ci_high",
-                   "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
+                   "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p", "mcnemar_p_holm",
                    "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high")
 
 

@@ -7,6 +7,7 @@
 - paired comparisons of a point with the base on the same problems: the accuracy difference (paired
   bootstrap), McNemar's exact test (a binomial test on the discordant pairs), the token-reduction ratio
   (paired bootstrap);
+- Holm's correction of the p-values of one curve's comparisons with its base (family-wise error rate);
 - Spearman's ρ between α and mean length (bootstrap over problems for its interval).
 """
 from __future__ import annotations
@@ -72,11 +73,47 @@ def mean_interval(values) -> Interval:
 
 
 def acu_interval(correct, tokens, params_b: float) -> Interval:
-    """ACU = 100 × accuracy[%] / (params_b × mean tokens), bootstrapped over problems."""
+    """ACU = 100 × accuracy[%] / (params_b × mean tokens), an interval never narrower than the accuracy's.
+
+    At 0 or n of n correct every resample has the same accuracy, so a bootstrap would give ACU [0, 0] (or a
+    range that only reflects lengths) while Wilson's accuracy interval is wide; there the interval is
+    [100·a_lo / (P·t_hi), 100·a_hi / (P·t_lo)] from the Wilson bounds a and the mean-length interval t.
+    Otherwise the bootstrap over problems, widened where needed to hold ACU at the Wilson bounds and the
+    mean length."""
+    c, t = np.asarray(correct, dtype=float), np.asarray(tokens, dtype=float)
+    accuracy = wilson(int(c.sum()), len(c))
+    mean_tokens = float(np.mean(t)) if len(t) else 0.0
+    if accuracy.low is None or mean_tokens <= 0:
+        return Interval(None, None)
+
+    def at(accuracy_pct: float, length: float) -> float:
+        return 100.0 * accuracy_pct / (params_b * length)
+
+    if c.sum() in (0, len(c)):
+        lengths = mean_interval(t)
+        shortest = lengths.low if lengths.low is not None and lengths.low > 0 else mean_tokens
+        longest = lengths.high if lengths.high is not None else mean_tokens
+        return Interval(at(accuracy.low, longest), at(accuracy.high, shortest))
+
     def acu(c, t, axis=-1):
         return _ratio(100.0 * 100.0 * np.mean(c, axis=axis), params_b * np.mean(t, axis=axis))
 
-    return bootstrap(acu, correct, tokens)
+    resampled = bootstrap(acu, c, t)
+    low, high = at(accuracy.low, mean_tokens), at(accuracy.high, mean_tokens)
+    if resampled.low is None:
+        return Interval(low, high)
+    return Interval(min(resampled.low, low), max(resampled.high, high))
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the i-th smallest of m is multiplied by
+    m − i + 1, made monotone, capped at 1. Controls the chance of any false "distinguishable" over the family."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+    out = np.empty(len(p))
+    out[order] = adjusted
+    return out.tolist()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,24 @@ def test_every_row_has_intervals_and_the_paired_comparison():
     assert mid["budget_auc"] > base["budget_auc"]
 
 
+def test_distinguishable_uses_holms_correction_over_the_curve():
+    """Four α points against the base, one with p just under 0.05 alone: after Holm's correction over the four
+    comparisons it is no longer distinguishable, though its raw p and its interval say so."""
+    from report_samples import sample
+
+    samples = [sample(0.0, i, i % 4 == 0, 100) for i in range(40)]
+    for alpha in (0.25, 0.5, 0.75):  # the same as the base: p = 1
+        samples += [sample(alpha, i, i % 4 == 0, 90) for i in range(40)]
+    # 6 more right than the base and none fewer: McNemar p = 2 × 0.5^6 = 0.031; the smallest of four, × 4 = 0.125
+    samples += [sample(1.0, i, i % 4 == 0 or i < 8, 80) for i in range(40)]
+    frame = summary_frame(samples, 0.1)
+    last = _row(frame, 1.0)
+    assert last["mcnemar_p"] < 0.05 and last["accuracy_change_ci_low"] > 0
+    assert last["mcnemar_p_holm"] == pytest.approx(min(1.0, 4 * last["mcnemar_p"]))
+    assert not bool(last["distinguishable"]) and last["n_paired"] == 40
+    assert "after Holm's correction" in findings(frame)[-1] and "borderline" in findings(frame)[-1]
+
+
 def test_findings_say_in_words_what_is_distinguishable():
     frame = summary_frame(sweep(), 0.1)
     lines = findings(frame)

@@ -63,6 +63,34 @@ def test_acu_interval_brackets_the_paper_formula():
     assert ci.low < value < ci.high
 
 
+@pytest.mark.parametrize("right", [0, 30])
+def test_acu_interval_at_none_or_all_correct_comes_from_the_wilson_bounds(right):
+    """A bootstrap of 0 of 30 right gives ACU [0, 0] while accuracy's interval is [0, 11.4] %."""
+    correct = [1.0] * right + [0.0] * (30 - right)
+    tokens = [40 + 9 * i for i in range(30)]
+    accuracy, lengths = stats.wilson(right, 30), stats.mean_interval(tokens)
+    ci = stats.acu_interval(correct, tokens, 0.5)
+    assert ci.low == pytest.approx(100 * accuracy.low / (0.5 * lengths.high))
+    assert ci.high == pytest.approx(100 * accuracy.high / (0.5 * lengths.low))
+    assert ci.high > ci.low and ci.high > 0
+    # relative to its own value at the interval's middle, never narrower than accuracy's
+    assert ci.high / max(ci.low, 1e-12) >= accuracy.high / max(accuracy.low, 1e-12) or ci.low == 0
+
+
+def test_acu_interval_holds_acu_at_the_wilson_bounds():
+    correct = [1.0] + [0.0] * 29  # 1 of 30: the bootstrap alone is far narrower than Wilson at the low end
+    tokens = [100.0] * 30
+    accuracy, ci = stats.wilson(1, 30), stats.acu_interval(correct, [100.0] * 30, 0.1)
+    assert ci.low <= 100 * accuracy.low / (0.1 * 100) + 1e-9 and ci.high >= 100 * accuracy.high / (0.1 * 100) - 1e-9
+    assert ci.low < metrics.acu(100 / 30, 0.1, float(np.mean(tokens))) < ci.high
+
+
+def test_holm_on_a_worked_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; made monotone: 0.06 for the last two
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5]) == [0.5] and stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
 def test_ockscore_worked_example():
     # OckBench: accuracy[%] − 10·ln(mean tokens / 10,000 + 1); 80 % at 1,000 tokens
     assert metrics.ockscore(80.0, 1000.0) == pytest.approx(80 - 10 * math.log(1.1))
@@ -132,7 +160,13 @@ def test_whole_batch_statistics_match_scipy_one_resample_at_a_time():
     correct, tokens = rng.integers(0, 2, 50).astype(float), rng.integers(10, 400, 50).astype(float)
     point_correct, point_tokens = rng.integers(0, 2, 50).astype(float), rng.integers(5, 200, 50).astype(float)
     ci = stats.acu_interval(correct, tokens, 0.1345)
-    assert (ci.low, ci.high) == reference(lambda c, t: 1e4 * np.mean(c) / (0.1345 * np.mean(t)), correct, tokens)
+    boot = scipy_bootstrap((correct, tokens), lambda c, t: 1e4 * np.mean(c) / (0.1345 * np.mean(t)), paired=True,
+                           vectorized=False, n_resamples=stats.N_RESAMPLES, confidence_level=stats.CONFIDENCE,
+                           method="percentile", rng=np.random.default_rng(stats.SEED)).confidence_interval
+    wilson = stats.wilson(int(correct.sum()), len(correct))
+    at_bounds = [100 * a / (0.1345 * np.mean(tokens)) for a in (wilson.low, wilson.high)]
+    # the bootstrap, widened only where it does not hold ACU at the Wilson bounds
+    assert (ci.low, ci.high) == pytest.approx((min(boot.low, at_bounds[0]), max(boot.high, at_bounds[1])), rel=1e-12)
     ci = stats.mean_interval(tokens)
     assert (ci.low, ci.high) == reference(np.mean, tokens)
     result = stats.paired(correct, point_correct, tokens, point_tokens)

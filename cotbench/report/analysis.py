@@ -5,9 +5,11 @@ Per row (one model × valve × method × point × task):
   ``bootstrap_resamples``), ``accuracy_non_truncated_pct`` (truncation treated as censoring: accuracy among the
   responses that ended on their own), ``acu_no_params`` (labelled so), ``ockscore``;
 - against the base (α = 0 of the same model and valve, else the model's no-valve row), on the problems both
-  answered: ``accuracy_change_pct`` with ``accuracy_change_ci_*`` (paired bootstrap), ``mcnemar_p`` (exact),
-  ``token_reduction_ratio`` (base mean tokens ÷ this row's) with ``token_reduction_ci_*``, ``aes``;
-  ``distinguishable``: the accuracy change's interval excludes 0 and McNemar's p < 0.05 (both agree);
+  answered (``n_paired``): ``accuracy_change_pct`` with ``accuracy_change_ci_*`` (paired bootstrap),
+  ``mcnemar_p`` (exact) and ``mcnemar_p_holm`` (Holm's correction over the comparisons of one curve: model ×
+  valve × method × task), ``token_reduction_ratio`` (base mean tokens ÷ this row's) with
+  ``token_reduction_ci_*``, ``aes``; ``distinguishable``: the accuracy change's interval excludes 0 and the
+  Holm-adjusted p < 0.05 (both agree);
 - per model × valve × task: ``length_spearman_rho`` (α vs mean tokens) with its interval; per task:
   ``on_pareto`` (no other point has both fewer tokens and higher accuracy); ``budget_auc`` (the area under
   accuracy-vs-budget, ``accuracy_under_budget``).
@@ -74,8 +76,9 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
         return frame
     frame = frame.copy()
     columns = ["accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
-               "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes", "distinguishable",
-               "base", "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto"]
+               "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes", "n_paired",
+               "base", "mcnemar_p_holm", "distinguishable", "length_spearman_rho", "length_spearman_ci_low",
+               "length_spearman_ci_high", "on_pareto"]
     for c in columns:
         frame[c] = None
     for i, row in frame.iterrows():
@@ -95,8 +98,14 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
         point_tokens = float(np.mean([mine[k].generation.n_generated_tokens for k in common]))
         frame.loc[i, columns[:10]] = [p.accuracy_diff_pct, p.accuracy_diff_ci.low, p.accuracy_diff_ci.high,
                                       p.mcnemar_p, p.token_ratio, p.token_ratio_ci.low, p.token_ratio_ci.high,
-                                      metrics.aes(point_acc, point_tokens, base_acc, base_tokens),
-                                      stats.significant(p.accuracy_diff_ci) and p.mcnemar_p < 0.05, _label(base)]
+                                      metrics.aes(point_acc, point_tokens, base_acc, base_tokens), p.n_pairs,
+                                      _label(base)]
+    compared = frame[frame["mcnemar_p"].notna()]
+    for _, curve in compared.groupby(["model", "valve", "method", "task"], dropna=False):
+        frame.loc[curve.index, "mcnemar_p_holm"] = stats.holm(curve["mcnemar_p"].astype(float))
+    for i in compared.index:
+        interval = stats.Interval(frame.at[i, "accuracy_change_ci_low"], frame.at[i, "accuracy_change_ci_high"])
+        frame.at[i, "distinguishable"] = stats.significant(interval) and frame.at[i, "mcnemar_p_holm"] < 0.05
     for (model, valve, task), curve in frame[frame["method"] == "valve"].groupby(["model", "valve", "task"]):
         alphas = [a for a in curve["alpha"] if not pd.isna(a)]
         if len(alphas) < 3:

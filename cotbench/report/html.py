@@ -26,7 +26,7 @@ _COLUMNS = [("task", "task"), ("model", "model"), ("valve", "valve"), ("method",
             ("n", "n"), ("n_graded", "graded"), ("n_timeout", "timeout"), ("accuracy_pct", "accuracy %"),
             ("accuracy_ci", "95% CI"), ("mean_tokens", "mean tokens"), ("mean_tokens_ci", "95% CI"),
             ("truncation_pct", "truncated %"), ("acu", "ACU"), ("acu_ci", "95% CI"),
-            ("accuracy_change_pct", "Δacc vs base"), ("mcnemar_p", "McNemar p"),
+            ("accuracy_change_pct", "Δacc vs base"), ("mcnemar_p_holm", "McNemar p (Holm)"),
             ("token_reduction_ratio", "× shorter"), ("ockscore", "OckScore"), ("on_pareto", "Pareto")]
 
 _STYLE = """

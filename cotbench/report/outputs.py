@@ -49,9 +49,12 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
     lines.append(format_table(summary) if len(summary) else "_no graded samples yet_")
     if len(summary):
         lines += ["", "Intervals: Wilson for accuracy; bootstrap over problems (percentile, "
-                  f"{stats.N_RESAMPLES} resamples, seed {stats.SEED}) for tokens, ACU and the paired comparisons; "
-                  "McNemar's exact test on the problems whose verdict differs from the base's. A point marked * has "
-                  "samples not graded yet (or timed out): its figures cover the judged samples only."]
+                  f"{stats.N_RESAMPLES} resamples, seed {stats.SEED}) for tokens and the paired comparisons; for ACU "
+                  "the bootstrap widened to hold ACU at the Wilson bounds (at 0 or n of n correct: the Wilson bounds "
+                  "over the mean-length interval); McNemar's exact test on the problems whose verdict differs from "
+                  "the base's, with Holm's correction over each curve's comparisons (the p shown; `distinguishable` "
+                  "uses it). A point marked * has samples not graded yet (or timed out): its figures cover the "
+                  "judged samples only."]
         said = findings(summary)
         if said:
             lines += ["", "## Against the base", "", *said]

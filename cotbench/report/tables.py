@@ -18,8 +18,8 @@ SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_
                    "mean_tokens_ci_low", "mean_tokens_ci_high", "median_tokens", "p90_tokens", "mean_tokens_correct",
                    "mean_tokens_wrong", "truncation_pct", "accuracy_non_truncated_pct", "params_b", "acu",
                    "acu_ci_low", "acu_ci_high", "bootstrap_resamples", "acu_no_params", "ockscore", "budget_auc",
-                   "base", "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
-                   "distinguishable", "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high",
+                   "base", "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "n_paired",
+                   "mcnemar_p", "mcnemar_p_holm", "distinguishable", "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high",
                    "aes", "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto",
                    "protocol", "mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct",
                    "truncated_answer_pct"]
@@ -86,7 +86,7 @@ def format_table(frame: pd.DataFrame) -> str:
     thinking = "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any()
     header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "graded", "timeout",
               "accuracy % [95% CI]", "mean tokens [95% CI]", *(["thinking tokens"] if thinking else []),
-              "truncated %", "accuracy % of untruncated", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p", "× shorter [95% CI]"]
+              "truncated %", "accuracy % of untruncated", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p (Holm)", "× shorter [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in frame.iterrows():
         point = point_label(r)
@@ -96,7 +96,7 @@ def format_table(frame: pd.DataFrame) -> str:
                  _with_ci(r, "accuracy_pct", "accuracy_ci", 1), _with_ci(r, "mean_tokens", "mean_tokens_ci", 1),
                  *([_num(r.get("mean_thinking_tokens"), 1)] if thinking else []), _num(r.get("truncation_pct"), 1),
                  _num(r.get("accuracy_non_truncated_pct"), 1),
-                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _p_value(r.get("mcnemar_p")),
+                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _p_value(r.get("mcnemar_p_holm")),
                  _with_ci(r, "token_reduction_ratio", "token_reduction_ci", 2)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -156,11 +156,12 @@ def findings(frame: pd.DataFrame) -> list[str]:
         excludes_zero = r["accuracy_change_ci_low"] > 0 or r["accuracy_change_ci_high"] < 0
         if bool(r.get("distinguishable")):
             verdict = "a difference distinguishable from noise"
-        elif excludes_zero or r["mcnemar_p"] < 0.05:  # the interval and the test disagree: say so
+        elif excludes_zero or r["mcnemar_p_holm"] < 0.05:  # the interval and the test disagree: say so
             verdict = "borderline: the interval and McNemar's test disagree, not counted as distinguishable"
         else:
             verdict = "not distinguishable from noise"
         lines.append(f"- {where}: {shorter}accuracy {_signed(r['accuracy_change_pct'])} points "
                      f"[{_signed(r['accuracy_change_ci_low'])}, {_signed(r['accuracy_change_ci_high'])}], {verdict} "
-                     f"(McNemar exact p = {r['mcnemar_p']:.3g}, {int(r['n_graded'])} problems).")
+                     f"(McNemar exact p = {r['mcnemar_p']:.3g}, {r['mcnemar_p_holm']:.3g} after Holm's correction "
+                     f"over this curve's comparisons; {int(r['n_paired'])} paired problems).")
     return lines
