@@ -116,7 +116,7 @@ def _cmd_report(args) -> int:
     from cotbench.report.tables import format_table
     from cotbench.store import Store
 
-    store = Store(args.run_dir, create=False)
+    store = Store(args.run_dir, create=False, exclusive=True)  # never rewrite outputs under a running sweep
     try:
         summary = write_run_outputs(store, None if args.all else store.get_meta("selection"))
     finally:

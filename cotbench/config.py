@@ -170,6 +170,8 @@ class RunConfig:
                 problems.append(f"{name} must be a non-negative number, got {value!r}")
         if self.params_b == 0:
             problems.append("params_b must be > 0 (billions of parameters)")
+        if isinstance(self.top_p, (int, float)) and not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1] (the share of probability mass sampled from), got {self.top_p!r}")
         if not self.tasks:
             problems.append("no tasks given")
         problems += [_registry_message(TASKS, task) for task in self.tasks if task not in TASKS]

@@ -90,6 +90,22 @@ def test_report_and_leaderboard_add_updates_rows(capsys, tmp_path, tiny_model):
     assert 0.40 in list(gsm8k["acu"].round(2))
 
 
+def test_report_waits_for_no_one_but_never_rewrites_a_directory_a_run_holds(capsys, tmp_path, tiny_model):
+    from cotbench.files import RunDirLock
+
+    out = tmp_path / "run"
+    run_cli(capsys, *tiny_args(tiny_model, out))
+    before = (out / "report.md").read_bytes()
+    lock = RunDirLock(out)  # a sweep still writing this directory
+    try:
+        code, _, err = run_cli(capsys, "report", str(out))
+    finally:
+        lock.release()
+    assert code == 2 and "in use by another cotbench process" in err
+    assert (out / "report.md").read_bytes() == before
+    assert run_cli(capsys, "report", str(out))[0] == 0  # free again
+
+
 def test_a_run_with_other_settings_adds_rows_beside_never_over(capsys, tmp_path, tiny_model):
     """The same model, valve, task and point under another cap or protocol is another result: its rows go
     beside the first run's; re-adding either replaces exactly its own."""

@@ -23,6 +23,12 @@ def test_every_problem_is_reported_at_once():
         assert part in text
 
 
+@pytest.mark.parametrize("top_p", [0, 1.5, -0.1])
+def test_top_p_outside_zero_to_one_is_refused_before_anything_loads(top_p):
+    with pytest.raises(ConfigError, match=r"top_p must be in \(0, 1\]"):
+        RunConfig(top_p=top_p, temperature=0.7)
+
+
 def test_config_file_values_and_overrides(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('tasks = ["gsm8k", "math500"]\nlimit = 5\nalphas = [0, 0.5]\nvalve = "v"\n')

@@ -95,3 +95,26 @@ def test_report_html_loads_sorts_and_browses_samples(browser, tmp_path):
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+HOSTILE = "so <!--<script>document.title='pwned'</script> </script><b>\\boxed{1}</b> -->"
+
+
+def test_a_response_holding_markup_is_shown_as_text_and_stops_nothing(browser, tmp_path):
+    """The sample data sits in a script block; a response with "<!--<script>" or "</script>" must neither end
+    it nor change how it is parsed: the page runs, and the response shows as the text it is."""
+    from dataclasses import replace
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    samples = sweep()
+    samples[0] = replace(samples[0], generation=replace(samples[0].generation, text=HOSTILE))
+    summary = summary_frame(samples, 0.1)
+    page = write_html_report(tmp_path, summary, samples, {"config": {"tasks": ["arithmetic"]}}, [])
+    browser.get(page.as_uri())
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert browser.title == "cotbench report"
+    Select(browser.find_element(By.ID, "problem")).select_by_index(0)
+    cells = browser.find_elements(By.CSS_SELECTOR, "#responses .cell")
+    assert len(cells) == 3 and any("<!--<script>" in c.text for c in cells)

@@ -125,4 +125,14 @@ def _from_hub(hub: HubSource, split: str) -> tuple[list[dict] | None, str]:
 
 
 def take(problems: Sequence[Problem], limit: int | None) -> list[Problem]:
+    """The first ``limit`` problems (all for None). Ids must be unique: samples, pairs with the base and
+    resumed runs are matched by id, so two problems under one id would silently merge."""
+    seen: dict[str, Problem] = {}
+    for problem in problems:
+        if problem.problem_id in seen:
+            first, second = seen[problem.problem_id], problem
+            raise DataError(f"two problems of task {problem.task!r} have the id {problem.problem_id!r} "
+                            f"({first.metadata.get('source', 'one')} and {second.metadata.get('source', 'another')}); "
+                            "ids must be unique: fix the data, or leave --id-field out to number rows by line")
+        seen[problem.problem_id] = problem
     return list(problems if limit is None else problems[:limit])

@@ -79,7 +79,9 @@ def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Se
             "point": point if s.method == "valve" else f"{s.method} {point}", "tokens": s.generation.n_generated_tokens,
             "correct": None if s.grade is None or not s.grade.judged else bool(s.grade.correct),
             "extracted": (s.grade.extracted if s.grade else None) or "", "response": s.generation.text[:MAX_RESPONSE_CHARS]})
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # no early </script>
+    # every "<" escaped inside the script: no "</script>" and no "<!--" (which would change how the rest of the
+    # script block is parsed) can come from a response's text
+    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
     head = (f"<p>model <code>{html.escape(str(run.get('model_id', config.get('model'))))}</code>, valve "
             f"<code>{html.escape(str(run.get('valve_id') or 'none'))}</code>; tasks "
             f"{html.escape(', '.join(config.get('tasks', [])))}; max_new_tokens {config.get('max_new_tokens')}; "

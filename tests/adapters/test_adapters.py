@@ -54,6 +54,16 @@ def test_jsonl_user_file_with_custom_fields(tmp_path):
     assert [(p.problem_id, p.gold) for p in problems] == [("a", "2"), ("b", "\\frac12")]
 
 
+def test_duplicate_problem_ids_are_refused_naming_both_rows(tmp_path):
+    """Two rows under one id would merge silently wherever samples are matched by id (pairs with the base)."""
+    path = tmp_path / "dup.jsonl"
+    rows = [{"q": "1+1?", "a": "2", "uid": "x"}, {"q": "2+2?", "a": "4", "uid": "y"}, {"q": "3+3?", "a": "6", "uid": "x"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"id 'x' \(.*dup\.jsonl:1 and .*dup\.jsonl:3\)"):
+        load("jsonl", data_file=path, question_field="q", answer_field="a", id_field="uid")
+    assert len(load("jsonl", data_file=path, question_field="q", answer_field="a")) == 3  # line numbers: unique
+
+
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "ok", "answer": "1"}\n{"question": "broken",\n')
