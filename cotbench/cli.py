@@ -189,10 +189,12 @@ def _cmd_lm_eval(args) -> int:
         sub.add_argument("lm_eval_dir")
         sub.add_argument("--out", required=True)
         sub.add_argument("--regrade", action="store_true", help="grade again with cotbench's grader")
+        sub.add_argument("--tokenizer", help="count responses that carry no token count with this model's tokenizer "
+                         "(without it, such samples are refused)")
         opts = sub.parse_args(rest[1:])
         from cotbench.lmeval.shim import import_samples
 
-        out = import_samples(opts.lm_eval_dir, opts.out, opts.regrade)
+        out = import_samples(opts.lm_eval_dir, opts.out, opts.regrade, opts.tokenizer)
         print(f"cotbench run written to {out} (report.md, summary.csv); add it with: cotbench leaderboard add {out}")
         return 0
     from cotbench.lmeval.shim import run_lm_eval

@@ -4,8 +4,14 @@ Token counts. lm-eval hands a task only the response text. The ``valve`` model (
 through cotbench's own backend and appends an exact count, ``[cotbench: N generated tokens, stop]``, which
 ``process_results`` strips before grading. Under any other model (``--model hf``) the response is
 re-tokenised with the evaluated model's tokenizer (``pretrained`` from ``--model_args``), plus one token for
-the EOS that lm-eval cuts off: this equals the generated count whenever the decoded text re-tokenises to the
-same ids, which holds for greedy output of ordinary BPE tokenizers but is not guaranteed.
+the EOS that lm-eval cuts off when the response ended on its own: one that reached the task's cap
+(``max_gen_toks``, carried in each doc) was cut there and emitted no EOS. This equals the generated count
+whenever the decoded text re-tokenises to the same ids, which holds for greedy output of ordinary BPE
+tokenizers but is not guaranteed.
+
+Verdicts. A grader timeout or error is no judgement of the answer: its ``acc`` is None, left out of the
+``acc`` mean and of ACU's accuracy (``judged_mean``) and counted in ``ungraded``, as ``cotbench run`` does;
+its tokens still count in ``mean_tokens``.
 """
 from __future__ import annotations
 
@@ -29,12 +35,18 @@ def dataset(task: str, **metadata: Any):
     from cotbench.adapters import TASKS, DataOptions
     from cotbench.prompts import PromptConfig, user_turn
 
+    from cotbench.records import SamplingSettings
+
     options = DataOptions(data_dir=metadata.get("data_dir"), split=metadata.get("split"))
-    problems = TASKS.get(task).load(options, metadata.get("cotbench_limit"))
+    adapter = TASKS.get(task)
+    problems = adapter.load(options, metadata.get("cotbench_limit"))
     model = str(metadata.get("pretrained", ""))
     params_b = float(metadata["params_b"]) if metadata.get("params_b") else None
+    # the task's cap, as its YAML asks lm-eval for it (max_gen_toks): a response that reaches it was cut
+    cap = int(metadata.get("max_gen_toks") or getattr(adapter, "max_new_tokens", SamplingSettings().max_new_tokens))
     rows = [{"problem_id": p.problem_id, "question": p.question, "gold": p.gold,
-             "prompt": user_turn(p.question, PromptConfig()), "model": model, "params_b": params_b} for p in problems]
+             "prompt": user_turn(p.question, PromptConfig()), "model": model, "params_b": params_b,
+             "max_gen_toks": cap} for p in problems]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
@@ -81,10 +93,32 @@ def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
                           "to simple_evaluate (to TaskManager if you build one), or --metadata "
                           "'{\"pretrained\": ...}' on the command line.")
     if n_tokens is None:
-        n_tokens = len(_tokenizer(doc["model"])(text, add_special_tokens=False)["input_ids"]) + 1
+        n_tokens, _ = count_tokens(text, doc["model"], doc.get("max_gen_toks"))
     verdict = grade(text, doc["gold"])
     params_b = doc["params_b"] or _params_b(doc["model"])
-    return {"acc": float(verdict.correct), "mean_tokens": n_tokens, "acu": (verdict.correct, n_tokens, params_b)}
+    correct = float(verdict.correct) if verdict.judged else None
+    return {"acc": correct, "mean_tokens": n_tokens, "acu": (correct, n_tokens, params_b),
+            "ungraded": 0 if verdict.judged else 1}
+
+
+def count_tokens(text: str, model: str, cap: int | None) -> tuple[int, str]:
+    """(generated tokens, finish reason) of a response lm-eval returned without its token ids: the text
+    re-tokenised with ``model``'s tokenizer, plus the EOS lm-eval cut off unless the response reached ``cap``."""
+    n = len(_tokenizer(model)(text, add_special_tokens=False)["input_ids"])
+    if cap is not None and n >= int(cap):
+        return n, "length"
+    return n + 1, "stop"
+
+
+def total(items: list[int]) -> int:
+    """How many (lm-eval registers no sum aggregation): the ``ungraded`` count."""
+    return int(sum(items))
+
+
+def judged_mean(items: list[float | None]) -> float:
+    """The mean over real verdicts only (a timeout or grader error is None): cotbench's accuracy."""
+    judged = [x for x in items if x is not None]
+    return sum(judged) / len(judged) if judged else float("nan")
 
 
 EMPTY_WARNING = ("{share:.0%} of the {n} responses are empty (the end-of-sequence token alone). A chat model given "
@@ -107,6 +141,6 @@ def acu_aggregation(items: list[tuple[bool, int, float]]) -> float:
         message = EMPTY_WARNING.format(share=share, n=len(items))
         warnings.warn(message, stacklevel=2)
         logging.getLogger("cotbench").warning(message)
-    accuracy = 100.0 * sum(c for c, _, _ in items) / len(items)
+    accuracy = 100.0 * judged_mean([c for c, _, _ in items])
     mean_tokens = sum(n for _, n, _ in items) / len(items)
     return acu(accuracy, items[0][2], mean_tokens)

@@ -20,6 +20,7 @@ def run_lm_eval(argv: list[str]) -> int:
 
     if "--include_path" not in argv:
         argv = [*argv, "--include_path", str(TASKS_DIR)]
+    argv = _cap_in_metadata(argv)
     _refuse_plain_prompts_to_chat_models(argv)
     saved = sys.argv
     sys.argv = ["lm_eval", *argv]
@@ -30,6 +31,26 @@ def run_lm_eval(argv: list[str]) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def _cap_in_metadata(argv: list[str]) -> list[str]:
+    """``--gen_kwargs max_gen_toks=N`` also into ``--metadata``, where the tasks read the cap they were run
+    with (lm-eval gives a task's scoring function no generation settings): a response that reached it was cut
+    and emitted no EOS."""
+    if "--gen_kwargs" not in argv or argv.index("--gen_kwargs") + 1 >= len(argv):
+        return argv
+    pairs = dict(p.split("=", 1) for p in argv[argv.index("--gen_kwargs") + 1].split(",") if "=" in p)
+    if "max_gen_toks" not in pairs:
+        return argv
+    argv = list(argv)
+    if "--metadata" in argv and argv.index("--metadata") + 1 < len(argv):
+        at = argv.index("--metadata") + 1
+        metadata = json.loads(argv[at])
+        metadata.setdefault("max_gen_toks", int(pairs["max_gen_toks"]))
+        argv[at] = json.dumps(metadata)
+    else:
+        argv += ["--metadata", json.dumps({"max_gen_toks": int(pairs["max_gen_toks"])})]
+    return argv
 
 
 def _refuse_plain_prompts_to_chat_models(argv: list[str]) -> None:
@@ -57,14 +78,20 @@ def _refuse_plain_prompts_to_chat_models(argv: list[str]) -> None:
                             "its end-of-sequence token alone.")
 
 
-def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = False) -> Path:
+def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = False,
+                   tokenizer: str | None = None) -> Path:
     """lm-eval ``--output_path … --log_samples`` output -> a cotbench run directory.
+
+    A sample's generated-token count comes from the ``valve`` model's marker or the task's own count (its
+    ``acu`` item); a sample with neither is counted with ``tokenizer`` (a model name or path) when one is given,
+    and refused otherwise: a length of 0 would lower mean tokens and raise ACU. A sample lm-eval could not
+    judge (a grader timeout or error) stays unjudged.
 
     Each ``results_<time>.json`` says which model (``pretrained``, ``valve``, ``alpha`` in ``model_args``) wrote
     the ``samples_<task>_<time>.jsonl`` of the same time in its folder; samples are keyed by model, valve, α,
     settings, task, problem and prompt, so outputs of several models or α values import side by side."""
     from cotbench.grading import grade, grader_id
-    from cotbench.lmeval.glue import split_marker
+    from cotbench.lmeval.glue import count_tokens, split_marker
     from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
     from cotbench.report import write_run_outputs
     from cotbench.store import Store, sample_key
@@ -86,10 +113,22 @@ def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = Fal
                 text, n_tokens, finish = split_marker(raw)
                 acu_item = record.get("acu") or [None, None, None]
                 n_tokens = n_tokens if n_tokens is not None else acu_item[1]
+                if n_tokens is None:
+                    if tokenizer is None:
+                        raise CotbenchError(
+                            f"{path.name}: sample {doc.get('problem_id')} carries no generated-token count (neither "
+                            "the valve model's marker nor the task's own). Pass --tokenizer MODEL (the evaluated "
+                            "model) to count its response, or run lm-eval with cotbench's tasks.")
+                    n_tokens, finish = count_tokens(text, tokenizer, doc.get("max_gen_toks"))
                 if acu_item[2]:
                     params_b.setdefault(model, acu_item[2])
-                verdict = grade(text, doc["gold"]) if regrade else Grade(
-                    bool(record.get("acc")), None, doc["gold"], "lm-eval task", "as scored inside lm-eval")
+                if regrade:
+                    verdict = grade(text, doc["gold"])
+                elif record.get("acc") is None:  # lm-eval's task could not judge it: no verdict, not wrong
+                    verdict = Grade(False, None, doc["gold"], "lm-eval task", "not judged inside lm-eval (grader "
+                                    "timeout or error)", status="error")
+                else:
+                    verdict = Grade(bool(record.get("acc")), None, doc["gold"], "lm-eval task", "as scored inside lm-eval")
                 problem = Problem(task, str(doc["problem_id"]), doc["question"], doc["gold"], {})
                 arguments = record.get("arguments")
                 prompt = arguments["gen_args_0"]["arg_0"] if isinstance(arguments, dict) else ""

@@ -99,17 +99,66 @@ def test_plain_lm_eval_runs_the_tasks_offline(tiny_model, tmp_path):
     out = tmp_path / "hf"
     done = _lm_eval([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={tiny_model}", "--include_path",
                      str(REPO / "tasks"), "--tasks", "cotbench_gsm8k", "--limit", "2", "--gen_kwargs",
-                     "max_gen_toks=6", "--device", "cpu", "--output_path", str(out), "--log_samples"], tmp_path)
+                     "max_gen_toks=6", "--metadata", '{"max_gen_toks": 6}', "--device", "cpu", "--output_path",
+                     str(out), "--log_samples"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]["cotbench_gsm8k"]
     assert {"acc,none", "mean_tokens,none", "acu,none"} <= set(results)
-    # without the valve model, counts are the documented fallback: re-tokenised response + the EOS lm-eval strips
+    # without the valve model, counts are the documented fallback: the re-tokenised response, plus the EOS lm-eval
+    # strips only where the response ended before the cap (one that reached it was cut and emitted none)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     logged = _logged(out)
-    expected = sum(len(tok(r["filtered_resps"][0], add_special_tokens=False)["input_ids"]) + 1 for r in logged) / 2
-    assert results["mean_tokens,none"] == pytest.approx(expected)
+    counts = [len(tok(r["filtered_resps"][0], add_special_tokens=False)["input_ids"]) for r in logged]
+    assert results["mean_tokens,none"] == pytest.approx(sum(n if n >= 6 else n + 1 for n in counts) / 2)
+    assert results["ungraded,none"] == 0
+
+
+def test_a_grader_fault_is_not_a_wrong_answer_and_a_cut_response_has_no_eos(monkeypatch):
+    from cotbench.lmeval import glue
+    from cotbench.records import Grade
+
+    monkeypatch.setattr(glue, "_tokenizer", lambda model: (lambda text, add_special_tokens: {"input_ids": text.split()}))
+    doc = {"gold": "5", "model": "m", "params_b": 0.1, "max_gen_toks": 4}
+    assert glue.process_results(doc, ["the answer is 5"])["mean_tokens"] == 4  # reached the cap: no EOS
+    assert glue.process_results(doc, ["it is 5"])["mean_tokens"] == 4  # 3 words + the EOS lm-eval cut off
+    import cotbench.grading as grading
+
+    monkeypatch.setattr(grading, "grade", lambda text, gold: Grade(False, None, gold, "math", "timeout", status="timeout"))
+    faulted = glue.process_results(doc, ["it is 5"])
+    assert faulted["acc"] is None and faulted["ungraded"] == 1
+    items = [1.0, 0.0, None]
+    assert glue.judged_mean(items) == 0.5  # over the two real verdicts, not 1 of 3
+    assert glue.acu_aggregation([(1.0, 10, 0.1), (0.0, 10, 0.1), (None, 40, 0.1)]) == pytest.approx(
+        100 * 50.0 / (0.1 * 20))  # accuracy over the judged, tokens over all
+
+
+def test_an_import_without_token_counts_is_refused_or_counted_never_zero(tmp_path, tiny_model):
+    from cotbench.errors import CotbenchError
+    from cotbench.lmeval.shim import import_samples
+    from cotbench.store import Store
+
+    run = tmp_path / "lm_eval_out" / "model"
+    run.mkdir(parents=True)
+    (run / "results_2026-12-07T00-00-00.json").write_text(json.dumps({"config": {"model_args": f"pretrained={tiny_model}"}}))
+    doc = {"problem_id": "1", "question": "1+1?", "gold": "2", "max_gen_toks": 512}
+    rows = [{"doc": doc, "filtered_resps": ["so it is 2"], "acc": 1.0},
+            {"doc": dict(doc, problem_id="2"), "filtered_resps": ["hmm"], "acc": None}]
+    (run / "samples_cotbench_gsm8k_2026-12-07T00-00-00.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    with pytest.raises(CotbenchError, match="no generated-token count.*--tokenizer"):
+        import_samples(tmp_path / "lm_eval_out", tmp_path / "refused")
+    out = import_samples(tmp_path / "lm_eval_out", tmp_path / "counted", tokenizer=str(tiny_model))
+    store = Store(out, create=False)
+    try:
+        samples = {s.problem.problem_id: s for s in store.samples()}
+    finally:
+        store.close()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert samples["1"].generation.n_generated_tokens == len(tok("so it is 2", add_special_tokens=False)["input_ids"]) + 1
+    assert samples["2"].grade.status == "error" and not samples["2"].grade.judged  # unjudged, not wrong
 
 
 def test_task_files_ship_in_the_package_and_the_top_level_folder_is_the_same():

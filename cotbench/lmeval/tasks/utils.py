@@ -1,7 +1,7 @@
 """Thin glue for lm-eval: every function is cotbench's own (cotbench/lmeval/glue.py)."""
 from functools import partial
 
-from cotbench.lmeval.glue import acu_aggregation, dataset, doc_to_text, process_results  # noqa: F401
+from cotbench.lmeval.glue import acu_aggregation, dataset, doc_to_text, judged_mean, process_results, total  # noqa: F401
 
 gsm8k_dataset = partial(dataset, "gsm8k")
 math500_dataset = partial(dataset, "math500")
