@@ -163,9 +163,10 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
     # the answer graded depends on the thinking delimiters too: another setting regrades, never regenerates
     grader = f"{grader_id(config.protocol)}|thinking={fmt.describe() if fmt else 'none'}"
     try:
-        for key, response, gold, prompt in store.needing_grade(done, grader):
+        for key, response, gold, prompt, truncated in store.needing_grade(done, grader):
             # stored but ungraded, or graded by another grader
-            pool.submit(key, thinking.split(response, fmt, thinking.prompt_opens_thinking(prompt, fmt)).answer, gold)
+            pool.submit(key, thinking.split(response, fmt, thinking.prompt_opens_thinking(prompt, fmt)).answer, gold,
+                        truncated)
         tokens, started = 0, time.perf_counter()
         pace = _Pace()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
@@ -181,8 +182,8 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
                                           planned.point.method, planned.point.knob))
                     answers.append(parts.answer)
                 store.put_generations(samples)
-                for s, answer in zip(samples, answers):
-                    pool.submit(s.key, answer, s.problem.gold)  # the answer: what follows a thinking block
+                for s, answer in zip(samples, answers):  # the answer: what follows a thinking block
+                    pool.submit(s.key, answer, s.problem.gold, s.generation.finish_reason == "length")
                 store.put_grades(pool.ready(), grader)
                 tokens += sum(g.n_generated_tokens for g in batch)
                 bar.update(len(batch))

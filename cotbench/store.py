@@ -160,12 +160,14 @@ class Store:
                                                   key) for key, g in grades])
 
     @_guarded
-    def needing_grade(self, keys: Iterable[str], grader: str) -> list[tuple[str, str, str, str]]:
-        """(key, response, gold, prompt) of stored samples without a verdict of ``grader``: ungraded, graded by
-        another grader (protocol, code, library version, thinking delimiters), or left as a timeout or error."""
+    def needing_grade(self, keys: Iterable[str], grader: str) -> list[tuple[str, str, str, str, bool]]:
+        """(key, response, gold, prompt, truncated) of stored samples without a verdict of ``grader``: ungraded,
+        graded by another grader (protocol, code, library version, thinking delimiters), or left as a timeout
+        or error. ``truncated``: the response stopped at the length cap."""
         wanted = set(keys)
-        rows = self.db.execute("SELECT key, response, gold, prompt, grader_version, status FROM samples")
-        return [(key, response, gold, prompt) for key, response, gold, prompt, version, status in rows
+        rows = self.db.execute("SELECT key, response, gold, prompt, finish_reason, grader_version, status FROM samples")
+        return [(key, response, gold, prompt, finish == "length")
+                for key, response, gold, prompt, finish, version, status in rows
                 if key in wanted and (version != grader or status in ("timeout", "error", None))]
 
     @_guarded

@@ -47,7 +47,7 @@ def main() -> int:
     protocol = config.get("protocol", "math")
     pool = GradingPool(protocol, float(config.get("grade_timeout_s", 5.0)), 1)
     for s in samples:
-        pool.submit(s.key, s.generation.text, s.problem.gold)
+        pool.submit(s.key, s.generation.text, s.problem.gold, s.generation.finish_reason == "length")
     grades = pool.finish()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp)

@@ -135,3 +135,24 @@ def test_token_axis_goes_logarithmic_beyond_ten_fold():
     assert curve_figure(frame, "acu", "ACU").axes[0].get_xscale() == "log"
     narrow = frame[frame["alpha"] < 1.0]  # about 4x
     assert curve_figure(narrow, "acu", "ACU").axes[0].get_xscale() == "linear"
+
+
+def test_grader_errors_and_cut_responses_without_an_answer_are_counted_apart():
+    from dataclasses import replace
+
+    from cotbench.grading.grader import NO_COMMITMENT
+    from report_samples import sample
+
+    samples = sweep()
+    errored = [i for i, s in enumerate(samples) if s.alpha == 0.5][:2]
+    for i in errored:
+        samples[i] = sample(0.5, int(samples[i].problem.problem_id), False, 50, status="error")
+    cut = next(i for i, s in enumerate(samples) if s.alpha == 0.0 and not s.grade.correct)
+    samples[cut] = replace(samples[cut], grade=replace(samples[cut].grade, reason=NO_COMMITMENT))
+    frame = summary_frame(samples, 0.1)
+    mid, base = _row(frame, 0.5), _row(frame, 0.0)
+    assert (mid["n_error"], mid["n_timeout"], mid["n_graded"]) == (2, 0, 28) and not bool(mid["complete"])
+    assert base["n_truncated_no_answer"] == 1 and base["n_error"] == 0
+    said = findings(frame)
+    assert any("the grader failed on 2 of 30 samples (6.7 %, above 1 %)" in line for line in said)
+    assert "| 2 |" in format_table(frame)

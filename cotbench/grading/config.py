@@ -21,6 +21,10 @@ EXTRACTORS = {
     "gsm8k_hash": "lm-evaluation-harness GSM8K strict-match: the first '#### N'",
     "gsm8k_last_run": "lm-evaluation-harness GSM8K flexible-extract: the last number-like run",
 }
+# Extractors that read an answer the response committed to. A response cut at the length cap has an answer only
+# through one of these (unless a config says otherwise, as the paper's protocol does): its last number or
+# math span is wherever the cap fell, not an answer it gave.
+COMMITTING = ("boxed", "boxed_or_cut", "marker", "gsm8k_hash")
 PERCENT_POLICIES = {
     "value": "N% is N/100 and nothing else",
     "value_or_bare": "N% is N/100; it also matches a bare N on the other side (golds often drop the sign)",
@@ -43,6 +47,8 @@ class GradingConfig:
     symbolic: bool = True  # sympy (through math-verify's parser) when the exact checks cannot decide
     # Refuse symbolic work on longer answers: they are prose, not answers, and sympy is superlinear on them.
     max_symbolic_chars: int = 1500
+    # a response that stopped at the length cap is read only through the COMMITTING extractors
+    cut_needs_commitment: bool = True
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -73,8 +79,8 @@ MATH = _preset(GradingConfig(
     "math", ("boxed_or_cut", "marker", "bare", "last_math_or_number"),
     notes="cotbench default: box, else answer marker, else a bare answer, else the math or number that ends last"))
 PAPER = _preset(GradingConfig(
-    "paper", ("boxed", "last_number"), choice_letters=False,
-    notes="CoT-Valve's protocol: the last \\boxed{}, else the last number"))
+    "paper", ("boxed", "last_number"), choice_letters=False, cut_needs_commitment=False,
+    notes="CoT-Valve's protocol: the last \\boxed{}, else the last number (also of a response cut at the cap)"))
 GSM8K_STRICT = _preset(GradingConfig(
     "gsm8k-strict", ("gsm8k_hash",), choice_letters=False, notes="lm-evaluation-harness gsm8k strict-match"))
 GSM8K_FLEXIBLE = _preset(GradingConfig(

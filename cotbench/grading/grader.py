@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from cotbench.grading.config import GradingConfig, resolve
+from cotbench.grading.config import COMMITTING, GradingConfig, resolve
 from cotbench.grading.extract import Extraction, boxes, choice_letter, choice_letter_gold, run_extractors
 from cotbench.grading.normalize import normalize
 from cotbench.grading.sandbox import HELPER, Deadline, GradingTimeout, run_inline
@@ -24,13 +24,16 @@ MAX_RESPONSE_CHARS = 2_000_000  # longer responses are read from their end (answ
 
 
 def grade(response: str, gold: str, protocol: str | GradingConfig = DEFAULT_PROTOCOL,
-          timeout_s: float = DEFAULT_TIMEOUT_S) -> Grade:
-    """Grade one response. Never raises; an unreadable answer is an incorrect verdict.
+          timeout_s: float = DEFAULT_TIMEOUT_S, truncated: bool = False) -> Grade:
+    """Grade one response. Never raises; an unreadable answer is an incorrect verdict, a fault of the grader
+    (sympy or the parser raising, a RecursionError) an ``error``. ``truncated``: the response stopped at the
+    length cap; unless the protocol says otherwise (``paper``), it has an answer only if it committed to one
+    (a complete box or an answer marker).
 
     >>> grade("so the total is \\\\boxed{\\\\frac{1}{2}}", "0.5").correct
     True
     """
-    return _grade(response, gold, protocol, timeout_s, HELPER.run, None)
+    return _grade(response, gold, protocol, timeout_s, HELPER.run, None, truncated)
 
 
 @dataclass(frozen=True)
@@ -41,33 +44,33 @@ class Explanation:
 
 
 def explain(response: str, gold: str, protocol: str | GradingConfig = DEFAULT_PROTOCOL,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> Explanation:
+            timeout_s: float = DEFAULT_TIMEOUT_S, truncated: bool = False) -> Explanation:
     """The verdict with each step that led to it (extraction, normal forms, the check that decided)."""
     trace = Trace()
     started = time.perf_counter()
-    verdict = _grade(response, gold, protocol, timeout_s, HELPER.run, trace)
+    verdict = _grade(response, gold, protocol, timeout_s, HELPER.run, trace, truncated)
     return Explanation(verdict, tuple(trace), time.perf_counter() - started)
 
 
-def grade_in_worker(response: str, gold: str, protocol: str | GradingConfig, timeout_s: float) -> Grade:
+def grade_in_worker(response: str, gold: str, protocol: str | GradingConfig, timeout_s: float,
+                    truncated: bool = False) -> Grade:
     """The verdict as a grading-pool worker computes it: the worker runs it under one alarm for the whole
     verdict (``_worker.serve``), symbolic work inline; the pool kills the worker if C code outlives it."""
-    return _grade(response, gold, protocol, timeout_s, run_inline, None)
+    return _grade(response, gold, protocol, timeout_s, run_inline, None, truncated)
 
 
-def _grade(response, gold, protocol, timeout_s, runner, trace) -> Grade:
+def _grade(response, gold, protocol, timeout_s, runner, trace, truncated=False) -> Grade:
     deadline = Deadline(timeout_s)
     try:
         config = resolve(protocol)
     except Exception as exc:  # an unknown protocol is the caller's error, reported as one
         return Grade(False, None, str(gold), str(protocol), f"error: {exc}", status="error")
     try:
-        return _judge(str(response), str(gold), config, runner, deadline, trace)
+        return _judge(str(response), str(gold), config, runner, deadline, trace, truncated)
     except GradingTimeout:
         return _timeout(gold, config.name, timeout_s)
-    except RecursionError:
-        return Grade(False, None, str(gold), config.name, "incorrect: answer nested too deeply to read")
-    except Exception as exc:  # a grader bug must not stop a run; the verdict says so and is kept out of accuracy
+    except Exception as exc:  # a grader fault (RecursionError included) must not stop a run, nor count as a
+        # wrong answer: the verdict says so and is kept out of accuracy
         return Grade(False, None, str(gold), config.name, f"error: {type(exc).__name__}: {exc}"[:300], status="error")
 
 
@@ -76,8 +79,13 @@ def _timeout(gold, protocol, timeout_s) -> Grade:
     return Grade(False, None, str(gold), name, f"timeout: no verdict within {timeout_s:g}s", status="timeout")
 
 
-def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: Deadline, trace) -> Grade:
+NO_COMMITMENT = "no answer: cut off at the length cap before committing to one (no complete box, no answer marker)"
+
+
+def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: Deadline, trace,
+           truncated: bool = False) -> Grade:
     response = response.replace("\x00", "")[-MAX_RESPONSE_CHARS:]
+    committed_only = truncated and config.cut_needs_commitment
     golds = gold_answers(gold)
     gold_text = ", ".join(golds)
     letter = choice_letter_gold(normalize(gold_text)) if config.choice_letters and len(golds) == 1 else None
@@ -85,10 +93,17 @@ def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: De
         letter = None  # a lower-case "a" is a variable, not choice (A)
     if letter:
         extraction = choice_letter(response)
+        if committed_only and not extraction.how.startswith(("letter in the last", "letter after 'answer")):
+            extraction = Extraction(None, NO_COMMITMENT)
     else:
-        extraction = run_extractors(response, config.extractors, n_gold=len(golds))
+        extractors = tuple(e for e in config.extractors if e in COMMITTING) if committed_only else config.extractors
+        extraction = run_extractors(response, extractors, n_gold=len(golds)) if extractors else Extraction(None, "")
+        if committed_only and extraction.text is None:
+            extraction = Extraction(None, NO_COMMITMENT)
     if trace is not None:
         trace.add(f"gold answer{'s' if len(golds) > 1 else ''}: {gold_text!r}")
+        if committed_only:
+            trace.add("the response stopped at the length cap: only a committed answer counts")
         trace.add(f"extracted {extraction.text!r} ({extraction.how})")
     if extraction.text is None:
         return Grade(False, None, gold_text, config.name, extraction.how)

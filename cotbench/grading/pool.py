@@ -5,9 +5,9 @@
   machine times nothing out.
 - Inside the worker the whole verdict runs under a SIGALRM alarm; C code that outlives it is killed
   ``HARD_GRACE_S`` later and a fresh worker takes its place.
-- A verdict that times out, or whose worker died, is retried once, in a fresh worker when the first one was
-  killed; if it fails again it is stored as ``timeout`` / ``error``, which summaries count apart and keep out
-  of accuracy, never as a wrong answer.
+- A verdict that times out, whose worker died, or that the grader failed on (``error``) is retried once, in a
+  fresh worker when the first one was killed or failed; if it fails again it is stored as ``timeout`` /
+  ``error``, which summaries count apart and keep out of accuracy, never as a wrong answer.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class _Job:
     key: str
     response: str
     gold: str
+    truncated: bool = False  # the response stopped at the length cap
     attempt: int = 1
 
 
@@ -49,11 +50,12 @@ class GradingPool:
     def n_pending(self) -> int:
         return len(self._queue) + sum(w.busy for w in self._workers)
 
-    def submit(self, key: str, response: str, gold: str) -> None:
+    def submit(self, key: str, response: str, gold: str, truncated: bool = False) -> None:
+        """Queue one verdict; ``truncated``: the response stopped at the length cap (``grade``'s rule)."""
         if not self._workers:
-            self._done.append((key, grade(response, gold, self.config, self.timeout_s)))
+            self._done.append((key, grade(response, gold, self.config, self.timeout_s, truncated)))
             return
-        self._queue.append(_Job(key, response, gold))
+        self._queue.append(_Job(key, response, gold, truncated))
         self._pump(0.0)
 
     def ready(self, wait_s: float = 0.0) -> list[tuple[str, Grade]]:
@@ -90,7 +92,11 @@ class GradingPool:
                                         f"error: grading worker died ({exc})", status="error"), fresh=True)
                 continue
             if answer is not None:
-                self._settle(job, self._verdict(job, answer), fresh=False)
+                verdict = self._verdict(job, answer)
+                if verdict.status == "error":  # the grader failed in this worker: its retry gets a fresh one
+                    w.kill()
+                    w.start()
+                self._settle(job, verdict, fresh=verdict.status == "error")
             elif w.overdue(HARD_GRACE_S):
                 w.kill()  # stuck in C code past its alarm; the retry goes to a fresh worker
                 w.start()
@@ -112,7 +118,8 @@ class GradingPool:
             if not w.ensure_ready():
                 self._queue.appendleft(job)  # still booting: try again on the next pump
                 return
-            w.submit(grade_in_worker, (job.response, job.gold, self.config, self.timeout_s), self.budget_s, job)
+            w.submit(grade_in_worker, (job.response, job.gold, self.config, self.timeout_s, job.truncated),
+                     self.budget_s, job)
         except WorkerDied as exc:
             w.start()
             self._settle(job, Grade(False, None, job.gold, self.config.name, f"error: grading worker died ({exc})",
@@ -133,7 +140,7 @@ class GradingPool:
     def _settle(self, job: _Job, verdict: Grade, fresh: bool) -> None:
         if not verdict.judged and job.attempt < MAX_ATTEMPTS:
             self.n_retried += 1
-            retry = _Job(job.key, job.response, job.gold, job.attempt + 1)
+            retry = _Job(job.key, job.response, job.gold, job.truncated, job.attempt + 1)
             self._queue.appendleft(retry)
             return
         if job.attempt > 1 and not verdict.judged:

@@ -158,13 +158,20 @@ def _as_complex(expr, use: bool):
         return expr
 
 
+class ComparisonFault(Exception):
+    """A check raised while comparing two parsed values, and no other check found them equal: the grader
+    cannot say, so the verdict is an ``error`` (kept out of accuracy), never a wrong answer."""
+
+
 def symbolic_equal(pred: str, gold: str, rel_tol: float) -> tuple[bool, str]:
-    """(verdict, how) for two normalised answers."""
+    """(verdict, how) for two normalised answers; ``ComparisonFault`` where the grader itself failed."""
     from math_verify.grader import should_treat_as_complex
 
     g, p = parse_math(gold), parse_math(pred)
-    if g is None or p is None:
-        return False, f"could not parse the {'gold' if g is None else 'answer'} as maths"
+    if p is None:  # the model's fault: what it wrote is no maths either parser reads
+        return False, "unreadable: the answer could not be parsed as maths"
+    if g is None:
+        return False, "the gold could not be parsed as maths, and the texts differ"
     complex_i = (should_treat_as_complex(gold) or should_treat_as_complex(pred)) and bool(
         _IMAGINARY.search(gold) or _IMAGINARY.search(pred))
     g, p = _as_complex(g, complex_i), _as_complex(p, complex_i)
@@ -172,30 +179,50 @@ def symbolic_equal(pred: str, gold: str, rel_tol: float) -> tuple[bool, str]:
 
 
 def compare(g, p, rel_tol: float) -> tuple[bool, str]:
+    """Each check in turn, cheapest first; the first that finds the two equal decides. A check that raises
+    is noted: if no other check finds them equal, the grader could not decide (``ComparisonFault``)."""
     import sympy
     from math_verify import verify
 
     if _is_scalar_number(g) and _is_scalar_number(p):
         return numbers_equal(g, p, rel_tol)
+    faults: list[str] = []
     g, p = _relation_as_set_beside(g, p), _relation_as_set_beside(p, g)
     if isinstance(g, sympy.Set) and isinstance(p, sympy.Set):
-        try:
+        with _noting(faults, "set difference"):
             if g == p or (sympy.Complement(g, p) == sympy.EmptySet and sympy.Complement(p, g) == sympy.EmptySet):
                 return True, "same set (sympy)"
-        except Exception:
-            pass
     if _is_expression(g) and _is_expression(p):
-        try:  # math-verify compares a lone symbol by name only: x against 2·x/2 would fail there
+        with _noting(faults, "simplify"):  # math-verify compares a lone symbol by name only: x vs 2·x/2 fails
             if sympy.simplify(g - p) == 0:
                 return True, "same expression (sympy)"
-        except Exception:
-            pass
     if isinstance(g, sympy.Eq) and isinstance(p, sympy.Eq):
-        if _equations_equal(g, p):
-            return True, "same equation (sympy)"
-    if verify(g, p, timeout_seconds=None):
-        return True, "symbolic match (math-verify)"
+        with _noting(faults, "equations"):
+            if _equations_equal(g, p):
+                return True, "same equation (sympy)"
+    with _noting(faults, "math-verify"):
+        if verify(g, p, timeout_seconds=None, raise_on_error=True):
+            return True, "symbolic match (math-verify)"
+    if faults:
+        raise ComparisonFault("; ".join(faults))
     return False, "not equivalent"
+
+
+class _noting:
+    """A check's exception noted in ``faults`` instead of raised, so the other checks still run. Only
+    ``Exception``: the deadline's alarm (a ``BaseException``) always goes through."""
+
+    def __init__(self, faults: list[str], check: str):
+        self.faults, self.check = faults, check
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is not None and issubclass(kind, Exception):
+            self.faults.append(f"{self.check} raised {kind.__name__}: {str(exc)[:120]}")
+            return True
+        return False
 
 
 def _relation_as_set_beside(x, other):
@@ -236,13 +263,12 @@ def numbers_equal(g, p, rel_tol: float) -> tuple[bool, str]:
     if g.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan) or p.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
         return False, "numbers differ (infinite)"  # oo - (-oo) is no finite difference to measure
     approximate = g.has(sympy.Float) or p.has(sympy.Float)
+    faults: list[str] = []
     if not approximate:
-        try:
+        with _noting(faults, "simplify"):
             if sympy.simplify(g - p) == 0:
                 return True, "same closed form (sympy)"
-        except Exception:
-            pass
-    try:
+    with _noting(faults, "numeric evaluation"):
         gv, pv = sympy.N(g, 60), sympy.N(p, 60)
         diff, scale = abs(gv - pv), max(abs(gv), abs(pv))
         if not (diff.is_number and scale.is_number) or diff.has(sympy.nan, sympy.zoo):
@@ -253,19 +279,15 @@ def numbers_equal(g, p, rel_tol: float) -> tuple[bool, str]:
         if bool(diff <= tol * scale):
             return True, ("numeric match within relative tolerance" if approximate
                           else "same value to 50 significant digits")
-    except Exception:
-        pass
-    return False, "numbers differ"
+        return False, "numbers differ"
+    raise ComparisonFault("; ".join(faults))
 
 
 def _equations_equal(g, p) -> bool:
     import sympy
 
     a, b = g.lhs - g.rhs, p.lhs - p.rhs
-    try:
-        if b == 0 or a == 0:
-            return a == b
-        ratio = sympy.simplify(a / b)
-        return bool(ratio.is_number and ratio != 0 and not ratio.free_symbols)
-    except Exception:
-        return False
+    if b == 0 or a == 0:
+        return a == b
+    ratio = sympy.simplify(a / b)
+    return bool(ratio.is_number and ratio != 0 and not ratio.free_symbols)

@@ -21,7 +21,7 @@ from cotbench.grading.config import GradingConfig
 from cotbench.grading.guard import symbolic_refusal
 from cotbench.grading.normalize import normalize
 from cotbench.grading.numbers import numbers_equal, parse_number
-from cotbench.grading.sandbox import Deadline, SymbolicCrash
+from cotbench.grading.sandbox import Deadline
 from cotbench.grading.symbolic import symbolic_equal
 
 Runner = Callable[[Callable, tuple, "float | None"], object]
@@ -162,10 +162,9 @@ def _one(p: str, g: str, config: GradingConfig, runner: Runner, deadline: Deadli
     if refusal:
         return _say(trace, (False, f"not the same text, and no symbolic check: {refusal}"), "guard")
     for variant_p, variant_g, note in _percent_variants(p, g, config.percent):
-        try:
-            verdict, why = runner(symbolic_equal, (variant_p, variant_g, config.rel_tol), deadline.remaining())
-        except SymbolicCrash as exc:
-            return _say(trace, (False, f"symbolic check crashed: {exc}"), "symbolic")
+        # a crash (SymbolicCrash) or a fault while comparing (ComparisonFault) is the grader's, not the answer's:
+        # it propagates, and the verdict becomes an error, kept out of accuracy
+        verdict, why = runner(symbolic_equal, (variant_p, variant_g, config.rel_tol), deadline.remaining())
         if verdict:
             return _say(trace, (True, why + note), "symbolic")
     return _say(trace, (False, why), "symbolic")

@@ -84,7 +84,7 @@ def _params_b(model: str) -> float:
 def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
     from cotbench.grading import grade
 
-    text, n_tokens, _ = split_marker(results[0])
+    text, n_tokens, finish = split_marker(results[0])
     if n_tokens is None and not doc["model"]:
         from cotbench.errors import ConfigError
 
@@ -93,8 +93,8 @@ def process_results(doc: dict, results: list[str]) -> dict[str, Any]:
                           "to simple_evaluate (to TaskManager if you build one), or --metadata "
                           "'{\"pretrained\": ...}' on the command line.")
     if n_tokens is None:
-        n_tokens, _ = count_tokens(text, doc["model"], doc.get("max_gen_toks"))
-    verdict = grade(text, doc["gold"])
+        n_tokens, finish = count_tokens(text, doc["model"], doc.get("max_gen_toks"))
+    verdict = grade(text, doc["gold"], truncated=finish == "length")
     params_b = doc["params_b"] or _params_b(doc["model"])
     correct = float(verdict.correct) if verdict.judged else None
     return {"acc": correct, "mean_tokens": n_tokens, "acu": (correct, n_tokens, params_b),

@@ -23,7 +23,8 @@ from cotbench.report.tables import point_label
 MAX_RESPONSE_CHARS = 20_000  # per response in the browser; the full text is in samples.jsonl
 
 _COLUMNS = [("task", "task"), ("model", "model"), ("valve", "valve"), ("method", "method"), ("point", "point"),
-            ("n", "n"), ("n_graded", "graded"), ("n_timeout", "timeout"), ("accuracy_pct", "accuracy %"),
+            ("n", "n"), ("n_graded", "graded"), ("n_timeout", "timeout"), ("n_error", "error"),
+            ("n_truncated_no_answer", "cut, no answer"), ("accuracy_pct", "accuracy %"),
             ("accuracy_ci", "95% CI"), ("mean_tokens", "mean tokens"), ("mean_tokens_ci", "95% CI"),
             ("truncation_pct", "truncated %"), ("acu", "ACU"), ("acu_ci", "95% CI"),
             ("accuracy_change_pct", "Δacc vs base"), ("mcnemar_p_holm", "McNemar p (Holm)"),

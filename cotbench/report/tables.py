@@ -9,12 +9,13 @@ from typing import Sequence
 import pandas as pd
 
 from cotbench.files import atomic_write
+from cotbench.grading.grader import NO_COMMITMENT
 from cotbench.metrics import Outcome, summarize
 from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
 from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
-                   "complete", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
+                   "n_error", "n_truncated_no_answer", "complete", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
                    "mean_tokens_ci_low", "mean_tokens_ci_high", "median_tokens", "p90_tokens", "mean_tokens_correct",
                    "mean_tokens_wrong", "truncation_pct", "accuracy_non_truncated_pct", "params_b", "acu",
                    "acu_ci_low", "acu_ci_high", "bootstrap_resamples", "acu_no_params", "ockscore", "budget_auc",
@@ -32,8 +33,12 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
     for (model, valve, alpha, method, knob, task), members in groups.items():
         # Accuracy is over real verdicts only: a timeout or a grader error is no judgement of the answer.
         graded = [s for s in members if s.grade is not None and s.grade.judged]
-        n_timeout = sum(1 for s in members if s.grade is not None and not s.grade.judged)
-        counts = {"n_ungraded": len(members) - len(graded) - n_timeout, "n_timeout": n_timeout,
+        n_timeout = sum(1 for s in members if s.grade is not None and s.grade.status == "timeout")
+        n_error = sum(1 for s in members if s.grade is not None and s.grade.status == "error")
+        counts = {"n_ungraded": len(members) - len(graded) - n_timeout - n_error, "n_timeout": n_timeout,
+                  "n_error": n_error,  # the grader failed: no judgement, kept out of accuracy like a timeout
+                  # cut at the length cap before committing to an answer: judged wrong, counted so readers see why
+                  "n_truncated_no_answer": sum(1 for s in graded if s.grade.reason == NO_COMMITMENT),
                   "complete": len(graded) == len(members)}  # an incomplete row is flagged and drawn hollow
         if not graded:  # nothing judged yet: a row that says so, never a value it does not have
             rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task,
@@ -85,14 +90,14 @@ def format_table(frame: pd.DataFrame) -> str:
     baselines = "method" in frame and (frame["method"] != "valve").any()
     thinking = "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any()
     header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "graded", "timeout",
-              "accuracy % [95% CI]", "mean tokens [95% CI]", *(["thinking tokens"] if thinking else []),
+              "error", "cut, no answer", "accuracy % [95% CI]", "mean tokens [95% CI]", *(["thinking tokens"] if thinking else []),
               "truncated %", "accuracy % of untruncated", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p (Holm)", "× shorter [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in frame.iterrows():
         point = point_label(r)
         cells = [r["task"], r["model"], r["valve"] or "-", *([r["method"]] if baselines else []),
                  point + ("" if r.get("complete", True) else " *"), _int(r.get("n")), _int(r.get("n_graded", r["n"])),
-                 _int(r.get("n_timeout", 0)),
+                 _int(r.get("n_timeout", 0)), _int(r.get("n_error", 0)), _int(r.get("n_truncated_no_answer", 0)),
                  _with_ci(r, "accuracy_pct", "accuracy_ci", 1), _with_ci(r, "mean_tokens", "mean_tokens_ci", 1),
                  *([_num(r.get("mean_thinking_tokens"), 1)] if thinking else []), _num(r.get("truncation_pct"), 1),
                  _num(r.get("accuracy_non_truncated_pct"), 1),
@@ -142,9 +147,20 @@ def _signed_ci(r) -> str:
     return f"{_signed(value)} [{_signed(low)}, {_signed(high)}]" if low is not None and not pd.isna(low) else _signed(value)
 
 
+ERROR_SHARE_FLAG = 0.01  # more grader errors than this share of a row's samples is said in words
+
+
 def findings(frame: pd.DataFrame) -> list[str]:
-    """Each comparison with the base in words: which differences are distinguishable from noise."""
+    """Each comparison with the base in words: which differences are distinguishable from noise; and every row
+    whose grader failed on more than ``ERROR_SHARE_FLAG`` of its samples."""
     lines = []
+    for _, r in frame.iterrows():
+        errors = r.get("n_error")
+        if errors is not None and not pd.isna(errors) and errors > ERROR_SHARE_FLAG * r["n"]:
+            lines.append(f"- {r['task']}, {r['model'].split(' (')[0]}, {point_label(r)}: the grader failed on "
+                         f"{int(errors)} of {int(r['n'])} samples ({100 * errors / r['n']:.1f} %, above "
+                         f"{100 * ERROR_SHARE_FLAG:g} %); they are kept out of accuracy. `cotbench grade --explain` "
+                         "on one of them (samples.jsonl, status `error`) shows where.")
     for _, r in frame.iterrows():
         if r.get("accuracy_change_pct") is None or pd.isna(r.get("accuracy_change_pct")):
             continue

@@ -46,3 +46,60 @@ def test_grade_works_off_the_main_thread():
     thread.start()
     thread.join(60)
     assert out and out[0].correct
+
+
+def _fail(*args, **kwargs):
+    raise RecursionError("maximum recursion depth exceeded while calling a Python object")
+
+
+def test_a_fault_while_comparing_is_an_error_not_a_wrong_answer(monkeypatch):
+    """sympy (and math-verify) raising on two parsed answers: the grader cannot say, so the verdict is an
+    error, kept out of accuracy; the old rule turned it into "not equivalent"."""
+    import math_verify
+    import sympy
+
+    from cotbench.grading.grader import grade_in_worker  # symbolic work inline, where the patch applies
+
+    monkeypatch.setattr(sympy, "simplify", _fail)
+    monkeypatch.setattr(math_verify, "verify", _fail)
+    verdict = grade_in_worker("x^2 + 2x + 1", "(x+1)^2", "math", 5.0)
+    assert verdict.status == "error" and not verdict.judged and "RecursionError" in verdict.reason
+    # an exact check that decides before any faulty one still decides
+    assert grade_in_worker("\\frac{1}{2}", "0.5", "math", 5.0).correct
+
+
+def test_one_faulty_check_does_not_hide_another_that_decides(monkeypatch):
+    import sympy
+
+    from cotbench.grading.grader import grade_in_worker
+
+    monkeypatch.setattr(sympy, "simplify", _fail)  # math-verify still finds them equal
+    assert grade_in_worker("(x+1)^2", "(1+x)^2", "math", 5.0).correct
+
+
+def test_an_unreadable_answer_is_the_models_fault():
+    verdict = grade("so the answer is \\boxed{\\frac{3}{}}", "x+1")
+    assert verdict.status == "incorrect" and verdict.judged
+
+
+@pytest.mark.parametrize("response,truncated,expected", [
+    # cut mid-line: its last number is wherever the cap fell, not an answer it gave
+    ("the total distance minus the distance walked: \\[ 6 \\text{ miles} - 6", True, None),
+    ("the total distance minus the distance walked: \\[ 6 \\text{ miles} - 6", False, "6"),
+    ("first \\boxed{6}, and to double-check, 3 + 3 = 6, so", True, "6"),  # a complete box: committed
+    ("The answer is 6.\n\nLet me verify this once more by adding the", True, "6"),  # an answer marker: committed
+])
+def test_a_response_cut_at_the_cap_has_an_answer_only_if_it_committed_to_one(response, truncated, expected):
+    from cotbench.grading.grader import NO_COMMITMENT
+
+    verdict = grade(response, "6", truncated=truncated)
+    assert verdict.extracted == expected
+    if expected is None:
+        assert not verdict.correct and verdict.judged and verdict.reason == NO_COMMITMENT
+    # the paper's protocol takes the last number by design, cut or not
+    assert grade(response, "6", "paper", truncated=True).extracted == "6"
+
+
+def test_a_cut_response_to_a_choice_question_needs_its_letter_committed():
+    assert not grade("Let me think about (B) and (C). Option B seems", "B", truncated=True).correct
+    assert grade("The answer is B. Now to check", "B", truncated=True).correct
