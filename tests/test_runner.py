@@ -43,6 +43,43 @@ def test_sweep_writes_every_output(tiny_model, tiny_valve, tmp_path):
     assert "| task |" in (out / "report.md").read_text()
 
 
+def test_accuracy_and_acu_on_rows_neither_all_wrong_nor_all_right(tiny_model, tiny_valve, tmp_path):
+    """The tiny random model is always wrong, so ACU checks on its rows compare 0 with 0. Here some stored
+    responses are replaced by known answers (right, wrong, cut without an answer) and the same command regrades
+    them through the real grader and report path: every figure has a known value."""
+    import sqlite3
+
+    cfg = config(tiny_model, tiny_valve, tmp_path / "run", limit=4)
+    run_sweep(cfg, progress=False)
+    db = sqlite3.connect(cfg.out_dir() / "samples.sqlite")
+    with db:
+        rows = db.execute("SELECT key, alpha, gold FROM samples ORDER BY alpha, problem_id").fetchall()
+        # α = 0: 1 of 4 right; α = 0.5: 3 of 4 right; α = 1: 2 right, 1 wrong, 1 cut before answering
+        plan = {0.0: ["right", "wrong", "wrong", "wrong"], 0.5: ["right", "right", "right", "wrong"],
+                1.0: ["right", "right", "wrong", "cut"]}
+        seen: dict = {}
+        for key, alpha, gold in rows:
+            kind = plan[alpha][seen.setdefault(alpha, 0)]
+            seen[alpha] += 1
+            text = {"right": f"so the answer is \\boxed{{{gold}}}", "wrong": "so the answer is \\boxed{-1}",
+                    "cut": f"we add {gold} and then"}[kind]
+            db.execute("UPDATE samples SET response = ?, n_generated_tokens = ?, finish_reason = ?, "
+                       "grader_version = NULL, status = NULL, correct = NULL WHERE key = ?",
+                       (text, 10 if kind != "cut" else 6, "length" if kind == "cut" else "stop", key))
+    db.close()
+    result = run_sweep(cfg, progress=False)
+    assert result.n_generated == 0  # regraded from the store, nothing generated again
+    summary = result.summary.set_index("alpha")
+    assert list(summary.loc[[0.0, 0.5, 1.0], "accuracy_pct"]) == pytest.approx([25.0, 75.0, 50.0])
+    assert summary.loc[1.0, "n_truncated_no_answer"] == 1  # its last number is the gold, but it never committed
+    assert list(summary.loc[[0.0, 0.5, 1.0], "mean_tokens"]) == pytest.approx([10.0, 10.0, 9.0])
+    for alpha in (0.0, 0.5, 1.0):
+        row = summary.loc[alpha]
+        assert row["acu"] == pytest.approx(100 * row["accuracy_pct"] / (row["params_b"] * row["mean_tokens"]))
+        assert 0 < row["acu"] and row["acu_ci_low"] < row["acu"] < row["acu_ci_high"]
+    assert summary.loc[0.5, "accuracy_change_pct"] == pytest.approx(50.0)
+
+
 def test_generated_token_count_is_exact(tiny_model, tmp_path):
     """Count = tokens the model emitted up to and including EOS; re-tokenising is not how we count."""
     from cotbench.backends import HFBackend
