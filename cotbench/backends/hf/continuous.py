@@ -137,6 +137,7 @@ class ContinuousBatcher:
                         self._on_step()
                         finished = self._prefill(cache, slots, rows, chunk, prompts, sampler, sampling)
                         if finished:
+                            sampler.release(g.request_id for g in finished)
                             yield finished
                 if not any(slots):
                     if not queue:
@@ -146,6 +147,7 @@ class ContinuousBatcher:
                 self._on_step()
                 finished = self._decode(cache, slots, sampler, sampling)
                 if finished:
+                    sampler.release(g.request_id for g in finished)
                     yield finished
 
     def _release_freed_memory(self) -> None:

@@ -48,6 +48,15 @@ class Sampler:
         probs = torch.softmax(logits, dim=-1)
         return [int(torch.multinomial(p, 1, generator=self._generator(r.request_id))) for p, r in zip(probs, requests)]
 
+    def release(self, request_ids) -> None:
+        """Forget the generators of finished requests: a long sampled sweep keeps only its live rows' state."""
+        for request_id in request_ids:
+            self._generators.pop(request_id, None)
+
+    @property
+    def n_generators(self) -> int:
+        return len(self._generators)
+
     def _generator(self, request_id: str) -> torch.Generator:
         if request_id not in self._generators:
             seed = int.from_bytes(hashlib.sha256(f"{self.sampling.seed}:{request_id}".encode()).digest()[:8], "big")

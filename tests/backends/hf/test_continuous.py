@@ -144,6 +144,29 @@ def test_sampled_rows_do_not_depend_on_their_batch_mates(tiny_model, tiny_valve)
     assert any(a[k].text != reseeded[k].text for k in a)
 
 
+def test_a_sampled_sweep_keeps_generators_only_for_live_rows(tiny_model, tiny_valve, monkeypatch):
+    """One generator per request, freed when its row finishes: a long sampled sweep does not grow with it."""
+    from cotbench.backends.hf import continuous
+
+    samplers = []
+    original = continuous.Sampler
+
+    class Recorded(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            samplers.append(self)
+
+    monkeypatch.setattr(continuous, "Sampler", Recorded)
+    sampling = SamplingSettings(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
+    backend = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=2)
+    requests = _requests(sampling)
+    live = []
+    for batch in backend.generate(requests):
+        live.append(samplers[-1].n_generators)
+    assert len(requests) > 2 and max(live) <= 2  # never more than the rows decoded together
+    assert samplers[-1].n_generators == 0
+
+
 def test_static_path_samples_the_same_whatever_the_batch_and_scheduler(tiny_model, tiny_valve, pair):
     """The static path draws from one generator per request too: batch 1, batch 4 and the continuous
     scheduler give the same sampled texts for the same seed."""
