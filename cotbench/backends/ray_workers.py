@@ -158,7 +158,18 @@ class RayBackend:
         if config.backend not in RAY_ENGINES:
             raise ConfigError(f"--ray runs engines in workers: --backend {' or '.join(RAY_ENGINES)}, not {config.backend} "
                               "(a server already spreads requests; put a load balancer in front of several)")
+        started_here = address == "local" and not ray_module().is_initialized()
         self.ray = connect(address)
+        # a cluster this backend started (--ray local) is stopped by its close(), from the CLI or from Python,
+        # and at once if the workers cannot start
+        self._owns_cluster, self._slots = started_here, []
+        try:
+            self._start_workers(config, address, workers, worker_gpus, worker_cpus, engine)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_workers(self, config, address, workers, worker_gpus, worker_cpus, engine) -> None:
         self.config, self.address, self._engine = config, address, engine
         resources = self.ray.cluster_resources()
         self.worker_gpus = float(worker_gpus or 0)
@@ -248,6 +259,9 @@ class RayBackend:
                 except Exception:  # already gone
                     pass
                 slot.actor = None
+        if self._owns_cluster:
+            self.ray.shutdown()
+            self._owns_cluster = False
 
     # -- scheduling
     def _chunk_size(self, remaining: int) -> int:
