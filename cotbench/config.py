@@ -291,7 +291,7 @@ class RunConfig:
 
 # What a run directory must keep (its samples stay comparable); a larger limit or another protocol may follow.
 RUN_IDENTITY = ("model", "valve", "instruction", "system_prompt", "n_shot", "token_budget", "max_new_tokens",
-                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b", "engine_args")
+                "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b", "engine_args", "served_model")
 # What else changes a summary row's numbers: which problems (set, split, limit), how they are graded and how
 # thinking is split off. A leaderboard row is identified by these and the run identity together.
 RESULT_IDENTITY = RUN_IDENTITY + ("limit", "split", "data_file", "question_field", "answer_field", "id_field",

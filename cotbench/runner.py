@@ -145,8 +145,11 @@ def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> l
                 if point.method == "budget-forcing":
                     budget = int(point.knob)
                 if point.method != "valve":
+                    # budget forcing: two phases, no engine's own budget; phase 1 stops at the thinking format's
+                    # closing delimiter, so that format changes the output too
                     method = {"method": point.method, "knob": point.knob, "cue": config.answer_cue if budget else None,
-                              "forced_by": "cotbench" if budget else None}  # two phases, no engine's own budget
+                              "forced_by": "cotbench" if budget else None,
+                              **({"thinking": fmt.describe() if fmt else None} if budget else {})}
                 key = sample_key(backend.model_id, backend.valve_id, point.alpha, problem, prompt, sampling,
                                  backend.describe(), method)
                 plan.append(_Planned(key, problem, point,

@@ -92,3 +92,17 @@ def test_bad_method_settings(settings, message):
 
     with pytest.raises(ConfigError, match=message):
         RunConfig(valve="none", tasks=("arithmetic",), **settings)
+
+
+def test_budget_forcing_samples_are_keyed_by_the_thinking_delimiters(tiny_model, tmp_path):
+    """Phase 1 stops at the closing delimiter: other delimiters are other generations, while a valve point's
+    text does not depend on them (only its grading does)."""
+    out = tmp_path / "bf"
+    first = run_sweep(_config(tiny_model, out, method="budget-forcing", budgets=(3,)), progress=False)
+    assert first.n_generated > 0
+    again = run_sweep(_config(tiny_model, out, method="budget-forcing", budgets=(3,), thinking="<t>,</t>"),
+                      progress=False)
+    assert again.n_generated == first.n_generated  # nothing reused across delimiters
+    plain = tmp_path / "plain"
+    run_sweep(_config(tiny_model, plain), progress=False)
+    assert run_sweep(_config(tiny_model, plain, thinking="<t>,</t>"), progress=False).n_generated == 0

@@ -197,3 +197,17 @@ def test_a_model_that_fails_to_load_does_not_claim_the_run_dir(tiny_model, tmp_p
     ok = run_sweep(RunConfig(model=str(tiny_model), out=str(out), tasks=("arithmetic",), limit=1, max_new_tokens=2,
                              grade_workers=0), progress=False)
     assert ok.n_generated == 1
+
+
+def test_another_served_model_is_refused_in_the_same_run_directory(tiny_model, tmp_path):
+    """--backend openai: the served name picks the weights behind one --model label; a run directory of one
+    served model refuses another before any request (its samples would be reported as the first's)."""
+    out = tmp_path / "served"
+    first = RunConfig(model=str(tiny_model), backend="openai", base_url="http://127.0.0.1:9/v1", served_model="a",
+                      tasks=("arithmetic",), limit=2, grade_workers=0, out=str(out))
+    store = Store(out)
+    store.claim(first.identity())
+    store.close()
+    other = RunConfig(**{**first.to_dict(), "served_model": "b", "valve": None})
+    with pytest.raises(RunDirError, match="served_model: stored 'a', now 'b'"):
+        run_sweep(other, progress=False)

@@ -86,9 +86,10 @@ class OpenAIBackend:
         return self._n_params
 
     def describe(self) -> dict:
-        # not the URL: the same server moved to another port must keep its samples
-        return {"backend": "openai", "alpha_model": self.alpha_model if self.valve_id else None,
-                "count_tokens": self.count_tokens}
+        # not the URL: the same server moved to another port must keep its samples; the served name: another
+        # model behind the same --model label must not reuse them
+        return {"backend": "openai", "served_model": self.served_model,
+                "alpha_model": self.alpha_model if self.valve_id else None, "count_tokens": self.count_tokens}
 
     def close(self) -> None:
         pass
