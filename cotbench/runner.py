@@ -15,6 +15,7 @@ from cotbench import methods, thinking
 from cotbench.adapters import TASKS
 from cotbench.backends import Backend, make_backend
 from cotbench.config import RunConfig
+from cotbench.errors import CotbenchError
 from cotbench.files import write_text
 from cotbench.grading import grader_id
 from cotbench.grading.pool import GradingPool
@@ -50,14 +51,15 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
     shots = {task: TASKS.get(task).few_shot(config.n_shot, data) for task in config.tasks}
     if backend is None:
         _preflight(config)
+    identity = _identity(config)
     store = Store(config.out_dir(), exclusive=True)  # one writer per run directory
     made_backend = backend is None
     try:
-        store.check_identity(config.identity())  # before minutes of loading
+        store.check_identity(identity)  # before minutes of loading
         if backend is None:
             _say(progress, f"loading model {config.model}" + (f" with valve {config.valve}" if config.valve else ""))
             backend = make_backend(config)
-        store.claim(config.identity())  # only once the model and valve loaded: a typo never claims a directory
+        store.claim(identity)  # only once the model and valve loaded: a typo never claims a directory
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,
                                "n_params": backend.n_params(), "params_b": params_b, "backend": backend.describe()})
@@ -76,6 +78,18 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
         if made_backend and backend is not None:
             backend.close()
     return RunResult(config.out_dir(), summary, n_generated)
+
+
+def _identity(config: RunConfig) -> dict:
+    """The run identity: the settings, and the content of a local model's files (retrained in place, or a GGUF
+    replaced under the same path, it is another model: its directory's samples are not this one's)."""
+    from cotbench.backends.loading import content_fingerprint, resolve_model
+
+    try:
+        content = content_fingerprint(resolve_model(config.model))
+    except CotbenchError:
+        content = None  # not a model spec this machine resolves (a custom backend's name): the name alone
+    return {**config.identity(), "model_content": content}
 
 
 def _preflight(config: RunConfig) -> None:

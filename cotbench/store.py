@@ -114,18 +114,21 @@ class Store:
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(name, json.dumps(value))])
 
     def claim(self, identity: dict[str, Any]) -> None:
-        """Record the settings this directory is for (after checking them)."""
+        """Record the settings this directory is for (after checking them); a setting an older cotbench did
+        not record (the model's content) is recorded from now on."""
         self.check_identity(identity)
-        if self.get_meta("identity") is None:
-            self.set_meta("identity", identity)
+        stored = self.get_meta("identity")
+        if stored is None or set(identity) - set(stored):
+            self.set_meta("identity", {**identity, **(stored or {})})
 
     def check_identity(self, identity: dict[str, Any]) -> None:
-        """Refuse a run directory written with settings that would make its samples incomparable."""
+        """Refuse a run directory written with settings that would make its samples incomparable. A setting
+        the directory never recorded (written by an older cotbench) cannot be compared and is not."""
         stored = self.get_meta("identity")
         if stored is None:
             return
         diffs = [f"{k}: stored {stored.get(k)!r}, now {identity.get(k)!r}"
-                 for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+                 for k in sorted(set(stored) & set(identity)) if stored.get(k) != identity.get(k)]
         if diffs:
             raise RunDirError(f"run directory {self.run_dir} was written by an incompatible config ("
                               + "; ".join(diffs) + "). Use a new --out directory, or the same settings to resume.")

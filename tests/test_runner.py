@@ -211,3 +211,37 @@ def test_another_served_model_is_refused_in_the_same_run_directory(tiny_model, t
     other = RunConfig(**{**first.to_dict(), "served_model": "b", "valve": None})
     with pytest.raises(RunDirError, match="served_model: stored 'a', now 'b'"):
         run_sweep(other, progress=False)
+
+
+def test_a_model_retrained_in_place_is_another_model(tiny_model, tmp_path):
+    """Same path, other weights (a LoRA merged into the middle layers changes no header): the directory of
+    the first refuses the second instead of reporting its samples as the new model's."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    cfg = RunConfig(model=str(model), tasks=("arithmetic",), limit=2, max_new_tokens=4, grade_workers=0,
+                    dtype="float32", out=str(tmp_path / "run"))
+    run_sweep(cfg, progress=False)
+    assert run_sweep(cfg, progress=False).n_generated == 0  # unchanged: resumes
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(k for k in tensors if "layers.0." in k and k.endswith("weight"))[0]
+    tensors[name] = tensors[name] + 1e-3  # one layer nudged, the file's size and header unchanged
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(RunDirError, match="model_content"):
+        run_sweep(cfg, progress=False)
+
+
+def test_the_content_fingerprint_is_cached_against_the_file(tiny_model, tmp_path, monkeypatch):
+    from cotbench.backends import loading
+
+    source = loading.resolve_model(str(tiny_model))
+    first = loading.content_fingerprint(source)
+    calls = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: calls.append(str(path)) or real_open(path, *a, **k))
+    assert loading.content_fingerprint(source) == first
+    assert not [c for c in calls if c.endswith(".safetensors")]  # the cache answered: no weight file read again

@@ -76,6 +76,56 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cotbench"
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def content_fingerprint(source: ModelSource) -> str | None:
+    """16 hex digits of a local model's content: the full bytes of its config and of every weight file (a LoRA
+    merged into the middle layers changes no header and neither end of a file). None for a Hub id, whose
+    files are not here to read. Each file's hash is computed once and cached against its path, size,
+    modification time and inode, so a later run pays a stat() per file."""
+    import hashlib
+
+    folder = Path(source.location)
+    if not folder.is_dir():
+        return None
+    if source.gguf_file:
+        files = [folder / source.gguf_file]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}:{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+    import json
+
+    info = path.stat()
+    stamp = {"path": str(path.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
+    record = cache_dir() / "fingerprints" / (hashlib.sha256(stamp["path"].encode()).hexdigest()[:32] + ".json")
+    try:
+        cached = json.loads(record.read_text())
+        if {k: cached.get(k) for k in stamp} == stamp:
+            return cached["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    from cotbench.files import write_text
+
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_text(record, json.dumps({**stamp, "sha256": digest.hexdigest()}))
+    except OSError:  # a read-only cache costs the next run another read, nothing else
+        pass
+    return digest.hexdigest()
+
+
 def converted_gguf_dir(source: ModelSource, dtype) -> Path:
     gguf = Path(source.location) / source.gguf_file
     stat = gguf.stat()
