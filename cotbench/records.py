@@ -100,3 +100,6 @@ class Sample:
     thinking_state: str = "none"  # none | closed | open (the response ended while thinking)
     method: str = "valve"  # the sweep axis (methods.py): valve | prompt-budget | budget-forcing | nothink
     knob: float | None = None  # the point on it: α for valve, a token budget, None for nothink
+    # Settings that change only floating-point rounding (batch size, scheduler, threads, kernels): recorded,
+    # never keyed, so a resumed run with others reuses the sample and the report can say rows mix them.
+    numerics: str = ""

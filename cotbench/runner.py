@@ -2,6 +2,7 @@
 -> skip what the store has -> generate batch by batch -> store at once -> grade alongside -> report."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -176,6 +177,12 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
     done = store.done_keys(by_key)
     pending = [p.request for p in plan if p.key not in done]
     _say(progress, f"{len(plan)} samples planned: {len(done)} already stored, {len(pending)} to generate")
+    numerics = json.dumps(backend.numerics(), sort_keys=True, default=str) if hasattr(backend, "numerics") else ""
+    other = {n: c for n, c in store.numerics_of(done).items() if n != numerics}
+    if pending and other:
+        _say(True, f"{sum(other.values())} stored samples were generated under other numerics "
+                   f"({'; '.join(n or 'not recorded' for n in other)}) than this run's ({numerics}): they are reused, "
+                   "and rows that mix both are flagged in the report (rounding can differ between them)")
     pool = GradingPool(config.protocol, config.grade_timeout_s, config.grade_workers)
     fmt = thinking.parse_option(config.thinking)
     # the answer graded depends on the thinking delimiters too: another setting regrades, never regenerates
@@ -197,7 +204,7 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
                         thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
                     samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
                                           planned.problem, planned.request.prompt, g, None, n_thinking, parts.state,
-                                          planned.point.method, planned.point.knob))
+                                          planned.point.method, planned.point.knob, numerics))
                     answers.append(parts.answer)
                 store.put_generations(samples)
                 for s, answer in zip(samples, answers):  # the answer: what follows a thinking block

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS samples (
     prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
     extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version TEXT, created_at TEXT NOT NULL,
-    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT, method TEXT, knob REAL
+    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT, method TEXT, knob REAL, numerics TEXT
 );
 """
 
@@ -95,7 +95,7 @@ class Store:
             if "grader_version" not in columns:
                 self.db.execute("ALTER TABLE samples ADD COLUMN grader_version TEXT")
             for name, kind in (("status", "TEXT"), ("n_thinking_tokens", "INTEGER"), ("thinking_state", "TEXT"),
-                               ("method", "TEXT"), ("knob", "REAL")):
+                               ("method", "TEXT"), ("knob", "REAL"), ("numerics", "TEXT")):
                 if name not in columns:
                     self.db.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
         found = self.get_meta("schema_version")
@@ -148,13 +148,24 @@ class Store:
         rows = [(s.key, s.model, s.valve, s.alpha, s.problem.task, s.problem.problem_id, s.problem.question,
                  s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
                  s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
-                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state, s.method, s.knob)
+                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state, s.method, s.knob, s.numerics)
                 for s in samples]
         self._write(  # one transaction per batch
             "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
             "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
-            "created_at, n_thinking_tokens, thinking_state, method, knob) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "created_at, n_thinking_tokens, thinking_state, method, knob, numerics) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    @_guarded
+    def numerics_of(self, keys: Iterable[str]) -> dict[str, int]:
+        """How many of the stored samples among ``keys`` were generated under each numerics record."""
+        keys, counts = list(keys), {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for (numerics,) in self.db.execute(f"SELECT numerics FROM samples WHERE key IN ({marks})", chunk):
+                counts[numerics or ""] = counts.get(numerics or "", 0) + 1
+        return counts
 
     def put_grades(self, grades: Sequence[tuple[str, Grade]], grader: str) -> None:
         """Store verdicts with the identity of the grader that gave them (``grading.grader_id``)."""
@@ -219,4 +230,4 @@ def _to_sample(row: dict[str, Any]) -> Sample:
                       status=row.get("status") or "")
     return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
                   row.get("n_thinking_tokens"), row.get("thinking_state") or "none", row.get("method") or "valve",
-                  row.get("knob") if row.get("method") not in (None, "valve") else row["alpha"])
+                  row.get("knob") if row.get("method") not in (None, "valve") else row["alpha"], row.get("numerics") or "")

@@ -245,3 +245,22 @@ def test_the_content_fingerprint_is_cached_against_the_file(tiny_model, tmp_path
     monkeypatch.setattr("builtins.open", lambda path, *a, **k: calls.append(str(path)) or real_open(path, *a, **k))
     assert loading.content_fingerprint(source) == first
     assert not [c for c in calls if c.endswith(".safetensors")]  # the cache answered: no weight file read again
+
+
+def test_numerics_are_recorded_per_sample_never_keyed_and_mixed_rows_are_flagged(tiny_model, tiny_valve, tmp_path,
+                                                                                capsys):
+    import sqlite3
+
+    out = tmp_path / "run"
+    run_sweep(config(tiny_model, tiny_valve, out, limit=2, batch_size=2), progress=False)
+    capsys.readouterr()
+    grown = run_sweep(config(tiny_model, tiny_valve, out, limit=3, batch_size=3), progress=False)
+    assert grown.n_generated == 3  # another batch size reuses the 6 stored samples: numerics are not keyed
+    err = capsys.readouterr().err
+    assert "6 stored samples were generated under other numerics" in err and '"batch_size": 2' in err
+    with sqlite3.connect(out / "samples.sqlite") as db:
+        recorded = [json.loads(n) for (n,) in db.execute("SELECT numerics FROM samples")]
+    assert sorted(r["batch_size"] for r in recorded) == [2] * 6 + [3] * 3
+    assert all(r["scheduler"] == "continuous" and "torch" in r for r in recorded)
+    assert grown.summary["mixed_numerics"].all()
+    assert "more than one setting of batch size" in (out / "report.md").read_text()

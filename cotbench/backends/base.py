@@ -40,3 +40,5 @@ class Backend(Protocol):
 
     # Optional: ``stats() -> dict``, what the engine measured about itself (workers, per-worker tokens/s), kept
     # in the run's metadata as ``engine_stats``; information only, never part of a sample's key.
+    # Optional: ``numerics() -> dict``, settings that change only floating-point rounding (batch size,
+    # scheduler, threads, kernels), recorded with each sample (``Sample.numerics``), never keyed.

@@ -15,7 +15,7 @@ from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
 from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
-                   "n_error", "n_truncated_no_answer", "complete", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
+                   "n_error", "n_truncated_no_answer", "mixed_numerics", "complete", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
                    "mean_tokens_ci_low", "mean_tokens_ci_high", "median_tokens", "p90_tokens", "mean_tokens_correct",
                    "mean_tokens_wrong", "truncation_pct", "accuracy_non_truncated_pct", "params_b", "acu",
                    "acu_ci_low", "acu_ci_high", "bootstrap_resamples", "acu_no_params", "ockscore", "budget_auc",
@@ -39,6 +39,8 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
                   "n_error": n_error,  # the grader failed: no judgement, kept out of accuracy like a timeout
                   # cut at the length cap before committing to an answer: judged wrong, counted so readers see why
                   "n_truncated_no_answer": sum(1 for s in graded if s.grade.reason == NO_COMMITMENT),
+                  # generated under more than one numerics record (batch size, threads, kernels): said in words
+                  "mixed_numerics": len({s.numerics for s in members if s.numerics}) > 1,
                   "complete": len(graded) == len(members)}  # an incomplete row is flagged and drawn hollow
         if not graded:  # nothing judged yet: a row that says so, never a value it does not have
             rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task,
@@ -74,7 +76,7 @@ def sample_record(s: Sample) -> dict:
         "protocol": g.protocol if g else None, "n_prompt_tokens": s.generation.n_prompt_tokens,
         "n_generated_tokens": s.generation.n_generated_tokens, "n_thinking_tokens": s.n_thinking_tokens,
         "thinking_state": s.thinking_state, "finish_reason": s.generation.finish_reason,
-        "latency_s": round(s.generation.latency_s, 4),
+        "latency_s": round(s.generation.latency_s, 4), "numerics": s.numerics,
     }
 
 
@@ -161,6 +163,10 @@ def findings(frame: pd.DataFrame) -> list[str]:
                          f"{int(errors)} of {int(r['n'])} samples ({100 * errors / r['n']:.1f} %, above "
                          f"{100 * ERROR_SHARE_FLAG:g} %); they are kept out of accuracy. `cotbench grade --explain` "
                          "on one of them (samples.jsonl, status `error`) shows where.")
+        if bool(r.get("mixed_numerics")):
+            lines.append(f"- {r['task']}, {r['model'].split(' (')[0]}, {point_label(r)}: its samples were generated "
+                         "under more than one setting of batch size, threads, scheduler or kernels (each sample's "
+                         "`numerics` in samples.sqlite); greedy text can differ by rounding between them.")
     for _, r in frame.iterrows():
         if r.get("accuracy_change_pct") is None or pd.isna(r.get("accuracy_change_pct")):
             continue

@@ -155,6 +155,19 @@ class HFBackend:
     def describe(self) -> dict:
         return {"backend": "hf", "device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
 
+    def numerics(self) -> dict:
+        """What changes only the rounding of this engine's sums, never what it computes: recorded with each
+        sample, never keyed (a bf16 row's text can still differ by it where two tokens nearly tie)."""
+        import torch
+
+        kernels = None
+        if self.device == "cpu":
+            from cotbench.backends.hf.cpu_kernels import kernel_status
+
+            kernels = kernel_status() == "loaded"
+        return {"batch_size": self.batch_size, "scheduler": self.scheduler, "threads": self.threads,
+                "cpu_kernels": kernels, "torch": torch.__version__}
+
     def set_alpha(self, alpha: float | None) -> None:
         """Every row of the following forward passes at θ + α·Δθ (None: α = 0). The continuous scheduler sets
         per-row strengths itself; this is for the static path and for callers that run the model directly
