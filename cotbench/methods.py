@@ -50,8 +50,10 @@ def nothink_prefill(prompt: str, fmt: ThinkingFormat) -> str:
 
 
 def generate(backend, requests: Sequence[GenerationRequest], fmt: ThinkingFormat | None,
-             cue: str = DEFAULT_CUE) -> Iterator[list[Generation]]:
-    """``backend.generate``, with budget-forced requests (``thinking_budget`` set) run in two phases."""
+             cue: str = DEFAULT_CUE, store=None) -> Iterator[list[Generation]]:
+    """``backend.generate``, with budget-forced requests (``thinking_budget`` set) run in two phases. With a
+    ``store`` (``Store.put_partial`` / ``partial``), each first phase is kept as it finishes and a resumed run
+    starts from the kept ones."""
     plain = [r for r in requests if r.thinking_budget is None]
     forced = [r for r in requests if r.thinking_budget is not None]
     if plain:
@@ -61,17 +63,19 @@ def generate(backend, requests: Sequence[GenerationRequest], fmt: ThinkingFormat
             from cotbench.errors import ConfigError
 
             raise ConfigError("budget forcing needs thinking delimiters: drop --thinking none")
-        yield from _budget_forced(backend, forced, fmt, cue)
+        yield from _budget_forced(backend, forced, fmt, cue, store)
 
 
 def _budget_forced(backend, requests: Sequence[GenerationRequest], fmt: ThinkingFormat,
-                   cue: str) -> Iterator[list[Generation]]:
+                   cue: str, store=None) -> Iterator[list[Generation]]:
     # Phase 1: think for at most N tokens; stopping at the closing delimiter (the model closed it itself)
+    thought: dict[str, Generation] = store.partial(r.request_id for r in requests) if store is not None else {}
     first = [replace(r, sampling=replace(r.sampling, max_new_tokens=int(r.thinking_budget),
                                          stop=tuple(dict.fromkeys((*r.sampling.stop, fmt.close)))))
-             for r in requests]
-    thought: dict[str, Generation] = {}
-    for batch in backend.generate(first):
+             for r in requests if r.request_id not in thought]
+    for batch in (backend.generate(first) if first else ()):
+        if store is not None:
+            store.put_partial(batch)
         thought.update({g.request_id: g for g in batch})
     by_id = {r.request_id: r for r in requests}
     second, bridges, done = [], {}, []

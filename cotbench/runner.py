@@ -195,7 +195,7 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
         tokens, started = 0, time.perf_counter()
         pace = _Pace()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
-            for batch in methods.generate(backend, pending, fmt, config.answer_cue):
+            for batch in methods.generate(backend, pending, fmt, config.answer_cue, store):
                 samples, answers = [], []
                 for g in batch:
                     planned = by_key[g.request_id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -18,6 +19,7 @@ DB_NAME = "samples.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS partial (key TEXT PRIMARY KEY, generation TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, valve TEXT NOT NULL, alpha REAL, task TEXT NOT NULL,
     problem_id TEXT NOT NULL, question TEXT NOT NULL, gold TEXT NOT NULL, metadata TEXT NOT NULL,
@@ -155,6 +157,26 @@ class Store:
             "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
             "created_at, n_thinking_tokens, thinking_state, method, knob, numerics) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def put_partial(self, generations: Sequence[Generation]) -> None:
+        """A first phase of a sample's generation (budget forcing's thinking), kept until the sample is done: a
+        run killed in the second phase resumes without generating the first again."""
+        self._write("INSERT OR REPLACE INTO partial VALUES (?, ?)",
+                    [(g.request_id, json.dumps({**asdict(g), "token_ids": list(g.token_ids) if g.token_ids is not None
+                                                else None})) for g in generations])
+
+    @_guarded
+    def partial(self, keys: Iterable[str]) -> dict[str, Generation]:
+        """The kept first phases among ``keys``."""
+        keys, found = list(keys), {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, text in self.db.execute(f"SELECT key, generation FROM partial WHERE key IN ({marks})", chunk):
+                fields = json.loads(text)
+                ids = fields.pop("token_ids")
+                found[key] = Generation(**fields, token_ids=tuple(ids) if ids is not None else None)
+        return found
 
     @_guarded
     def numerics_of(self, keys: Iterable[str]) -> dict[str, int]:

@@ -106,3 +106,34 @@ def test_budget_forcing_samples_are_keyed_by_the_thinking_delimiters(tiny_model,
     plain = tmp_path / "plain"
     run_sweep(_config(tiny_model, plain), progress=False)
     assert run_sweep(_config(tiny_model, plain, thinking="<t>,</t>"), progress=False).n_generated == 0
+
+
+def test_a_run_stopped_in_budget_forcings_second_phase_keeps_the_first(tiny_model, tmp_path):
+    """Phase 1 is kept as it finishes: the run resumed after a stop in phase 2 does not think again."""
+    from cotbench.backends import HFBackend
+
+    backend = HFBackend(str(tiny_model), dtype="float32")
+    real, calls = backend.generate, []
+
+    def stopping_in_phase_two(requests):
+        calls.append(list(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or kill -9) while phase 2 runs
+        yield from real(requests)
+
+    cfg = _config(tiny_model, tmp_path / "bf", method="budget-forcing", budgets=(3,))
+    backend.generate = stopping_in_phase_two
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, backend=backend, progress=False)
+    phase_one = calls[0]
+    calls.clear()
+
+    def recorded(requests):
+        calls.append(list(requests))
+        yield from real(requests)
+
+    backend.generate = recorded
+    result = run_sweep(cfg, backend=backend, progress=False)
+    assert result.n_generated == len(phase_one)
+    assert len(calls) == 1 and all("Final Answer" in r.prompt for r in calls[0])  # only phase 2 ran
+    assert all(r["n_thinking_tokens"] == 3 for r in _records(tmp_path / "bf"))
