@@ -29,6 +29,9 @@ class Outcome:
     truncated: bool  # hit max_new_tokens
     n_thinking_tokens: int | None = None  # None: no thinking block
     thinking_state: str = "none"  # none | closed | open (ended while thinking)
+    # False for a sample without a verdict (not graded yet, a grader timeout or error): out of accuracy, but
+    # its tokens were generated and count in every length figure (such responses are often the long ones)
+    judged: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,15 @@ def summarize(outcomes: Iterable[Outcome], params_b: float) -> Summary:
     if not items:
         raise ValueError("cannot summarise zero samples")
     tokens = [o.n_generated_tokens for o in items]
-    right = [o.n_generated_tokens for o in items if o.correct]
-    wrong = [o.n_generated_tokens for o in items if not o.correct]
-    accuracy = 100.0 * len(right) / len(items)
+    judged = [o for o in items if o.judged]
+    if not judged:
+        raise ValueError("cannot summarise a row with no verdict")
+    right = [o.n_generated_tokens for o in judged if o.correct]
+    wrong = [o.n_generated_tokens for o in judged if not o.correct]
+    accuracy = 100.0 * len(right) / len(judged)
     mean_tokens = statistics.fmean(tokens)
     return Summary(
-        n=len(items),
+        n=len(judged),
         accuracy_pct=accuracy,
         mean_tokens=mean_tokens,
         median_tokens=statistics.median(tokens),

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,8 @@ def acu_interval(correct, tokens, params_b: float) -> Interval:
     Otherwise the bootstrap over problems, widened where needed to hold ACU at the Wilson bounds and the
     mean length."""
     c, t = np.asarray(correct, dtype=float), np.asarray(tokens, dtype=float)
-    accuracy = wilson(int(c.sum()), len(c))
+    verdicts = c[~np.isnan(c)]  # NaN: a sample without a verdict, whose tokens still count
+    accuracy = wilson(int(verdicts.sum()), len(verdicts))
     mean_tokens = float(np.mean(t)) if len(t) else 0.0
     if accuracy.low is None or mean_tokens <= 0:
         return Interval(None, None)
@@ -89,14 +91,16 @@ def acu_interval(correct, tokens, params_b: float) -> Interval:
     def at(accuracy_pct: float, length: float) -> float:
         return 100.0 * accuracy_pct / (params_b * length)
 
-    if c.sum() in (0, len(c)):
+    if verdicts.sum() in (0, len(verdicts)):
         lengths = mean_interval(t)
         shortest = lengths.low if lengths.low is not None and lengths.low > 0 else mean_tokens
         longest = lengths.high if lengths.high is not None else mean_tokens
         return Interval(at(accuracy.low, longest), at(accuracy.high, shortest))
 
     def acu(c, t, axis=-1):
-        return _ratio(100.0 * 100.0 * np.mean(c, axis=axis), params_b * np.mean(t, axis=axis))
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample of unjudged samples only: NaN, dropped
+            return _ratio(100.0 * 100.0 * np.nanmean(c, axis=axis), params_b * np.mean(t, axis=axis))
 
     resampled = bootstrap(acu, c, t)
     low, high = at(accuracy.low, mean_tokens), at(accuracy.high, mean_tokens)

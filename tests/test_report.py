@@ -156,3 +156,18 @@ def test_grader_errors_and_cut_responses_without_an_answer_are_counted_apart():
     said = findings(frame)
     assert any("the grader failed on 2 of 30 samples (6.7 %, above 1 %)" in line for line in said)
     assert "| 2 |" in format_table(frame)
+
+
+def test_a_timed_out_response_counts_in_lengths_not_in_accuracy():
+    """Responses the grader could not judge in time are often the long ones: leaving their tokens out would
+    shorten mean tokens and raise ACU."""
+    from report_samples import sample
+
+    samples = [sample(0.0, i, i < 5, 100) for i in range(10)]
+    samples += [sample(0.0, 10, False, 1000, status="timeout")]
+    row = summary_frame(samples, 0.1).iloc[0]
+    assert row["accuracy_pct"] == pytest.approx(50.0)  # 5 of the 10 judged
+    assert row["mean_tokens"] == pytest.approx(2000 / 11)  # all 11 generated
+    assert row["acu"] == pytest.approx(100 * 50.0 / (0.1 * 2000 / 11))
+    assert row["acu_ci_low"] < row["acu"] < row["acu_ci_high"]
+    assert row["mean_tokens_ci_high"] > 100

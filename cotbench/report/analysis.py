@@ -44,13 +44,18 @@ def judged(members: Sequence[Sample]) -> list[Sample]:
     return [s for s in members if s.grade is not None and s.grade.judged]
 
 
-def row_statistics(graded: Sequence[Sample], params_b: float) -> dict:
-    correct = [1.0 if s.grade.correct else 0.0 for s in graded]
-    tokens = [s.generation.n_generated_tokens for s in graded]
+def row_statistics(members: Sequence[Sample], params_b: float) -> dict:
+    """Intervals of one row: accuracy over the judged samples, lengths over every generated one (a sample
+    without a verdict enters ACU's bootstrap with its tokens only)."""
+    graded = judged(members)
+    verdicts = [1.0 if s.grade.correct else 0.0 for s in graded]
+    have = {id(s) for s in graded}
+    correct = [(1.0 if s.grade.correct else 0.0) if id(s) in have else float("nan") for s in members]
+    tokens = [s.generation.n_generated_tokens for s in members]
     ended = [s for s in graded if s.generation.finish_reason != "length"]
-    acc = 100.0 * sum(correct) / len(correct)
+    acc = 100.0 * sum(verdicts) / len(verdicts)
     mean_tokens = float(np.mean(tokens))
-    accuracy_ci, tokens_ci = stats.wilson(int(sum(correct)), len(correct)), stats.mean_interval(tokens)
+    accuracy_ci, tokens_ci = stats.wilson(int(sum(verdicts)), len(verdicts)), stats.mean_interval(tokens)
     acu_ci = stats.acu_interval(correct, tokens, params_b)
     return {
         "n_graded": len(graded),

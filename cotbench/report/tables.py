@@ -46,15 +46,18 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
             rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task,
                          "n": len(members), "n_graded": 0, **counts})
             continue
-        outcomes = [Outcome(s.grade.correct, s.generation.n_generated_tokens, s.generation.finish_reason == "length",
-                            s.n_thinking_tokens, s.thinking_state) for s in graded]
+        # accuracy over the judged samples, lengths over every generated one (a timed-out response counts)
+        verdicts = {id(s) for s in graded}
+        outcomes = [Outcome(bool(s.grade and s.grade.correct), s.generation.n_generated_tokens,
+                            s.generation.finish_reason == "length", s.n_thinking_tokens, s.thinking_state,
+                            judged=id(s) in verdicts) for s in members]
         size = params_b.get(model) if isinstance(params_b, dict) else params_b
         if not size:
             continue  # no parameter count for this model: no ACU row can be computed
         stats = asdict(summarize(outcomes, size))
         protocols = sorted({s.grade.protocol for s in graded})
         rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task, **stats,
-                     **row_statistics(graded, size), "protocol": ",".join(protocols), **counts,
+                     **row_statistics(members, size), "protocol": ",".join(protocols), **counts,
                      "n": len(members)})  # n: every sample of the row; accuracy is over n_graded
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame = frame.sort_values(["task", "model", "valve", "method", "knob", "alpha"],
