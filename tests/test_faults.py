@@ -1,5 +1,4 @@
 """Run directories under fault: two runs at once, a full disk, a damaged store."""
-import os
 import sqlite3
 import subprocess
 import sys

@@ -2,7 +2,6 @@
 with no console errors and no network, the summary table sorts, and the sample browser shows responses.
 
 Skipped where no Chromium is installed, unless COTBENCH_REQUIRE_BROWSER=1 (set by .ci/run), where that fails."""
-import os
 import re
 import shutil
 

@@ -2,7 +2,6 @@
 Debian's aarch64 cross compiler and the product's own flags, and run under qemu-user against this machine's
 build on the same inputs (tests/backends/hf/kernel_driver.c). Skipped where the cross tools are missing,
 unless COTBENCH_REQUIRE_CROSS=1 (CI installs them)."""
-import os
 import platform
 import shutil
 import subprocess
