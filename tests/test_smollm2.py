@@ -42,18 +42,24 @@ def test_embedded_model_loads_with_its_chat_template(base_backend):
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n") and not special
 
 
-def test_second_load_reads_the_converted_gguf_with_the_same_weights(base_backend):
+def test_second_load_reads_the_converted_gguf_with_the_same_weights(base_backend, monkeypatch, tmp_path):
     import torch
 
     from cotbench.backends import HFBackend
-    from cotbench.backends.loading import converted_gguf_dir, resolve_model
+    from cotbench.backends.loading import CACHE_ENV, converted_gguf_dir, resolve_model
 
+    # a cache of this test's own: other tests of the session (vLLM's, at the same dtype) may have converted
+    # the GGUF already, and the first load here must be the one that reads it
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    dtype = str(base_backend.dtype).removeprefix("torch.")
+    first_load = HFBackend("smollm2", dtype=dtype, pack_weights=False)
     converted = converted_gguf_dir(resolve_model("smollm2"), base_backend.dtype)
-    assert (converted / "model.safetensors").is_file()  # written by the fixture's (first) load
+    assert converted.is_relative_to(tmp_path) and (converted / "model.safetensors").is_file()  # written by it
     # unpacked, so the loaded weights themselves are compared (the fixture's lm_head is a packed copy)
-    again = HFBackend("smollm2", dtype=str(base_backend.dtype).removeprefix("torch."), pack_weights=False)
-    assert getattr(base_backend.model, "hf_quantizer", None) is not None  # the first load read the GGUF
+    again = HFBackend("smollm2", dtype=dtype, pack_weights=False)
+    assert getattr(first_load.model, "hf_quantizer", None) is not None  # the first load read the GGUF
     assert getattr(again.model, "hf_quantizer", None) is None  # this one read safetensors
+    assert all(torch.equal(t, again.model.state_dict()[k]) for k, t in first_load.model.state_dict().items())
     first, second = base_backend.model.state_dict(), again.model.state_dict()
     assert first.keys() <= second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     # packing gives the tied output layer a packed copy of the embeddings; the lookup keeps the plain weight
