@@ -125,7 +125,8 @@ def test_a_grader_fault_is_not_a_wrong_answer_and_a_cut_response_has_no_eos(monk
     assert glue.process_results(doc, ["it is 5"])["mean_tokens"] == 4  # 3 words + the EOS lm-eval cut off
     import cotbench.grading as grading
 
-    monkeypatch.setattr(grading, "grade", lambda text, gold: Grade(False, None, gold, "math", "timeout", status="timeout"))
+    monkeypatch.setattr(grading, "grade", lambda text, gold, **kwargs: Grade(False, None, gold, "math", "timeout",
+                                                                             status="timeout"))
     faulted = glue.process_results(doc, ["it is 5"])
     assert faulted["acc"] is None and faulted["ungraded"] == 1
     items = [1.0, 0.0, None]
