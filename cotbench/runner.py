@@ -104,8 +104,10 @@ def _preflight(config: RunConfig) -> None:
     if config.ray is not None:  # no Ray, or no cluster there: say so before any directory exists
         from cotbench.backends.ray_workers import connect, ray_module
 
-        # --ray local: the backend starts (and stops) its own cluster; here only whether Ray is installed
-        ray_module() if config.ray == "local" else connect(config.ray)
+        if config.ray == "local":  # the backend starts (and stops) its own cluster: here only whether Ray is installed
+            ray_module()
+        else:
+            connect(config.ray)
 
 
 class _Pace:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from cotbench.errors import CotbenchError, RunDirError, StorageError
 from cotbench.files import RunDirLock
@@ -135,15 +136,17 @@ class Store:
             raise RunDirError(f"run directory {self.run_dir} was written by an incompatible config ("
                               + "; ".join(diffs) + "). Use a new --out directory, or the same settings to resume.")
 
-    @_guarded
-    def done_keys(self, keys: Iterable[str]) -> set[str]:
+    def _rows_for(self, select: str, keys: Iterable[str]) -> Iterator[tuple]:
+        """``select`` ("SELECT ... FROM t") over the rows whose key is among ``keys``, 500 keys per query
+        (SQLite bounds the number of parameters of one statement)."""
         keys = list(keys)
-        found: set[str] = set()
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.db.execute(f"SELECT key FROM samples WHERE key IN ({marks})", chunk))
-        return found
+            yield from self.db.execute(f"{select} WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+
+    @_guarded
+    def done_keys(self, keys: Iterable[str]) -> set[str]:
+        return {key for (key,) in self._rows_for("SELECT key FROM samples", keys)}
 
     def put_generations(self, samples: Sequence[Sample]) -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -162,32 +165,22 @@ class Store:
         """A first phase of a sample's generation (budget forcing's thinking), kept until the sample is done: a
         run killed in the second phase resumes without generating the first again."""
         self._write("INSERT OR REPLACE INTO partial VALUES (?, ?)",
-                    [(g.request_id, json.dumps({**asdict(g), "token_ids": list(g.token_ids) if g.token_ids is not None
-                                                else None})) for g in generations])
+                    [(g.request_id, json.dumps(asdict(g))) for g in generations])
 
     @_guarded
     def partial(self, keys: Iterable[str]) -> dict[str, Generation]:
         """The kept first phases among ``keys``."""
-        keys, found = list(keys), {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, text in self.db.execute(f"SELECT key, generation FROM partial WHERE key IN ({marks})", chunk):
-                fields = json.loads(text)
-                ids = fields.pop("token_ids")
-                found[key] = Generation(**fields, token_ids=tuple(ids) if ids is not None else None)
+        found = {}
+        for key, text in self._rows_for("SELECT key, generation FROM partial", keys):
+            fields = json.loads(text)
+            ids = fields.pop("token_ids")  # JSON has no tuples
+            found[key] = Generation(**fields, token_ids=tuple(ids) if ids is not None else None)
         return found
 
     @_guarded
     def numerics_of(self, keys: Iterable[str]) -> dict[str, int]:
         """How many of the stored samples among ``keys`` were generated under each numerics record."""
-        keys, counts = list(keys), {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for (numerics,) in self.db.execute(f"SELECT numerics FROM samples WHERE key IN ({marks})", chunk):
-                counts[numerics or ""] = counts.get(numerics or "", 0) + 1
-        return counts
+        return dict(Counter(n or "" for (n,) in self._rows_for("SELECT numerics FROM samples", keys)))
 
     def put_grades(self, grades: Sequence[tuple[str, Grade]], grader: str) -> None:
         """Store verdicts with the identity of the grader that gave them (``grading.grader_id``)."""

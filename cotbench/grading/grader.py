@@ -97,7 +97,7 @@ def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: De
             extraction = Extraction(None, NO_COMMITMENT)
     else:
         extractors = tuple(e for e in config.extractors if e in COMMITTING) if committed_only else config.extractors
-        extraction = run_extractors(response, extractors, n_gold=len(golds)) if extractors else Extraction(None, "")
+        extraction = run_extractors(response, extractors, n_gold=len(golds))
         if committed_only and extraction.text is None:
             extraction = Extraction(None, NO_COMMITMENT)
     if trace is not None:

@@ -15,13 +15,14 @@ from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
 from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
-                   "n_error", "n_truncated_no_answer", "mixed_numerics", "complete", "accuracy_pct", "accuracy_ci_low", "accuracy_ci_high", "mean_tokens",
-                   "mean_tokens_ci_low", "mean_tokens_ci_high", "median_tokens", "p90_tokens", "mean_tokens_correct",
-                   "mean_tokens_wrong", "truncation_pct", "accuracy_non_truncated_pct", "params_b", "acu",
-                   "acu_ci_low", "acu_ci_high", "bootstrap_resamples", "acu_no_params", "ockscore", "budget_auc",
-                   "base", "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "n_paired",
-                   "mcnemar_p", "mcnemar_p_holm", "distinguishable", "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high",
-                   "aes", "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto",
+                   "n_error", "n_truncated_no_answer", "mixed_numerics", "complete", "accuracy_pct",
+                   "accuracy_ci_low", "accuracy_ci_high", "mean_tokens", "mean_tokens_ci_low", "mean_tokens_ci_high",
+                   "median_tokens", "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct",
+                   "accuracy_non_truncated_pct", "params_b", "acu", "acu_ci_low", "acu_ci_high", "bootstrap_resamples",
+                   "acu_no_params", "ockscore", "budget_auc", "base", "accuracy_change_pct", "accuracy_change_ci_low",
+                   "accuracy_change_ci_high", "n_paired", "mcnemar_p", "mcnemar_p_holm", "distinguishable",
+                   "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes",
+                   "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto",
                    "protocol", "mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct",
                    "truncated_answer_pct"]
 
@@ -95,8 +96,9 @@ def format_table(frame: pd.DataFrame) -> str:
     baselines = "method" in frame and (frame["method"] != "valve").any()
     thinking = "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any()
     header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "graded", "timeout",
-              "error", "cut, no answer", "accuracy % [95% CI]", "mean tokens [95% CI]", *(["thinking tokens"] if thinking else []),
-              "truncated %", "accuracy % of untruncated", "ACU [95% CI]", "vs base: Δaccuracy [95% CI]", "McNemar p (Holm)", "× shorter [95% CI]"]
+              "error", "cut, no answer", "accuracy % [95% CI]", "mean tokens [95% CI]",
+              *(["thinking tokens"] if thinking else []), "truncated %", "accuracy % of untruncated", "ACU [95% CI]",
+              "vs base: Δaccuracy [95% CI]", "McNemar p (Holm)", "× shorter [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in frame.iterrows():
         point = point_label(r)
