@@ -147,7 +147,7 @@ def _cmd_leaderboard(args) -> int:
             if not config_path.is_file():
                 raise CotbenchError(f"{run_dir} has no config.yaml, so its rows' settings are unknown; "
                                     "only directories `cotbench run` wrote can be added.")
-            text = ("model", "valve", "method", "task", "protocol", "base")  # "" is a value there (valve "": none)
+            text = ("model", "model_identity", "valve", "method", "task", "protocol", "base")  # "" is a value there
             columns = pd.read_csv(summary_path, nrows=0).columns
             summary = pd.read_csv(summary_path, keep_default_na=False,
                                   na_values={c: [""] for c in columns if c not in text})

@@ -1,7 +1,6 @@
 """RunConfig: every setting of a sweep, from the CLI or a YAML/TOML file; it checks itself when built."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -304,12 +303,6 @@ def identity(settings: dict[str, Any], keys: tuple[str, ...] = RUN_IDENTITY) -> 
     RunConfig's default, so an older config.yaml identifies the same as a new one with the same values."""
     defaults = {f.name: _jsonable(f.default) for f in fields(RunConfig)}
     return {k: _jsonable(settings.get(k, defaults.get(k))) for k in keys}
-
-
-def identity_digest(settings: dict[str, Any]) -> str:
-    """12 hex digits naming a result's identity (``RESULT_IDENTITY``): equal digits, comparable numbers."""
-    text = json.dumps(identity(settings, RESULT_IDENTITY), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _jsonable(value):

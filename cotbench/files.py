@@ -133,7 +133,7 @@ class RunDirLock:
             self._lock.acquire(timeout=0)
         except Timeout:
             raise RunDirError(f"run directory {run_dir} is in use by another cotbench process (it holds "
-                              f"{self.path}). Wait for that run to finish, or pass another --out.") from None
+                              f"{self.path}). Wait for it to finish; to sweep beside it, give `cotbench run` another --out.") from None
 
     def release(self) -> None:
         self._lock.release()

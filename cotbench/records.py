@@ -103,3 +103,4 @@ class Sample:
     # Settings that change only floating-point rounding (batch size, scheduler, threads, kernels): recorded,
     # never keyed, so a resumed run with others reuses the sample and the report can say rows mix them.
     numerics: str = ""
+    model_identity: str = ""  # the model's content identity its key holds (keys.py); "" in older stores

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,18 +13,17 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from cotbench import methods, thinking
+from cotbench import keys, methods, thinking
 from cotbench.adapters import TASKS
 from cotbench.backends import Backend, make_backend
 from cotbench.config import RunConfig
-from cotbench.errors import CotbenchError
 from cotbench.files import write_text
 from cotbench.grading import grader_id
 from cotbench.grading.pool import GradingPool
 from cotbench.prompts import build_messages
 from cotbench.records import GenerationRequest, Problem, Sample
 from cotbench.report import write_run_outputs
-from cotbench.store import Store, sample_key
+from cotbench.store import Store
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class RunResult:
 @dataclass(frozen=True)
 class _Planned:
     key: str
+    legacy_key: str  # the key an older cotbench gave it (keys.legacy_sample_key)
     problem: Problem
     point: methods.Point
     request: GenerationRequest
@@ -52,7 +53,8 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
     shots = {task: TASKS.get(task).few_shot(config.n_shot, data) for task in config.tasks}
     if backend is None:
         _preflight(config)
-    identity = _identity(config)
+    model = keys.model_identity(config)
+    identity = keys.run_identity(config, model)
     store = Store(config.out_dir(), exclusive=True)  # one writer per run directory
     made_backend = backend is None
     try:
@@ -61,36 +63,27 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
             _say(progress, f"loading model {config.model}" + (f" with valve {config.valve}" if config.valve else ""))
             backend = make_backend(config)
         store.claim(identity)  # only once the model and valve loaded: a typo never claims a directory
+        if callable(getattr(backend, "model_identity", None)):
+            model = backend.model_identity()  # a served model: what the server says it runs
         params_b = config.params_b or backend.n_params() / 1e9
         store.set_meta("run", {"config": config.to_dict(), "model_id": backend.model_id, "valve_id": backend.valve_id,
-                               "n_params": backend.n_params(), "params_b": params_b, "backend": backend.describe()})
+                               "model_identity": model, "n_params": backend.n_params(), "params_b": params_b,
+                               "backend": backend.describe()})
         write_text(store.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        plan = _plan(config, backend, problems, shots)
+        plan = _plan(config, backend, problems, shots, model)
         try:
-            n_generated = _generate_and_grade(config, backend, store, plan, progress)
+            n_generated = _generate_and_grade(config, backend, store, plan, progress, model)
         finally:  # an interrupted run keeps what its engine measured too
             if callable(getattr(backend, "stats", None)):
                 store.set_meta("engine_stats", backend.stats())
-        keys = [p.key for p in plan]
-        store.set_meta("selection", keys)
-        summary = write_run_outputs(store, keys)
+        selection = [p.key for p in plan]
+        store.set_meta("selection", selection)
+        summary = write_run_outputs(store, selection)
     finally:
         store.close()
         if made_backend and backend is not None:
             backend.close()
     return RunResult(config.out_dir(), summary, n_generated)
-
-
-def _identity(config: RunConfig) -> dict:
-    """The run identity: the settings, and the content of a local model's files (retrained in place, or a GGUF
-    replaced under the same path, it is another model: its directory's samples are not this one's)."""
-    from cotbench.backends.loading import content_fingerprint, resolve_model
-
-    try:
-        content = content_fingerprint(resolve_model(config.model))
-    except CotbenchError:
-        content = None  # not a model spec this machine resolves (a custom backend's name): the name alone
-    return {**config.identity(), "model_content": content}
 
 
 def _preflight(config: RunConfig) -> None:
@@ -140,12 +133,12 @@ class _Pace:
                 "(--threads auto); a fixed --threads N does not.")
 
 
-def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> list[_Planned]:
+def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict, model: str) -> list[_Planned]:
     sampling = config.sampling()
     fmt = thinking.parse_option(config.thinking)
     base_alpha = 0.0 if backend.valve_id else None  # baselines run the base model (a valve's α = 0, exactly)
     points = methods.points(config.method, config.sweep_alphas(), config.budgets, base_alpha)
-    plan = []
+    plan, valve, engine = [], keys.valve_identity(backend.valve_id), backend.describe()
     for task, task_problems in problems.items():
         for problem in task_problems:
             rendered = {}
@@ -167,16 +160,20 @@ def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict) -> l
                     method = {"method": point.method, "knob": point.knob, "cue": config.answer_cue if budget else None,
                               "forced_by": "cotbench" if budget else None,
                               **({"thinking": fmt.describe() if fmt else None} if budget else {})}
-                key = sample_key(backend.model_id, backend.valve_id, point.alpha, problem, prompt, sampling,
-                                 backend.describe(), method)
-                plan.append(_Planned(key, problem, point,
-                                     GenerationRequest(key, prompt, point.alpha, sampling, special, budget)))
+                produced = (point.alpha, problem, prompt, sampling, engine, method)
+                key = keys.sample_key(model, valve, *produced)
+                plan.append(_Planned(key, keys.legacy_sample_key(backend.model_id, backend.valve_id, *produced),
+                                     problem, point, GenerationRequest(key, prompt, point.alpha, sampling, special,
+                                                                       budget)))
     return plan
 
 
-def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan: list[_Planned], progress: bool) -> int:
+def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan: list[_Planned], progress: bool,
+                        model: str) -> int:
     by_key = {p.key: p for p in plan}
     done = store.done_keys(by_key)
+    done |= _rekey_legacy(store, [p for p in plan if p.key not in done], backend, model)
+    store.relabel(done, backend.model_id, backend.valve_id)
     pending = [p.request for p in plan if p.key not in done]
     _say(progress, f"{len(plan)} samples planned: {len(done)} already stored, {len(pending)} to generate")
     numerics = json.dumps(backend.numerics(), sort_keys=True, default=str) if hasattr(backend, "numerics") else ""
@@ -206,7 +203,7 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
                         thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
                     samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
                                           planned.problem, planned.request.prompt, g, None, n_thinking, parts.state,
-                                          planned.point.method, planned.point.knob, numerics))
+                                          planned.point.method, planned.point.knob, numerics, model))
                     answers.append(parts.answer)
                 store.put_generations(samples)
                 for s, answer in zip(samples, answers):  # the answer: what follows a thinking block
@@ -233,6 +230,26 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
         _say(True, f"warning: {unjudged} verdicts timed out or failed (twice) and are left out of accuracy; "
                    f"see n_timeout in summary.csv; a larger --grade-timeout or rerunning the command grades them again")
     return len(pending)
+
+
+def _rekey_legacy(store: Store, missing: list[_Planned], backend: Backend, model: str) -> set[str]:
+    """Samples an older cotbench stored under name-based keys (keys.py): moved to their content keys, and
+    the user told which, per task and point, before anything is generated. Returns the new keys found."""
+    found = store.done_keys(p.legacy_key for p in missing)
+    moved = [p for p in missing if p.legacy_key in found and p.legacy_key != p.key]
+    if not moved:
+        return set()
+    store.rekey([(p.legacy_key, p.key) for p in moved], backend.model_id, backend.valve_id, model)
+    where = Counter(f"{p.problem.task} {_point(p.point)}" for p in moved)
+    _say(True, f"re-keyed {len(moved)} samples an older cotbench stored under the model's name to its content "
+               f"({model}): " + ", ".join(f"{w}: {n}" for w, n in sorted(where.items())) + "; "
+               f"{len(missing) - len(moved)} planned samples are not stored and will be generated")
+    return {p.key for p in moved}
+
+
+def _point(point: methods.Point) -> str:
+    name = "α" if point.method == "valve" else point.method
+    return name if point.knob is None else f"{name}={point.knob:g}"
 
 
 def _say(progress: bool, message: str) -> None:

@@ -2,7 +2,6 @@
 graded, so ``kill -9`` loses at most the batch in flight and a rerun skips what is done."""
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections import Counter
@@ -13,7 +12,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from cotbench.errors import CotbenchError, RunDirError, StorageError
 from cotbench.files import RunDirLock
-from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
+from cotbench.records import Generation, Grade, Problem, Sample
 
 SCHEMA_VERSION = 1
 DB_NAME = "samples.sqlite"
@@ -27,19 +26,10 @@ CREATE TABLE IF NOT EXISTS samples (
     prompt TEXT NOT NULL, response TEXT NOT NULL, n_prompt_tokens INTEGER NOT NULL,
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
     extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version TEXT, created_at TEXT NOT NULL,
-    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT, method TEXT, knob REAL, numerics TEXT
+    status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT, method TEXT, knob REAL, numerics TEXT,
+    model_identity TEXT
 );
 """
-
-
-def sample_key(model: str, valve: str, alpha: float | None, problem: Problem, prompt: str,
-               sampling: SamplingSettings, backend: dict, method: dict | None = None) -> str:
-    """Hash of everything that determines a generation (not its grading: that can be redone). ``method``: a
-    length-control baseline and its knob (methods.py); valve points hash as they always did."""
-    parts = [model, valve, alpha, problem.task, problem.problem_id, problem.gold, prompt,
-             list(sampling.__dict__.values()), backend]
-    material = json.dumps(parts + ([method] if method else []), sort_keys=True, default=str)
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 def _guarded(method):
@@ -98,7 +88,8 @@ class Store:
             if "grader_version" not in columns:
                 self.db.execute("ALTER TABLE samples ADD COLUMN grader_version TEXT")
             for name, kind in (("status", "TEXT"), ("n_thinking_tokens", "INTEGER"), ("thinking_state", "TEXT"),
-                               ("method", "TEXT"), ("knob", "REAL"), ("numerics", "TEXT")):
+                               ("method", "TEXT"), ("knob", "REAL"), ("numerics", "TEXT"),
+                               ("model_identity", "TEXT")):
                 if name not in columns:
                     self.db.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
         found = self.get_meta("schema_version")
@@ -153,13 +144,30 @@ class Store:
         rows = [(s.key, s.model, s.valve, s.alpha, s.problem.task, s.problem.problem_id, s.problem.question,
                  s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
                  s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
-                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state, s.method, s.knob, s.numerics)
-                for s in samples]
+                 s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state, s.method, s.knob, s.numerics,
+                 s.model_identity or None) for s in samples]
         self._write(  # one transaction per batch
             "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
             "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
-            "created_at, n_thinking_tokens, thinking_state, method, knob, numerics) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "created_at, n_thinking_tokens, thinking_state, method, knob, numerics, model_identity) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def rekey(self, pairs: Sequence[tuple[str, str]], model: str, valve: str, identity: str) -> None:
+        """Move samples from old keys to new ones (``keys.legacy_sample_key`` -> ``keys.sample_key``), kept
+        phase-1 generations with them, in one transaction; the samples take this run's model and valve names."""
+        try:
+            with self.db:
+                self.db.executemany("UPDATE samples SET key = ?, model = ?, valve = ?, model_identity = ? WHERE key = ?",
+                                    [(new, model, valve, identity, old) for old, new in pairs])
+                self.db.executemany("UPDATE partial SET key = ? WHERE key = ?", [(new, old) for old, new in pairs])
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from None
+
+    def relabel(self, keys: Iterable[str], model: str, valve: str) -> None:
+        """Reused samples take this run's names for their model and valve (a renamed directory: same key,
+        new name), so a report never splits one model's row in two."""
+        self._write("UPDATE samples SET model = ?, valve = ? WHERE key = ? AND (model != ? OR valve != ?)",
+                    [(model, valve, key, model, valve) for key in keys])
 
     def put_partial(self, generations: Sequence[Generation]) -> None:
         """A first phase of a sample's generation (budget forcing's thinking), kept until the sample is done: a
@@ -245,4 +253,5 @@ def _to_sample(row: dict[str, Any]) -> Sample:
                       status=row.get("status") or "")
     return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
                   row.get("n_thinking_tokens"), row.get("thinking_state") or "none", row.get("method") or "valve",
-                  row.get("knob") if row.get("method") not in (None, "valve") else row["alpha"], row.get("numerics") or "")
+                  row.get("knob") if row.get("method") not in (None, "valve") else row["alpha"], row.get("numerics") or "",
+                  row.get("model_identity") or "")

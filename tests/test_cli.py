@@ -101,7 +101,7 @@ def test_report_waits_for_no_one_but_never_rewrites_a_directory_a_run_holds(caps
         code, _, err = run_cli(capsys, "report", str(out))
     finally:
         lock.release()
-    assert code == 2 and "in use by another cotbench process" in err
+    assert code == 2 and "in use by another cotbench process" in err and "Wait for it to finish" in err
     assert (out / "report.md").read_bytes() == before
     assert run_cli(capsys, "report", str(out))[0] == 0  # free again
 

@@ -40,5 +40,7 @@ class Backend(Protocol):
 
     # Optional: ``stats() -> dict``, what the engine measured about itself (workers, per-worker tokens/s), kept
     # in the run's metadata as ``engine_stats``; information only, never part of a sample's key.
+    # Optional: ``model_identity() -> str``, what generates when the model spec's files do not say (a served
+    # model: keys.py); without it the runner identifies the model by the content of the files --model names.
     # Optional: ``numerics() -> dict``, settings that change only floating-point rounding (batch size,
     # scheduler, threads, kernels), recorded with each sample (``Sample.numerics``), never keyed.

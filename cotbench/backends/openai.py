@@ -69,6 +69,7 @@ class OpenAIBackend:
 
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
         self._served: set[str] | None = None
+        self._roots: dict[str, str | None] = {}
 
     @classmethod
     def from_config(cls, config) -> "OpenAIBackend":
@@ -90,6 +91,13 @@ class OpenAIBackend:
         # model behind the same --model label must not reuse them
         return {"backend": "openai", "served_model": self.served_model,
                 "alpha_model": self.alpha_model if self.valve_id else None, "count_tokens": self.count_tokens}
+
+    def model_identity(self) -> str:
+        """What generates here (keys.py): the served name, and the server's own id of the model behind it
+        where /v1/models gives one, not the tokenizer --model names, nor the server's address."""
+        self._list_served()
+        root = self._roots.get(self.served_model)
+        return f"served:{self.served_model}" + (f"@{root}" if root and root != self.served_model else "")
 
     def close(self) -> None:
         pass
@@ -139,7 +147,10 @@ class OpenAIBackend:
         try:
             client = OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=self.max_retries,
                             timeout=min(60.0, self.request_timeout_s))
-            self._served = {m.id for m in client.models.list()}
+            models = list(client.models.list())
+            self._served = {m.id for m in models}
+            # vLLM and SGLang give each served name the model it loaded ("root"); others leave it out
+            self._roots = {m.id: getattr(m, "root", None) for m in models}
         except APIConnectionError as exc:
             raise CotbenchError(f"no OpenAI-compatible server answers at {self.base_url} ({exc}). Start it "
                                 "(`cotbench valve export ... --serve` prints a vllm serve command) or fix "

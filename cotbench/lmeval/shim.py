@@ -94,7 +94,8 @@ def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = Fal
     from cotbench.lmeval.glue import count_tokens, split_marker
     from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
     from cotbench.report import write_run_outputs
-    from cotbench.store import Store, sample_key
+    from cotbench.keys import sample_key
+    from cotbench.store import Store
 
     runs = _lm_eval_runs(Path(lm_eval_dir))
     samples, params_b = [], {}

@@ -1,6 +1,7 @@
 """leaderboard.csv: one row per result (task × method × point, under one set of settings), sorted by ACU
-within task. A row's ``settings`` is ``config.identity_digest`` of its run's config.yaml: model, valve,
-problems and limit, token cap, prompt, sampling, grading protocol, params. Adding a run replaces exactly the
+within task. A row's ``settings`` is ``keys.result_digest`` of its run's config.yaml and the model's identity
+(its content, where the run recorded it): model, valve, problems and limit, token cap, prompt, sampling,
+grading protocol, params. Adding a run replaces exactly the
 rows with its own settings and points, and adds rows beside those of the same model under other settings.
 The paper's published rows come from a source file."""
 from __future__ import annotations
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cotbench.config import identity_digest
 from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, locked
+from cotbench.keys import result_digest
 from cotbench.metrics import acu
 
 COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "complete", "accuracy_pct",
@@ -65,7 +66,8 @@ def read(path: Path) -> pd.DataFrame:
 def rows_from_summary(summary: pd.DataFrame, source: str, settings: dict) -> pd.DataFrame:
     """Leaderboard rows of a run's summary.csv; ``settings``: the run's config.yaml."""
     rows = summary[summary["n_graded"] > 0].copy() if "n_graded" in summary else summary.copy()
-    rows["settings"] = identity_digest(settings)
+    identities = rows["model_identity"] if "model_identity" in rows else [""] * len(rows)
+    rows["settings"] = [result_digest(settings, "" if pd.isna(m) else str(m)) for m in identities]
     rows["max_new_tokens"] = "" if settings.get("max_new_tokens") is None else str(settings["max_new_tokens"])
     rows["limit"] = "" if settings.get("limit") is None else str(settings["limit"])
     if "n_graded" in rows:  # n: the samples the accuracy is over; complete: no sample left ungraded or timed out

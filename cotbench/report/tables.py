@@ -14,7 +14,7 @@ from cotbench.metrics import Outcome, summarize
 from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
 from cotbench.records import Sample
 
-SUMMARY_COLUMNS = ["model", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
+SUMMARY_COLUMNS = ["model", "model_identity", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
                    "n_error", "n_truncated_no_answer", "mixed_numerics", "complete", "accuracy_pct",
                    "accuracy_ci_low", "accuracy_ci_high", "mean_tokens", "mean_tokens_ci_low", "mean_tokens_ci_high",
                    "median_tokens", "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct",
@@ -42,6 +42,8 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
                   "n_truncated_no_answer": sum(1 for s in graded if s.grade.reason == NO_COMMITMENT),
                   # generated under more than one numerics record (batch size, threads, kernels): said in words
                   "mixed_numerics": len({s.numerics for s in members if s.numerics}) > 1,
+                  # the model's content identity (keys.py) when every sample of the row records the same one
+                  "model_identity": _one({s.model_identity for s in members}),
                   "complete": len(graded) == len(members)}  # an incomplete row is flagged and drawn hollow
         if not graded:  # nothing judged yet: a row that says so, never a value it does not have
             rows.append({"model": model, "valve": valve, "alpha": alpha, "method": method, "knob": knob, "task": task,
@@ -68,10 +70,14 @@ def summary_frame(samples: Sequence[Sample], params_b: "float | dict[str, float]
     return pd.concat([judged, empty], ignore_index=True) if len(empty) else judged
 
 
+def _one(values: set) -> str:
+    return next(iter(values)) if len(values) == 1 and "" not in values else ""
+
+
 def sample_record(s: Sample) -> dict:
     g = s.grade
     return {
-        "key": s.key, "model": s.model, "valve": s.valve, "alpha": s.alpha, "method": s.method, "knob": s.knob,
+        "key": s.key, "model": s.model, "model_identity": s.model_identity, "valve": s.valve, "alpha": s.alpha, "method": s.method, "knob": s.knob,
         "task": s.problem.task,
         "problem_id": s.problem.problem_id, "question": s.problem.question, "metadata": dict(s.problem.metadata),
         "prompt": s.prompt, "response": s.generation.text, "extracted": g.extracted if g else None,

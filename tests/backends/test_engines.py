@@ -231,6 +231,66 @@ def test_openai_backend_against_vllm_serve_matches_hf(server, hf_reference, tmp_
         assert secret.encode() not in path.read_bytes(), path
 
 
+class _Forward:
+    """The same server reached through another port: a TCP relay on 127.0.0.1 that copies bytes both ways."""
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.target, self.listener = target_port, socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+def test_the_same_server_on_another_port_keeps_its_samples(server, tmp_path):
+    """Samples are keyed by what generated them (the served name and the server's own id of its model), never
+    by the server's address."""
+    args = [*COMMON]
+    args[args.index("--limit") + 1] = "2"
+    out = tmp_path / "moved"
+    first = _cotbench("run", *args, "--backend", "openai", "--base-url", server.url, "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    relay = _Forward(server.port)
+    try:
+        again = _cotbench("run", *args, "--backend", "openai", "--base-url", f"http://127.0.0.1:{relay.port}/v1",
+                          "--out", str(out))
+    finally:
+        relay.close()
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "6 already stored, 0 to generate" in again.stderr
+    identities = {r["model_identity"] for r in _samples(out).values()}
+    assert len(identities) == 1 and next(iter(identities)).startswith("served:smollm2@")  # vLLM names its root
+
+
 def test_a_missing_served_name_is_a_clear_error(server, tmp_path):
     out = tmp_path / "missing"
     done = _cotbench("run", *COMMON, "--backend", "openai", "--base-url", server.url, "--alpha-model", "nope_{alpha}",

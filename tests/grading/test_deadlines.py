@@ -167,3 +167,43 @@ def test_pool_stores_a_timeout_after_a_second_try():
         pool.close()
     assert verdict.status == "timeout" and not verdict.correct and not verdict.judged
     assert "second try" in verdict.reason and pool.n_retried == 1
+
+
+_POISON = '''
+import os
+
+import math_verify
+import sympy
+
+
+def _poisoned(real):
+    def check(*args, **kwargs):  # fails in the first worker process that calls it, and only there
+        with open(os.environ["COTBENCH_TEST_POISON"], "a+") as handle:
+            handle.seek(0)
+            first = handle.read().strip() or str(os.getpid())
+            handle.write("" if handle.tell() else first)
+        if first == str(os.getpid()):
+            raise RecursionError("maximum recursion depth exceeded while calling a Python object")
+        return real(*args, **kwargs)
+    return check
+
+
+sympy.simplify = _poisoned(sympy.simplify)
+math_verify.verify = _poisoned(math_verify.verify)
+'''
+
+
+def test_pool_retries_a_grader_error_in_a_fresh_worker(tmp_path, monkeypatch):
+    """A grader fault (here a RecursionError in sympy and math-verify, in one worker process only) is an
+    error verdict, retried once in a new worker; the same worker would fail again."""
+    (tmp_path / "sitecustomize.py").write_text(_POISON)  # imported at start-up by each worker interpreter
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("COTBENCH_TEST_POISON", str(tmp_path / "poisoned_pid"))
+    pool = GradingPool("math", timeout_s=5.0, workers=1)
+    try:
+        pool.submit("a", "\\boxed{x^2+2x+1}", "(x+1)^2")
+        verdict = dict(pool.finish())["a"]
+    finally:
+        pool.close()
+    assert (tmp_path / "poisoned_pid").read_text().strip()  # the fault happened
+    assert verdict.correct and verdict.status == "correct" and pool.n_retried == 1
