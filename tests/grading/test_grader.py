@@ -4,9 +4,14 @@ import threading
 import pytest
 
 from cotbench.grading import extract_answer, grade
-from grading.cases import all_cases
+from grading.cases import NOT_YET, all_cases
 
-@pytest.mark.parametrize("category,gold,response,expected", all_cases())
+def _table():
+    pending = pytest.mark.xfail(strict=True, reason="a family row whose rule has not landed")
+    return [pytest.param(*case, marks=pending) if case[1:3] in NOT_YET else case for case in all_cases()]
+
+
+@pytest.mark.parametrize("category,gold,response,expected", _table())
 def test_grade_table(category, gold, response, expected):
     verdict = grade(response, gold)
     assert verdict.correct is expected, verdict
