@@ -172,6 +172,8 @@ def _cmd_grade(args) -> int:
         print(f"protocol: {args.protocol} (grader {grader_id(args.protocol)})")
         for step in told.steps:
             print(f"  {step}")
+        if told.families:
+            print(f"  family rule{'s' if len(told.families) > 1 else ''}: {'; '.join(told.families)}")
         print(f"  took {told.seconds:.3f}s")
     print(f"{verdict.status}: extracted {verdict.extracted!r}, gold {verdict.gold!r} ({verdict.reason})")
     return {"correct": 0, "incorrect": 1}.get(verdict.status, 3)

@@ -49,6 +49,8 @@ class GradingConfig:
     max_symbolic_chars: int = 1500
     # a response that stopped at the length cap is read only through the COMMITTING extractors
     cut_needs_commitment: bool = True
+    # a response that runs on into an invented next question or chat turn is graded up to where it does
+    cut_run_on: bool = True
     notes: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -79,7 +81,7 @@ MATH = _preset(GradingConfig(
     "math", ("boxed_or_cut", "marker", "bare", "last_math_or_number"),
     notes="cotbench default: box, else answer marker, else a bare answer, else the math or number that ends last"))
 PAPER = _preset(GradingConfig(
-    "paper", ("boxed", "last_number"), choice_letters=False, cut_needs_commitment=False,
+    "paper", ("boxed", "last_number"), choice_letters=False, cut_needs_commitment=False, cut_run_on=False,
     notes="CoT-Valve's protocol: the last \\boxed{}, else the last number (also of a response cut at the cap)"))
 GSM8K_STRICT = _preset(GradingConfig(
     "gsm8k-strict", ("gsm8k_hash",), choice_letters=False, notes="lm-evaluation-harness gsm8k strict-match"))

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 
 from cotbench.grading.config import COMMITTING, GradingConfig, resolve
-from cotbench.grading.extract import Extraction, boxes, choice_letter, choice_letter_gold, run_extractors
+from cotbench.grading.extract import (Extraction, boxes, choice_letter, choice_letter_gold, clean, cut_run_on,
+                                     run_extractors)
 from cotbench.grading.normalize import normalize
 from cotbench.grading.sandbox import HELPER, Deadline, GradingTimeout, run_inline
-from cotbench.grading.verify import Trace, equivalent
+from cotbench.grading.verify import Trace, equivalent, split_items
 from cotbench.records import Grade
 
 DEFAULT_PROTOCOL = "math"
@@ -41,6 +42,15 @@ class Explanation:
     grade: Grade
     steps: tuple[str, ...]
     seconds: float
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The family rules that applied (``[name]`` in the steps and the reason), named as in the grading
+        tables (``tests/grading/cases.py``)."""
+        import re
+
+        text = "\n".join(self.steps) + "\n" + self.grade.reason
+        return tuple(dict.fromkeys(re.findall(r"\[([a-z][a-z ,'-]+)\]", text)))
 
 
 def explain(response: str, gold: str, protocol: str | GradingConfig = DEFAULT_PROTOCOL,
@@ -84,9 +94,12 @@ NO_COMMITMENT = "no answer: cut off at the length cap before committing to one (
 
 def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: Deadline, trace,
            truncated: bool = False) -> Grade:
-    response = response.replace("\x00", "")[-MAX_RESPONSE_CHARS:]
+    response = clean(response[-MAX_RESPONSE_CHARS:])
+    ran_on = False
+    if config.cut_run_on:
+        response, ran_on = cut_run_on(response)
     committed_only = truncated and config.cut_needs_commitment
-    golds = gold_answers(gold)
+    golds = gold_answers(clean(gold))
     gold_text = ", ".join(golds)
     letter = choice_letter_gold(normalize(gold_text)) if config.choice_letters and len(golds) == 1 else None
     if letter and letter not in gold_text:
@@ -97,11 +110,15 @@ def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: De
             extraction = Extraction(None, NO_COMMITMENT)
     else:
         extractors = tuple(e for e in config.extractors if e in COMMITTING) if committed_only else config.extractors
-        extraction = run_extractors(response, extractors, n_gold=len(golds))
+        n_gold = max(len(golds), len(split_items(normalize(gold_text, config.strip_units))))
+        # without a finish reason, an unfinished last line is read as the length cap's would be
+        extraction = run_extractors(response, extractors, n_gold, unfinished_is_none=config.cut_needs_commitment)
         if committed_only and extraction.text is None:
             extraction = Extraction(None, NO_COMMITMENT)
     if trace is not None:
         trace.add(f"gold answer{'s' if len(golds) > 1 else ''}: {gold_text!r}")
+        if ran_on:
+            trace.add("the response ran on into a new question or turn: graded up to it [run-on responses]")
         if committed_only:
             trace.add("the response stopped at the length cap: only a committed answer counts")
         trace.add(f"extracted {extraction.text!r} ({extraction.how})")

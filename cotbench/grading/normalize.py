@@ -35,7 +35,7 @@ _NUMBER_DEGREE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\
 _TRIG = re.compile(r"\\?(?:arc)?(?:sin|cos|tan|sec|csc|cot)h?(?![a-z])")
 _PERCENT_WORDS = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\bpercent\b|\\text\{\s*percent\s*\}|\bpct\b)\s*\.?$",
                             re.IGNORECASE)
-_CURRENCY = re.compile(r"\\\$|\$|\\text\{\s*\\\$\s*\}|€|£|¥|\\euro(?![A-Za-z])|\\pounds(?![A-Za-z])")
+_CURRENCY = re.compile(r"R\$|US\$|\\\$|\$|\\text\{\s*\\\$\s*\}|€|£|¥|\\euro(?![A-Za-z])|\\pounds(?![A-Za-z])")
 
 # Unit words a number may carry. Multi-letter only: a single letter after a number is a variable.
 UNITS = frozenset("""
@@ -54,6 +54,15 @@ _CONNECTORS = frozenset({"or", "and", "to", "of", "is", "are", "the", "a", "an",
 _MATH_WORDS = frozenset({"sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "sqrt", "pi", "inf",
                          "infinity", "det", "max", "min", "lim", "mod", "gcd", "lcm", "abs", "arcsin", "arccos",
                          "arctan", "sinh", "cosh", "tanh", "cis"})
+# A radical's argument without braces: "\\sqrt[4]x" is "\\sqrt[4]{x}" (LaTeX takes one token).
+_BARE_RADICAND = re.compile(r"\\sqrt\s*\[([^\[\]{}]*)\]\s*(?!\{)(\\[A-Za-z]+|[A-Za-z0-9])")
+# A repeating decimal: "0.\\overline{3}", "0.1\\overline{6}", "1.\\bar{36}".
+# (bounded, and tried only where a digit run starts: linear on a 100k-digit answer)
+_REPEATING = re.compile(r"(?<![\d.])(-?)(\d{0,30})\.(\d{0,30})\\(?:overline|bar|dot)\s*\{?\s*(\d{1,30})\s*\}?")
+# A unit or counted noun in another script after a number: "3/4 升", "35 元", "12 個".
+_CJK_TAIL = re.compile(r"\s*[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+\s*$")
+# a.m. / p.m. written as text after a clock time: kept as a plain mark (never dropped as a unit)
+_TIME_MARK = re.compile(r"(\d{1,2}:\d{2})\s*\\(?:text|mathrm|textrm|mbox)\s*\{\s*([apAP])\.?\s*[mM]\.?\s*\}")
 _TAIL_WINDOW = 80  # units and text after a number live in the last few dozen characters
 
 
@@ -80,6 +89,9 @@ def normalize(answer: str, strip_units: bool = True) -> str:
     s = _before_approximation(s)
     s = s.replace("{,}", ",")  # LaTeX thousands separator 1{,}000
     s = _MIXED.sub(_mixed_number, s)
+    s = _TIME_MARK.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}m", s)
+    s = _BARE_RADICAND.sub(r"\\sqrt[\1]{\2}", s)
+    s = _REPEATING.sub(_repeating, s)
     s = s.strip().rstrip(".").strip()
     percent = False
     m = _PERCENT_WORDS.search(s[-_TAIL_WINDOW:])
@@ -144,8 +156,12 @@ def _degrees(s: str) -> str:
 
 
 def _drop_units(s: str) -> str:
-    """``10\\text{ cm}`` / ``10 cm^2`` / ``18 eggs`` -> the number; ``2x``, ``5 n`` and text answers stay."""
+    """``10\\text{ cm}`` / ``10 cm^2`` / ``18 eggs`` / ``3/4 升`` -> the number; ``2x``, ``5 n`` and text answers
+    stay."""
     tail_start = max(0, len(s) - _TAIL_WINDOW)
+    m = _CJK_TAIL.search(s, tail_start)
+    if m and _is_value(s[:m.start()]):
+        return s[:m.start()].strip()
     m = _TRAILING_TEXT.search(s, tail_start)
     if m and _is_value(s[:m.start()]) and m.group(1).strip().lower() not in _CONNECTORS | {"i"}:
         return s[:m.start()].strip()
@@ -210,6 +226,18 @@ def _before_approximation(s: str) -> str:
     if not left or re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?", left):
         return right
     return left
+
+
+def _repeating(m: re.Match) -> str:
+    """``0.1\\overline{6}`` -> ``\\frac{1}{6}``: the exact value a repeating decimal denotes."""
+    from fractions import Fraction
+
+    sign, whole, fixed, period = m.groups()
+    if len(whole) + len(fixed) + len(period) > 60:
+        return m.group(0)
+    value = int(whole or "0") + (Fraction(int(fixed or "0")) + Fraction(int(period), 10 ** len(period) - 1)) / 10 ** len(fixed)
+    value = -value if sign else value
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}" if value.denominator != 1 else str(value.numerator)
 
 
 def _mixed_number(m: re.Match) -> str:

@@ -45,6 +45,9 @@ def equivalent(pred: str, gold: str, config: GradingConfig, runner: Runner, dead
         trace.add(f"normalised: answer {p!r}, gold {g!r}")
     if not p:
         return False, "empty answer"
+    p, g = _assignments_as_tuple(p, g), _assignments_as_tuple(g, p)
+    if trace is not None and (p, g) != (normalize(pred, config.strip_units), normalize(gold, config.strip_units)):
+        trace.add(f"named values read as a tuple: answer {p!r}, gold {g!r} [labelled answers]")
     p_items, g_items = split_items(p), split_items(g)
     if len(p_items) > 1 or len(g_items) > 1:
         return _sets_equal(p_items, g_items, config, runner, deadline, trace)
@@ -128,7 +131,7 @@ def _sets_equal(p_items, g_items, config, runner, deadline, trace) -> tuple[bool
         if hit is None:
             return False, f"answer {item!r} matches no gold item"
         unmatched.remove(hit)
-    return True, f"same set of {len(g_distinct)} answers"
+    return True, f"same set of {len(g_distinct)} answers [answers given in pieces]"
 
 
 def _distinct(items, config, runner, deadline) -> list[str]:
@@ -146,6 +149,13 @@ def _one(p: str, g: str, config: GradingConfig, runner: Runner, deadline: Deadli
         return _say(trace, numbers_equal(pn, gn, config.percent, config.rel_tol), "exact numbers")
     if _text_key(p) == _text_key(g):
         return _say(trace, (True, "same text after normalisation"), "text")
+    kinds = None if _is_equation(p) or _is_equation(g) else _times_or_ratios(p, g)  # a label first: AB : BC = 2 : 9
+    if kinds is not None:
+        return _say(trace, (kinds[0], kinds[1] + " [times and ratios are their own kinds of value]"), "kinds")
+    vectors = _vectors(p, g)
+    if vectors is not None:
+        same, why = _termwise(*vectors, config, runner, deadline)
+        return _say(trace, (same, why + " [notation]"), "vectors")
     p_eq, g_eq = _is_equation(p), _is_equation(g)
     if p_eq != g_eq:
         equation, other = (p, g) if p_eq else (g, p)
@@ -155,7 +165,7 @@ def _one(p: str, g: str, config: GradingConfig, runner: Runner, deadline: Deadli
         args = (rhs, other) if p_eq else (other, rhs)
         verdict, why = _one(normalize(args[0], config.strip_units), normalize(args[1], config.strip_units),
                             config, runner, deadline, trace)
-        return (verdict, f"{why} (right-hand side of '=')") if verdict else (False, why)
+        return (verdict, f"{why} (right-hand side of '=') [labelled answers]") if verdict else (False, why)
     if not config.symbolic:
         return _say(trace, (False, "not the same text (symbolic checks off)"), "text")
     refusal = symbolic_refusal(p, config.max_symbolic_chars) or symbolic_refusal(g, config.max_symbolic_chars)
@@ -195,13 +205,109 @@ def _is_equation(s: str) -> bool:
     return "=" in s.replace("\\neq", "").replace("!=", "").replace("<=", "").replace(">=", "") and not _RELATION.search(s)
 
 
+_NAME = r"\\?[A-Za-z]+(?:_\{?\w+\}?)?'*"
+_LABEL = re.compile(  # what a label may be: a name, a function of names, |name| or a norm, a tuple or ratio of them
+    rf"{_NAME}(?:\([^()=]*\))?|\\(?:m\\)?(?:angle|measuredangle)\s*[A-Z]{{1,3}}|\\(?:overline|widehat)\{{[A-Z]{{1,3}}\}}|\|\s*{_NAME}\s*\||\\\|\s*{_NAME}\s*\\\|"
+    rf"|\\[lr]?[vV]ert\s*{_NAME}\s*\\[lr]?[vV]ert|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\)|{_NAME}(?:\s*:\s*{_NAME})+")
+
+
 def _names_a_value(equation: str) -> bool:
-    """True for "x = ...", "f(x) = ...", "a_1 = ..." or "5 \\times 6 = ...": the left side is one name or pure
-    arithmetic. False for "2x + z = 1", where the right side alone is not the answer."""
+    """True for "x = ...", "f(x) = ...", "a_1 = ...", "(a, b) = ...", "AB : BC = ...", "|z| = ...", or
+    "5 \\times 6 = ...": the left side labels the value or is pure arithmetic. False for "2x + z = 1", where the
+    right side alone is not the answer."""
     lhs = equation.split("=", 1)[0].strip()
-    if re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?(?:\([A-Za-z, ]*\))?", lhs):
+    if _LABEL.fullmatch(lhs):
         return True
     return not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", lhs))
+
+
+_ASSIGNMENT = re.compile(rf"\s*({_NAME})\s*=\s*([^=]+?)\s*")
+
+
+def _assignments_as_tuple(x: str, other: str) -> str:
+    """``a=5; b=-2`` against a tuple ``(5, -2)``: the values in the order given, as a tuple; anything else as
+    it is. The names must differ (``x = 1 or x = 2`` is a list of answers, not a tuple)."""
+    if not (other.startswith("(") and other.endswith(")")) or "=" not in x:
+        return x
+    pieces = re.split(r";|,|\s+and\s+|\\text\{\s*and\s*\}", x)
+    found = [_ASSIGNMENT.fullmatch(piece) for piece in pieces]
+    if len(found) < 2 or not all(found) or len({m.group(1) for m in found}) != len(found):
+        return x
+    if len(split_items(other[1:-1])) != len(found):
+        return x
+    return "(" + ", ".join(m.group(2) for m in found) + ")"
+
+
+_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:(?i:([ap])\.?\s?m)\.?)?")
+_TERM = r"-?\d+(?:\.\d+)?"
+_RATIO = re.compile(rf"({_TERM}(?:\s*:\s*{_TERM})+)(\s*:\s*(?:\\[lc]?dots|\.\.\.|…))?")
+
+
+def _times_or_ratios(p: str, g: str) -> tuple[bool, str] | None:
+    """Clock times and ratios are values of their own: never a division or a number. Two times are equal at
+    the same minute of the day (``19:05`` is ``7:05 p.m.``; a time without a.m./p.m. up to 12:59 may be
+    either); two ratios term by term; a time or ratio against anything else is not equal. None: neither side
+    is one."""
+    pt, gt = _TIME.fullmatch(p), _TIME.fullmatch(g)
+    pr, gr = _RATIO.fullmatch(p), _RATIO.fullmatch(g)
+    if not (pt or gt or pr or gr):
+        return None
+    if pt and gt and (pt.group(4) or gt.group(4) or not (pr and gr)):
+        return (True, "the same time") if _same_time(pt, gt) else (False, "different times")
+    if pr and gr:
+        pterms, gterms = re.split(r"\s*:\s*", pr.group(1)), re.split(r"\s*:\s*", gr.group(1))
+        same = (len(pterms) == len(gterms) and bool(pr.group(2)) == bool(gr.group(2))
+                and all(numbers_equal(parse_number(a), parse_number(b), "value", 0.0)[0] for a, b in zip(pterms, gterms)))
+        return (True, "the same ratio") if same else (False, "different ratios")
+    return False, "a time or ratio against another kind of value"
+
+
+def _same_time(a: re.Match, b: re.Match) -> bool:
+    ha, hb = int(a.group(1)), int(b.group(1))
+    if a.group(2) != b.group(2) or (a.group(3) or "00") != (b.group(3) or "00"):
+        return False
+    marks = (a.group(4) or "").lower(), (b.group(4) or "").lower()
+    if all(marks):
+        return ha % 12 + 12 * (marks[0] == "p") == hb % 12 + 12 * (marks[1] == "p")
+    if not any(marks):
+        return ha == hb
+    marked, mark, bare = (ha, marks[0], hb) if marks[0] else (hb, marks[1], ha)
+    hour24 = marked % 12 + 12 * (mark == "p")
+    return bare == hour24 or (1 <= bare <= 12 and bare % 12 == marked % 12)
+
+
+_MATRIX = re.compile(r"\\begin\{([pbvBV]?matrix)\}(.*)\\end\{\1\}", re.DOTALL)
+
+
+def _vectors(p: str, g: str) -> tuple[list[str], list[str]] | None:
+    """A one-row or one-column matrix against a bracketed list of as many entries (``[1, 2, 3]`` and the
+    column vector of 1, 2, 3): their entries, to compare in order. None otherwise."""
+    pm, gm = _MATRIX.fullmatch(p.strip()), _MATRIX.fullmatch(g.strip())
+    if bool(pm) == bool(gm):
+        return None
+    matrix, other = (pm, g) if pm else (gm, p)
+    rows = [row.strip() for row in matrix.group(2).split("\\\\") if row.strip()]
+    cells = [c.strip() for row in rows for c in row.split("&")]
+    if len(rows) > 1 and len(cells) != len(rows):
+        return None  # a matrix with rows and columns is no vector
+    other = other.strip()
+    if other.startswith("\\langle") and other.endswith("\\rangle"):
+        inner = other[len("\\langle"):-len("\\rangle")]
+    elif len(other) >= 2 and other[0] + other[-1] in ("()", "[]"):
+        inner = other[1:-1]
+    else:
+        return None
+    entries = split_items(inner)
+    if len(entries) != len(cells) or len(cells) < 2:
+        return None
+    return (entries, cells) if pm is None else (cells, entries)
+
+
+def _termwise(p_items, g_items, config, runner, deadline) -> tuple[bool, str]:
+    for a, b in zip(p_items, g_items):
+        if not _one(a, b, config, runner, deadline, None)[0]:
+            return False, f"entry {a!r} differs from {b!r}"
+    return True, "the same entries in the same order (a vector written another way)"
 
 
 def _last_rhs(s: str) -> str:

@@ -366,6 +366,13 @@ CASES = {
         ("5", "\\boxed{\\|\\mathbf{v}\\| = 5}", True),
         ("5", "\\boxed{|z| = 6}", False),
         ("5", "\\boxed{x + y = 5}", False),  # the label is an expression: an equation, not a value
+        ("7", "\\boxed{f(2) = 7}", True),
+        ("\\frac{1}{2}", "\\boxed{P(A) = \\frac{1}{2}}", True),
+        ("40", "\\boxed{\\angle ABC = 40^\\circ}", True),
+        ("3", "\\boxed{\\overline{AB} = 3}", True),
+        ("(2, 3)", "\\boxed{x = 2, y = 3}", True),
+        ("(2, 3)", "\\boxed{x = 3, y = 2}", False),
+        ("6", "\\boxed{\\text{Area} = 6 \\text{ cm}^2}", True),
     ],
     # several boxes, "and"/"or" lists and \pm compare as sets with set-like golds, both ways; a hedge against
     # one gold value still fails, and ordered objects never compare as sets
@@ -385,6 +392,14 @@ CASES = {
         ("42", "The answer is either $\\boxed{42}$ or $\\boxed{48}$.", False),
         ("2:9", "\\boxed{9:2}", False),
         ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\boxed{\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}}", False),
+        ("2, 3", "\\boxed{2} \\text{ and } \\boxed{3}", True),
+        ("2", "$\\boxed{2}$ and $\\boxed{3}$", False),
+        ("1, 2, 3", "The values are 1, 2, and 3.", True),
+        ("3, 5", "\\boxed{x=3 \\text{ and } x=5}", True),
+        ("4", "The roots are \\boxed{4} and \\boxed{4}.", True),
+        ("(1,2)", "\\boxed{(1, 2)} or \\boxed{(2, 1)}", False),
+        ("\\{(1,2),(2,1)\\}", "\\boxed{(1, 2)} or \\boxed{(2, 1)}", True),
+        ("5", "\\boxed{5}\n\nWait, let me recheck: 2 + 3 = 5. Yes, \\boxed{5}.", True),
     ],
     "notation": [
         ("x^{1/4}", "\\boxed{\\sqrt[4]x}", True),
@@ -416,6 +431,10 @@ CASES = {
         ("2^{3/2}", "\\boxed{2\\sqrt{2}}", True),
         ("\\sqrt{6}", "\\boxed{6^{1/3} \\cdot 6^{1/6}}", True),
         ("\\sqrt[3]{2}+1", "\\boxed{2^{1/3}+1.0001}", False),
+        ("\\frac{2}{3}", "\\boxed{0.\\overline{6}}", True),
+        ("1000000", "one million is 1\u00a0000\u00a0000", True),
+        ("e^{\\pi\\sqrt{163}}", "\\boxed{640320^3+744}", False),  # equal to 29 digits, not to 50
+        ("\\pi", "\\boxed{\\frac{355}{113}}", False),
     ],
     # an "# Answer" heading's line wins over numbers above it; a marker followed by units and prose; markers
     # in other languages before a currency or unit; decimal commas beside currency signs; choice letters
@@ -435,6 +454,14 @@ CASES = {
         ("D", "The answer is D; C fails because the sign is wrong.", True),
         ("B) 12 apples", "The answer is (B).", True),
         ("B) 12 apples", "The answer is (C).", False),
+        ("42", "**Answer:** 42 apples, since each box holds 6.", True),
+        ("A", "答案选A", True),
+        ("0.5", "The answer is 0,5.", True),
+        ("18.5", "She pays €18,50 in total.", True),
+        ("(C) 5", "the answer is C", True),
+        ("3", "the answer is $3$, which is odd", True),
+        ("18", "Final Answer: The final answer is 18, which matches. I hope it is correct.", True),
+        ("B", "\\boxed{B = 4}", False),
     ],
     # the model answers, then runs on into an invented next question or turn: the answer before it is graded
     "run-on responses": [
@@ -443,6 +470,9 @@ CASES = {
         ("12", "So the answer is 12.\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n\\boxed{5}", True),
         ("12", "Thus $\\boxed{12}$.\nProblem: Find $x$ if $2x = 10$.\nSolution: $x = \\boxed{5}$", True),
         ("12", "The answer is 12.\n\nUser: thanks! And 2+3?\nAssistant: 5", True),
+        ("25", "So the answer is 25.\n\nQuestion 2: What is 5*5?\nThe answer is 25.", True),
+        ("10", "The answer is 24.\nHuman: What about 10?\nAssistant: 10", False),
+        ("7", "Question: what is 3 + 4?\nWe add: 3 + 4 = 7. The answer is 7.", True),  # an echoed question first
     ],
     # wrong answers that must not pass
     "times and ratios are their own kinds of value": [
@@ -452,10 +482,15 @@ CASES = {
         ("2:4:8", "\\boxed{2:4:8}", True),
         ("3:2", "\\boxed{3:2}", True),
         ("3:2", "\\boxed{2:3}", False),
+        ("12:30", "\\boxed{12:30 \\text{ p.m.}}", True),
+        ("\\text{12:30 a.m.}", "\\boxed{00:30}", True),
+        ("\\text{3:00 p.m.}", "\\boxed{15:00}", True),
+        ("\\text{3:00 p.m.}", "\\boxed{3:00 \\text{ a.m.}}", False),
+        ("10:00", "\\boxed{10}", False),
     ],
     "a function call is never cut from its argument": [
         ("7", "\\boxed{7\\log(x+1)}", False),
-        ("7\\log(x+1)", "\\boxed{7\\ln(x+1)}", True),
+        ("7\\ln(x+1)", "\\boxed{7 \\ln (x + 1)}", True),
         ("7", "\\boxed{7\\sin x}", False),
     ],
     "a choice letter inside an expression is no choice": [
@@ -471,52 +506,18 @@ CASES = {
         ("12", "$\\boxed{12}$\nThen (12", True),
         ("12", "Answer: 12\nThen 12 +", True),
         ("12", "We have 3 * 4 = 12.\nSo she has 12 apples.", True),
+        ("5", "Let x be the number. Then 2x = 10, so x = ", False),
+        ("5", "Let x be the number. Then 2x = 10, so x = 5", True),
+        ("5", "Let x = 5 (as shown", False),
+        ("10", "**10**", True),
     ],
 
 }
 
 
-# Rows of the issue 35 families the grader does not pass yet: expected failures (strict), removed as each
-# family's rule lands, so the table shows what the rules changed.
-NOT_YET = {
-    ('(4, 1)', 'so $(a, b) = (4, 1)$'),
-    ('(a, b) = (4, 1)', '\\boxed{(4, 1)}'),
-    ('2:9', 'Hence $AB : BC = 2 : 9$.'),
-    ('(5, -2)', '\\boxed{a=5;\\ b=-2}'),
-    ('5', '\\boxed{\\|\\mathbf{v}\\| = 5}'),
-    ('4, -9', 'The solutions are $\\boxed{4}$ and $\\boxed{-9}$.'),
-    ('\\{4, -9\\}', '$\\boxed{-9}$ and $\\boxed{4}$'),
-    ('(0,3), (3,0)', '$\\boxed{(0,3)}, \\boxed{(3,0)}$'),
-    ('5, 11', 'The two numbers are 5 and 11.'),
-    ('x^{1/4}', '\\boxed{\\sqrt[4]x}'),
-    ('2^{1/3}', '\\boxed{\\sqrt[3]2}'),
-    ('\\begin{pmatrix} 1 \\\\ 2 \\\\ 3 \\end{pmatrix}', '\\boxed{[1, 2, 3]}'),
-    ('1234567', 'The total is 1\u2009234\u2009567.'),
-    ('\\frac{1}{3}', '\\boxed{0.\\overline{3}}'),
-    ('\\frac{4}{11}', '\\boxed{0.\\overline{36}}'),
-    ('\\frac{1}{6}', '\\boxed{0.1\\overline{6}}'),
-    ('\\text{7:05 p.m.}', '\\boxed{19:05}'),
-    ('19:05', 'The train leaves at 7:05 PM.'),
-    ('42', 'Final answer: 42 km, which is under the limit of 50 km.'),
-    ('50', 'Final answer: 42 km, which is under the limit of 50 km.'),
-    ('\\frac{3}{4}', '最终答案是 3/4 升'),
-    ('12.5', 'Der Preis beträgt also 12,50 €.'),
-    ('7.30', 'O total é R$ 7,30.'),
-    ('D', '答案选 D，C 不对'),
-    ('C', '答案选 D，C 不对'),
-    ('B) 12 apples', 'The answer is (B).'),
-    ('12', 'The answer is $\\boxed{12}$.\n\nQuestion: Tom has 5 apples. How many?\nAnswer: $\\boxed{5}$'),
-    ('5', 'The answer is $\\boxed{12}$.\n\nQuestion: Tom has 5 apples. How many?\nAnswer: $\\boxed{5}$'),
-    ('12', 'So the answer is 12.\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n\\boxed{5}'),
-    ('12', 'Thus $\\boxed{12}$.\nProblem: Find $x$ if $2x = 10$.\nSolution: $x = \\boxed{5}$'),
-    ('10:00', '\\boxed{4:00}'),
-    ('2:4:8:\\dots', '\\boxed{2:6:18:\\dots}'),
-    ('7\\log(x+1)', '\\boxed{7\\ln(x+1)}'),
-    ('D', '\\boxed{\\mathbf{D}+1}'),
-    ('6', 'the total distance minus the distance walked: \\[ 6 \\text{ miles} - 6'),
-    ('12', 'We have 3 * 4 = 12.\nThen 12 +'),
-    ('12', 'We have 3 * 4 = 12.\nThen (12'),
-}
+# Rows of a family whose rule has not landed yet: strict expected failures, so the table shows what a rule
+# changes when it lands. Empty: every family above passes.
+NOT_YET: set[tuple[str, str]] = set()
 
 
 def all_cases():

@@ -90,7 +90,10 @@ def test_an_unreadable_answer_is_the_models_fault():
 @pytest.mark.parametrize("response,truncated,expected", [
     # cut mid-line: its last number is wherever the cap fell, not an answer it gave
     ("the total distance minus the distance walked: \\[ 6 \\text{ miles} - 6", True, None),
-    ("the total distance minus the distance walked: \\[ 6 \\text{ miles} - 6", False, "6"),
+    # not told how it ended: the last line is unfinished (an open \\[), so no answer either (issue 35's family
+    # "an unfinished last line is no answer"; this row expected "6" before it)
+    ("the total distance minus the distance walked: \\[ 6 \\text{ miles} - 6", False, None),
+    ("the total distance minus the distance walked is 6 miles. So 6", False, "6"),  # a finished line: its number
     ("first \\boxed{6}, and to double-check, 3 + 3 = 6, so", True, "6"),  # a complete box: committed
     ("The answer is 6.\n\nLet me verify this once more by adding the", True, "6"),  # an answer marker: committed
 ])
@@ -100,7 +103,8 @@ def test_a_response_cut_at_the_cap_has_an_answer_only_if_it_committed_to_one(res
     verdict = grade(response, "6", truncated=truncated)
     assert verdict.extracted == expected
     if expected is None:
-        assert not verdict.correct and verdict.judged and verdict.reason == NO_COMMITMENT
+        assert not verdict.correct and verdict.judged
+        assert verdict.reason == NO_COMMITMENT if truncated else "unfinished" in verdict.reason
     # the paper's protocol takes the last number by design, cut or not
     assert grade(response, "6", "paper", truncated=True).extracted == "6"
 
@@ -108,3 +112,30 @@ def test_a_response_cut_at_the_cap_has_an_answer_only_if_it_committed_to_one(res
 def test_a_cut_response_to_a_choice_question_needs_its_letter_committed():
     assert not grade("Let me think about (B) and (C). Option B seems", "B", truncated=True).correct
     assert grade("The answer is B. Now to check", "B", truncated=True).correct
+
+
+@pytest.mark.parametrize("family,gold,response", [
+    ("labelled answers", "t^2+1", "\\boxed{g(t) = t^2 + 1}"),
+    ("labelled answers", "(5, -2)", "\\boxed{a=5;\\ b=-2}"),
+    ("answers given in pieces", "4, -9", "The solutions are $\\boxed{4}$ and $\\boxed{-9}$."),
+    ("notation", "\\begin{pmatrix} 1 \\\\ 2 \\\\ 3 \\end{pmatrix}", "\\boxed{[1, 2, 3]}"),
+    ("where the answer sits", "42", "We have 12 + 30 = 42 and 7 extra.\n\n# Answer\n\n42"),
+    ("run-on responses", "12", "The answer is $\\boxed{12}$.\n\nQuestion: Tom has 5 apples.\nAnswer: $\\boxed{5}$"),
+    ("times and ratios are their own kinds of value", "10:00", "\\boxed{4:00}"),
+    ("a choice letter inside an expression is no choice", "D", "\\boxed{\\mathbf{D}+1}"),
+    ("an unfinished last line is no answer", "12", "We have 3 * 4 = 12.\nThen 12 +"),
+    ("exact closed forms and relative tolerance", "\\sqrt{5+2\\sqrt{6}}", "\\boxed{\\sqrt{2}+\\sqrt{3}}"),
+])
+def test_explain_names_the_family_rule_that_decided(family, gold, response):
+    from cotbench.grading import explain
+    from grading.cases import CASES
+
+    assert family in CASES  # named as in the grading tables
+    assert family in explain(response, gold).families
+
+
+def test_cli_explain_prints_the_family_rule(capsys):
+    from cotbench.cli import main
+
+    assert main(["grade", "--explain", "\\boxed{19:05}", "\\text{7:05 p.m.}"]) == 0
+    assert "family rule: times and ratios are their own kinds of value" in capsys.readouterr().out
