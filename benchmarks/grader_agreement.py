@@ -1,9 +1,11 @@
-"""Agreement of cotbench's grader and of math-verify called with its defaults on the grading table.
+"""Agreement of cotbench's grader and of math-verify called with its defaults on the grading table and on
+the stored responses of every committed report.
 
     python benchmarks/grader_agreement.py        # writes benchmarks/results/grader_agreement.{json,md}
 
-Also times grading throughput (verdicts per second) on GSM8K- and MATH-style answers, in one process and
-through the grading pool, and the slowest verdict on the hostile inputs of tests/grading/test_deadlines.py.
+Also times the slowest verdict of each family of the table, grading throughput (verdicts per second) on
+GSM8K- and MATH-style answers, in one process and through the grading pool, and the slowest verdict on the
+hostile inputs of tests/grading/test_deadlines.py. Speed is measured here, never in a timed test.
 """
 from __future__ import annotations
 
@@ -73,12 +75,47 @@ def slowest_hostile(timeout_s: float = 5.0) -> dict:
             "n_inputs": len(HOSTILE) * (len(GOLDS) + 1)}
 
 
+def committed_reports() -> dict:
+    """Each stored response of every committed report (reports/*/samples.jsonl), graded by cotbench under
+    the report's protocol and by math-verify with its defaults: agreement, and every disagreement."""
+    import yaml
+
+    out = {}
+    for samples_path in sorted((HERE.parent / "reports").glob("*/samples.jsonl")):
+        config = yaml.safe_load((samples_path.parent / "config.yaml").read_text()) or {}
+        protocol = config.get("protocol", "math")
+        rows = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines()]
+        listed, agree = [], 0
+        for r in rows:
+            truncated = r["finish_reason"] == "length"
+            verdict = grade(r["response"], r["gold"], protocol, truncated=truncated)
+            theirs = math_verify_default(r["gold"], r["response"])
+            if verdict.status in ("timeout", "error"):
+                listed.append({"problem_id": r["problem_id"], "alpha": r["alpha"], "gold": r["gold"],
+                               "cotbench": verdict.status, "math_verify_default": theirs, "reason": verdict.reason})
+                continue
+            if verdict.correct == theirs:
+                agree += 1
+                continue
+            listed.append({"problem_id": r["problem_id"], "alpha": r["alpha"], "gold": r["gold"],
+                           "extracted": verdict.extracted, "cotbench": verdict.correct, "math_verify_default": theirs,
+                           "truncated": truncated, "reason": verdict.reason, "response_end": r["response"][-160:]})
+        out[samples_path.parent.name] = {"protocol": protocol, "n": len(rows), "agree": agree,
+                                         "agreement_pct": round(100 * agree / max(1, len(rows)), 1),
+                                         "disagreements": listed}
+    return out
+
+
 def main() -> None:
     cases = all_cases()
     per_category = defaultdict(lambda: [0, 0, 0])  # n, ours right, math-verify right
+    slowest = defaultdict(float)  # per family: the slowest verdict, in seconds
     disagreements = []
+    grade("\\boxed{x+1}", "1+x")  # the helper's first start is no verdict's time
     for category, gold, response, expected in cases:
+        started = time.perf_counter()
         ours = grade(response, gold).correct
+        slowest[category] = max(slowest[category], time.perf_counter() - started)
         theirs = math_verify_default(gold, response)
         row = per_category[category]
         row[0] += 1
@@ -90,6 +127,7 @@ def main() -> None:
     ours_total = sum(r[1] for r in per_category.values())
     theirs_total = sum(r[2] for r in per_category.values())
 
+    reports = committed_reports()
     throughput = grading_throughput()
     hostile = slowest_hostile()
 
@@ -100,7 +138,9 @@ def main() -> None:
         "n_cases": n,
         "cotbench_agreement_pct": round(100 * ours_total / n, 1),
         "math_verify_default_agreement_pct": round(100 * theirs_total / n, 1),
-        "per_category": {c: {"n": r[0], "cotbench": r[1], "math_verify_default": r[2]} for c, r in per_category.items()},
+        "per_category": {c: {"n": r[0], "cotbench": r[1], "math_verify_default": r[2],
+                             "slowest_verdict_s": round(slowest[c], 3)} for c, r in per_category.items()},
+        "committed_reports": reports,
         "verdicts_per_second": throughput,
         "hostile_inputs": hostile,
         "cotbench_disagreements": disagreements,
@@ -109,9 +149,20 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "grader_agreement.json").write_text(json.dumps(result, indent=2))
     lines = ["# Grader agreement", "", f"{n} cases from `tests/grading/cases.py`.", "",
-             "| category | n | cotbench | math-verify defaults |", "|---|---|---|---|"]
-    lines += [f"| {c} | {r[0]} | {r[1]} | {r[2]} |" for c, r in per_category.items()]
-    lines += [f"| **all** | {n} | {result['cotbench_agreement_pct']} % | {result['math_verify_default_agreement_pct']} % |",
+             "| category | n | cotbench | math-verify defaults | slowest verdict (s) |", "|---|---|---|---|---|"]
+    lines += [f"| {c} | {r[0]} | {r[1]} | {r[2]} | {slowest[c]:.3f} |" for c, r in per_category.items()]
+    lines += [f"| **all** | {n} | {result['cotbench_agreement_pct']} % | {result['math_verify_default_agreement_pct']} % "
+              f"| {max(slowest.values()):.3f} |", "",
+              "Committed reports: each stored response graded by cotbench (the report's protocol, cut responses "
+              "flagged) and by math-verify's defaults.", "",
+              "| report | protocol | responses | agree | agreement % |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['protocol']} | {r['n']} | {r['agree']} | {r['agreement_pct']} |" for name, r in reports.items()]
+    for name, r in reports.items():
+        if r["disagreements"]:
+            lines += ["", f"Disagreements in {name} (cotbench / math-verify defaults; gold; what cotbench extracted, why):", ""]
+            lines += [f"- {d['problem_id']} α={d['alpha']}: {d['cotbench']} / {d['math_verify_default']}; gold "
+                      f"`{d['gold']}`; `{d.get('extracted')}`: {d['reason']}" for d in r["disagreements"]]
+    lines += ["",
               "", f"Grader `{result['grader']}` ({', '.join(f'{k} {v}' for k, v in result['libraries'].items())}); "
               f"CPU: {result['machine']['cpu']} ({result['machine']['kind']}), {result['machine']['date']}, "
               f"commit {result['machine']['commit']}.", "",
