@@ -225,8 +225,10 @@ def _after_marker(response: str) -> tuple[str | None, bool]:
     return head or None, moved or head != rest
 
 
-# A clause after an answer that comments on it: ", which ...", "; because ...", " since ...", never ", and 3".
-_COMMENT = re.compile(r"[,;，；]\s*(?!(?:and|or|et|und|y|e)\b)(?=[^\W\d_]{2,})|\s(?:which|because|since)\s")
+# A clause after an answer that comments on it: ", which ...", "; because ...", " since ...".
+# Never "but" or "wait": what follows those may correct the answer.
+_COMMENT = re.compile(r"(?:[,;，；]\s*|\s)(?=(?:which|that|because|since|as|so|meaning|where|when|thus|hence|"
+                      r"therefore|i\.e\.|e\.g\.)\b)", re.IGNORECASE)
 
 
 def _before_comment(said: str) -> str:

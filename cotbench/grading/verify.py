@@ -207,7 +207,7 @@ def _is_equation(s: str) -> bool:
 
 _NAME = r"\\?[A-Za-z]+(?:_\{?\w+\}?)?'*"
 _LABEL = re.compile(  # what a label may be: a name, a function of names, |name| or a norm, a tuple or ratio of them
-    rf"{_NAME}(?:\([^()=]*\))?|\\(?:m\\)?(?:angle|measuredangle)\s*[A-Z]{{1,3}}|\\(?:overline|widehat)\{{[A-Z]{{1,3}}\}}|\|\s*{_NAME}\s*\||\\\|\s*{_NAME}\s*\\\|"
+    rf"{_NAME}(?:\(\s*-?[A-Za-z0-9.]+(?:\s*,\s*-?[A-Za-z0-9.]+)*\s*\))?|\\(?:m\\)?(?:angle|measuredangle)\s*[A-Z]{{1,3}}|\\(?:overline|widehat)\{{[A-Z]{{1,3}}\}}|\|\s*{_NAME}\s*\||\\\|\s*{_NAME}\s*\\\|"
     rf"|\\[lr]?[vV]ert\s*{_NAME}\s*\\[lr]?[vV]ert|\(\s*{_NAME}(?:\s*,\s*{_NAME})+\s*\)|{_NAME}(?:\s*:\s*{_NAME})+")
 
 

@@ -373,6 +373,7 @@ CASES = {
         ("(2, 3)", "\\boxed{x = 2, y = 3}", True),
         ("(2, 3)", "\\boxed{x = 3, y = 2}", False),
         ("6", "\\boxed{\\text{Area} = 6 \\text{ cm}^2}", True),
+        ("6", "\\boxed{x(x+1) = 6}", False),  # a product, not a function of names
     ],
     # several boxes, "and"/"or" lists and \pm compare as sets with set-like golds, both ways; a hedge against
     # one gold value still fails, and ordered objects never compare as sets
@@ -462,6 +463,7 @@ CASES = {
         ("3", "the answer is $3$, which is odd", True),
         ("18", "Final Answer: The final answer is 18, which matches. I hope it is correct.", True),
         ("B", "\\boxed{B = 4}", False),
+        ("3", "The final answer is 3, but wait, it is actually 5.", False),  # a correction is no comment
     ],
     # the model answers, then runs on into an invented next question or turn: the answer before it is graded
     "run-on responses": [
