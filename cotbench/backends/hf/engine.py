@@ -8,6 +8,7 @@ Two schedulers, the same tokens and counts (checked in fp32; in bf16 rounding ca
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -127,6 +128,16 @@ class HFBackend:
         # (a decode step's tail) in C; packed ones are no nn.Linear any more, so none is swapped there
         self.small_linear_layers = self._small_linear_layers() if pack_weights else 0
         self._eos_ids = self._collect_eos_ids()
+        self.decode_path = self._decode_path()
+        if scheduler == "continuous":  # said once, when the model is loaded: the speed a run gets depends on it
+            print(f"[cotbench] decode: {self.decode_path}", file=sys.stderr)
+
+    def _decode_path(self) -> str:
+        from cotbench.backends.hf.lean_decode import why_not_lean
+
+        why = why_not_lean(self.model)
+        return (f"cotbench's lean step ({self.model.config.model_type} layout)" if why is None
+                else f"transformers' forward ({why})")
 
     def _small_linear_layers(self) -> int:
         from cotbench.backends.hf.cpu_kernels import load_library, small_linear_applies
@@ -197,6 +208,7 @@ class HFBackend:
             stats["batcher"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self.last_stats).items()}
         if self.thread_stats:
             stats["threads"] = self.thread_stats
+        stats["decode_path"] = self.decode_path
         if self.device == "cpu":  # "loaded", or why decode ran on PyTorch's ops instead
             from cotbench.backends.hf.cpu_kernels import kernel_status
 

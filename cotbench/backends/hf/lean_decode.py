@@ -11,8 +11,9 @@ fewer a layer, and each residual add with the RMSNorm after it is another (``add
 roundings; in fp32 equal to transformers' up to the order of the fp32 sums).
 
 It applies to the model types whose decoder layer is Llama's (Llama, Mistral, Qwen2: the CoT-Valve paper's
-base models among them) without sliding-window attention; anything else goes through transformers'
-forward, so nothing is lost, only this speed.
+base models among them), and Qwen3's, which adds an RMSNorm over each head of the query and key before the
+rotary embedding (run here as transformers runs it), without sliding-window attention; anything else goes
+through transformers' forward, so nothing is lost, only this speed.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, add_rms_norm, load_l
 from cotbench.backends.hf.slot_attention import grouped_sdpa
 from cotbench.backends.hf.slot_cache import SlotCache
 
-LLAMA_LAYOUT = ("llama", "mistral", "qwen2")  # decoder layers that are LlamaDecoderLayer, module for module
+LLAMA_LAYOUT = ("llama", "mistral", "qwen2", "qwen3")  # LlamaDecoderLayer, module for module (Qwen3: + q/k norms)
+QK_NORMED = ("qwen3",)  # attention with q_norm and k_norm (per head, before the rotary embedding)
 
 
 def lean_decoder(model) -> "LeanDecoder | None":
@@ -49,12 +51,13 @@ def why_not_lean(model) -> str | None:
         attention = getattr(layer, "self_attn", None)
         parts = [getattr(attention, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
         parts += [getattr(layer, name, None) for name in ("input_layernorm", "post_attention_layernorm", "mlp")]
-        if any(part is None for part in parts) or any(hasattr(attention, name) for name in ("q_norm", "k_norm")):
+        qk_norms = [hasattr(attention, name) for name in ("q_norm", "k_norm")]
+        if any(part is None for part in parts) or (any(qk_norms) and not (all(qk_norms) and config.model_type in QK_NORMED)):
             return f"layer {type(layer).__name__} is not laid out like LlamaDecoderLayer"
     return None
 
 
-RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")  # weight · x / rms(x): what add_rms_norm computes
+RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")  # weight · x / rms(x): what add_rms_norm computes
 
 
 class LeanDecoder:
@@ -65,6 +68,7 @@ class LeanDecoder:
         self.lm_head = model.lm_head
         attention = self.layers[0].self_attn
         self.head_dim = attention.head_dim
+        self.qk_norms = hasattr(attention, "q_norm")
         self.kv_heads = model.config.num_key_value_heads
         # the model's own rotary function (each modeling file defines it), so its numerics are transformers'
         self.apply_rotary = sys.modules[type(attention).__module__].apply_rotary_pos_emb
@@ -92,6 +96,9 @@ class LeanDecoder:
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             query, key, value = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
+            if self.qk_norms:  # Qwen3: each head's query and key normalised, as its attention does
+                query = attention.q_norm(query.view(rows, 1, -1, self.head_dim))
+                key = attention.k_norm(key.view(rows, 1, -1, self.head_dim))
             out = None
             if library is not None:
                 out = rope_decode_attention(library, query.view(rows, -1), key.view(rows, -1), value.view(rows, -1),
