@@ -246,10 +246,16 @@ def _balanced_outside_math(text: str) -> bool:
 def cut_run_on(response: str) -> tuple[str, bool]:
     """(the response up to where it runs on into an invented next question or turn, whether it did). A run-on
     starts at a new "Question:"/"Problem:"/"Q:"/"User:" line or a chat role marker, after text that already
-    holds an answer (a number, a box or an answer marker); a response that opens with one is not cut there."""
+    holds an answer (a chat role marker: a number, a box or a marker; a new question line: a box or an answer
+    marker, as a model restating its problem mid-way has not answered yet)."""
     for m in _RUN_ON.finditer(response):
-        if _HAS_ANSWER.search(response, 0, m.start()):
-            return response[:m.start()], True
+        before = response[:m.start()]
+        if m.group(0).startswith("<") or m.group(0).startswith("["):  # a chat role marker: a turn has ended
+            answered = _HAS_ANSWER.search(before)
+        else:  # a "Question:" line may be the model restating its own problem: only after a committed answer
+            answered = "\\boxed" in before or "\\fbox" in before or _MARKER.search(before)
+        if answered:
+            return before, True
     return response, False
 
 

@@ -475,6 +475,8 @@ CASES = {
         ("25", "So the answer is 25.\n\nQuestion 2: What is 5*5?\nThe answer is 25.", True),
         ("10", "The answer is 24.\nHuman: What about 10?\nAssistant: 10", False),
         ("7", "Question: what is 3 + 4?\nWe add: 3 + 4 = 7. The answer is 7.", True),  # an echoed question first
+        # a model restating its problem before answering has not run on
+        ("16", "3 apples and 12 pears: 15.\nProblem: recount. There are 4 apples, so \\boxed{16}.", True),
     ],
     # wrong answers that must not pass
     "times and ratios are their own kinds of value": [
