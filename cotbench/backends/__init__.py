@@ -11,14 +11,8 @@ With ``--ray``, :func:`make_backend` puts the chosen engine into workers on a Ra
 from cotbench.backends.base import Backend
 from cotbench.backends.hf import HFBackend
 from cotbench.backends.openai import OpenAIBackend
+from cotbench.backends.registry import BACKENDS
 from cotbench.backends.vllm import VLLMBackend
-from cotbench.registry import Registry
-
-BACKENDS: Registry = Registry("backend")
-BACKENDS.register("hf")(HFBackend)
-BACKENDS.register("vllm")(VLLMBackend)
-BACKENDS.register("openai")(OpenAIBackend)
-
 
 
 def make_backend(config) -> Backend:

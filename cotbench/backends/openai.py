@@ -31,12 +31,9 @@ from cotbench.backends.loading import count_parameters, resolve_model, standard_
 from cotbench.errors import ConfigError, CotbenchError
 from cotbench.prompts import Messages, render_plain
 from cotbench.records import Generation, GenerationRequest
+from cotbench.valve.serving import adapter_name
 
 _DONE = object()
-
-
-def alpha_name(template: str, alpha: float) -> str:
-    return template.format(alpha=f"{float(alpha):g}".replace("-", "m"))
 
 
 class OpenAIBackend:
@@ -105,7 +102,7 @@ class OpenAIBackend:
     def served_name(self, alpha: float | None) -> str:
         if alpha is None or not self.valve_id:
             return self.served_model
-        name = alpha_name(self.alpha_model, alpha)
+        name = adapter_name(alpha, self.alpha_model)
         if float(alpha) == 0.0 and self._served is not None and name not in self._served:
             return self.served_model  # no zero adapter served: the base model itself
         return name

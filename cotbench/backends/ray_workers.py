@@ -78,7 +78,7 @@ def connect(address: str):
 
 def engine_from_config(config):
     """What a worker runs: the registered engine ``config.backend``, exactly as one machine would build it."""
-    from cotbench.backends import BACKENDS
+    from cotbench.backends.registry import BACKENDS
 
     return BACKENDS.get(config.backend).from_config(config)
 

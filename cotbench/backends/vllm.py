@@ -30,10 +30,10 @@ from cotbench.backends.loading import count_parameters, resolve_model, standard_
 from cotbench.errors import ConfigError, CotbenchError
 from cotbench.prompts import Messages, render_chat
 from cotbench.records import Generation, GenerationRequest
+from cotbench.valve.serving import adapter_name, served_rank
 
 WORKER = Path(__file__).with_name("_vllm_worker.py")
 PYTHON_ENV = "COTBENCH_VLLM_PYTHON"
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as --max-lora-rank
 
 
 def parse_engine_args(pairs: Sequence[str]) -> dict:
@@ -88,7 +88,7 @@ class VLLMBackend:
             config = read_valve_config(valve)
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
             ranks = [config.r, *(config.rank_pattern or {}).values()]
-            self.rank = next((r for r in LORA_RANKS if r >= max(ranks)), max(ranks))
+            self.rank = served_rank(max(ranks))
         self.startup_timeout_s, self.wait_timeout_s = startup_timeout_s, wait_timeout_s
         self._proc: subprocess.Popen | None = None
         self._lines: queue.Queue = queue.Queue()  # the engine's messages, read by a thread so waits can end
@@ -119,7 +119,7 @@ class VLLMBackend:
         self._ensure_engine(alphas)
         for r in requests:
             s = r.sampling
-            lora = _adapter_name(r.alpha) if r.alpha is not None else None
+            lora = adapter_name(r.alpha) if r.alpha is not None else None
             self._send({"id": r.request_id, "prompt": r.prompt, "lora": lora, "max_tokens": s.max_new_tokens,
                         "temperature": s.temperature, "top_p": s.top_p, "seed": _request_seed(s.seed, r.request_id),
                         "stop": list(s.stop)})
@@ -171,10 +171,10 @@ class VLLMBackend:
             from cotbench.valve.export import export_alpha_copies
 
             folder = cache_dir() / "vllm_adapters" / self.valve_id.replace("@", "-")
-            missing = [a for a in wanted if not (folder / _adapter_name(a) / "adapter_model.safetensors").is_file()]
+            missing = [a for a in wanted if not (folder / adapter_name(a) / "adapter_model.safetensors").is_file()]
             if missing:
                 export_alpha_copies(self.valve, missing, folder)
-            loras = {_adapter_name(a): str(folder / _adapter_name(a)) for a in wanted}
+            loras = {adapter_name(a): str(folder / adapter_name(a)) for a in wanted}
         env = dict(os.environ)
         if not _has_cuda() and "VLLM_CPU_OMP_THREADS_BIND" not in env:
             cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
@@ -224,10 +224,6 @@ def _read_lines(stream, lines: queue.Queue) -> None:
     for line in iter(stream.readline, ""):
         lines.put(line)
     lines.put("")
-
-
-def _adapter_name(alpha: float) -> str:
-    return f"alpha_{float(alpha):g}".replace("-", "m")
 
 
 def _request_seed(seed: int, request_id: str) -> int:

@@ -151,7 +151,7 @@ def _write(out, obj) -> None:
 
 
 def serve() -> None:
-    from cotbench.grading.sandbox import GradingTimeout, alarm
+    from cotbench.grading.deadline import GradingTimeout, alarm
     from cotbench.grading.symbolic import warm_up
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)

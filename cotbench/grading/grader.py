@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 
 from cotbench.grading.config import COMMITTING, GradingConfig, resolve
+from cotbench.grading.deadline import Deadline, GradingTimeout
 from cotbench.grading.extract import (Extraction, boxes, choice_letter, choice_letter_gold, clean, cut_run_on,
                                      run_extractors)
 from cotbench.grading.normalize import normalize
-from cotbench.grading.sandbox import HELPER, Deadline, GradingTimeout, run_inline
+from cotbench.grading.sandbox import HELPER, run_inline
 from cotbench.grading.verify import Trace, equivalent, split_items
 from cotbench.records import Grade
 

@@ -20,7 +20,7 @@ from typing import Callable
 from cotbench.grading._worker import Worker, WorkerDied
 from cotbench.grading.config import GradingConfig, resolve
 from cotbench.grading.grader import grade, grade_in_worker
-from cotbench.grading.sandbox import HARD_GRACE_S
+from cotbench.grading.deadline import HARD_GRACE_S
 from cotbench.records import Grade
 
 MAX_ATTEMPTS = 2  # a timeout or a crash gets one more try

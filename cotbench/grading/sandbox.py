@@ -1,10 +1,9 @@
 """Where symbolic work runs: somewhere that can be stopped at a deadline, on any thread, on any input.
 
 Two mechanisms, one rule (the deadline counts from when the work starts, never from when it was queued):
-- ``alarm(budget_s)``: a SIGALRM timer in the process's main thread that raises ``GradingTimeout``, a
-  ``BaseException`` so that no library's ``except Exception`` swallows it, and that fires again every 50 ms
-  until disarmed, in case one did. It cannot interrupt C code, so it is used only inside a process that is
-  itself killed past the deadline (a grading-pool worker, or the helper below).
+- ``alarm(budget_s)`` (``deadline.py``): a SIGALRM timer that raises ``GradingTimeout`` in the process's main
+  thread; it cannot interrupt C code, so it is used only inside a process that is itself killed past the
+  deadline (a grading-pool worker, or the helper below).
 - ``HelperProcess``: one worker process (``_worker``) that runs symbolic checks for callers outside a pool
   (``cotbench.grade``, lm-eval's ``process_results``, ``cotbench grade``), each under the alarm; it is killed
   when a check runs ``HARD_GRACE_S`` past its budget and a fresh one starts; the caller gets
@@ -14,54 +13,10 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import threading
-import time
-from contextlib import contextmanager
 from typing import Any, Callable
 
-HARD_GRACE_S = 0.75  # past the budget, a worker stuck in C code is killed
-
-
-class GradingTimeout(BaseException):
-    """The verdict's time ran out. A BaseException: math-verify and sympy catch ``Exception`` internally."""
-
-
-class Deadline:
-    def __init__(self, budget_s: float | None):
-        self.budget_s = budget_s
-        self.started = time.monotonic()
-
-    def remaining(self) -> float | None:
-        if self.budget_s is None or self.budget_s <= 0:
-            return None
-        return max(0.0, self.budget_s - (time.monotonic() - self.started))
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-@contextmanager
-def alarm(budget_s: float | None):
-    """Raise ``GradingTimeout`` in this (main) thread once ``budget_s`` has passed; a no-op without a budget
-    or off the main thread (there, the process around it is the limit)."""
-    usable = (budget_s is not None and budget_s > 0 and hasattr(signal, "setitimer")
-              and threading.current_thread() is threading.main_thread())
-    if not usable:
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise GradingTimeout(f"exceeded {budget_s:g}s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(budget_s, 1e-3), 0.05)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
+from cotbench.grading.deadline import HARD_GRACE_S, GradingTimeout
 
 class SymbolicCrash(Exception):
     """The process doing a symbolic check died (a crash in C code, or memory)."""

