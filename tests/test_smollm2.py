@@ -57,8 +57,11 @@ def test_second_load_reads_the_converted_gguf_with_the_same_weights(base_backend
     assert converted.is_relative_to(tmp_path) and (converted / "model.safetensors").is_file()  # written by it
     # unpacked, so the loaded weights themselves are compared (the fixture's lm_head is a packed copy)
     again = HFBackend("smollm2", dtype=dtype, pack_weights=False)
-    assert getattr(first_load.model, "hf_quantizer", None) is not None  # the first load read the GGUF
-    assert getattr(again.model, "hf_quantizer", None) is None  # this one read safetensors
+    # the first load read the GGUF, the second safetensors: neither is marked quantized (both train a LoRA)
+    for backend in (first_load, again):
+        assert getattr(backend.model, "hf_quantizer", None) is None
+        assert not getattr(backend.model, "is_quantized", False)
+        assert not hasattr(backend.model.config, "quantization_config")
     assert all(torch.equal(t, again.model.state_dict()[k]) for k, t in first_load.model.state_dict().items())
     first, second = base_backend.model.state_dict(), again.model.state_dict()
     assert first.keys() <= second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -72,6 +75,20 @@ def test_second_load_reads_the_converted_gguf_with_the_same_weights(base_backend
     assert again.render(messages) == base_backend.render(messages)
     assert again._eos_ids == base_backend._eos_ids
     assert again.model.name_or_path == base_backend.model.name_or_path  # adapters record the GGUF's folder
+
+
+def test_a_valve_trains_on_a_gguf_read_for_the_first_time(monkeypatch, tmp_path):
+    from cotbench.backends.loading import CACHE_ENV
+    from cotbench.valve.train import TrainConfig, train_valve
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # no converted copy: the GGUF itself is read
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "solution": f"\\boxed{{{i + 1}}}"}) + "\n"
+                            for i in range(4)))
+    out = train_valve(TrainConfig(base="smollm2", data=str(data), out=str(tmp_path / "valve"), rank=2,
+                                  batch_size=4, max_length=64, target_modules=("q_proj",)))
+    card = json.loads((out / "valve_card.json").read_text())
+    assert card["optimizer_steps"] == 1 and (out / "adapter_config.json").is_file()
 
 
 def test_smollm2_sweep_over_alpha_on_gsm8k(base_backend, smol_valve, tmp_path):

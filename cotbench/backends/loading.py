@@ -229,4 +229,16 @@ def _from_pretrained(source: ModelSource, location: str, kwargs: dict, dtype):
             "If it is a Hub id, go online once (or `huggingface-cli download` it) so it is in the local cache; "
             "otherwise pass a local directory or .gguf file."
         ) from None
+    if "gguf_file" in kwargs:
+        _drop_gguf_marker(model)
     return model, tokenizer
+
+
+def _drop_gguf_marker(model) -> None:
+    """A model read from a GGUF holds plain dequantized tensors, but transformers still marks it quantized,
+    and its Trainer then refuses to train a LoRA on it. Without the marker it is the same model as the cached
+    conversion loads, whether or not that cache existed."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config

@@ -31,6 +31,14 @@ def add_commands(sub) -> None:
         train.add_argument(flag, dest=f.name, type=kind, help=_TRAIN_HELP.get(f.name))
     train.set_defaults(func=_cmd_train)
 
+    data = vsub.add_parser("data", help="short target chains (question, solution) from GSM8K train, for `valve train`")
+    data.add_argument("--style", choices=("solutions", "equations"), default="solutions",
+                      help="solutions: the reference text without calculator notes; equations: the equations alone")
+    data.add_argument("--limit", type=int, default=1000, help="first N train rows (default 1000)")
+    data.add_argument("--data-dir", help="directory with gsm8k/train.jsonl (default: $COTBENCH_DATA_DIR, then the Hub)")
+    data.add_argument("--out", required=True, help="a .jsonl file")
+    data.set_defaults(func=_cmd_data)
+
     default = vsub.add_parser("default", help="rebuild the shipped default valve for SmolLM2 from GSM8K train")
     default.add_argument("--data-dir", help="directory with gsm8k/train.jsonl (default: $COTBENCH_DATA_DIR, then the Hub)")
     default.add_argument("--out", default="valves/default")
@@ -73,6 +81,14 @@ def _cmd_train(args) -> int:
     settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     out = train_valve(TrainConfig(**settings))
     print(f"valve written to {out} (card: {out / 'valve_card.json'})")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from cotbench.valve.targets import write_training_data
+
+    n = write_training_data(args.data_dir, args.out, args.limit, args.style)
+    print(f"{n} (question, solution) rows in {args.out}; train with: cotbench valve train --data {args.out} ...")
     return 0
 
 

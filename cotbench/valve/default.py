@@ -3,44 +3,22 @@ its equations only. The target chains are GSM8K train reference solutions shorte
 calculator annotation ``<<48/2=24>>`` becomes one line, then ``The final answer is \\boxed{N}.``"""
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
-from cotbench.adapters import DataOptions
-from cotbench.adapters.base import load_rows
-from cotbench.adapters.gsm8k import GSM8K, gsm8k_gold
+from cotbench.valve import targets
 from cotbench.valve.train import TrainConfig
 
 SHIPPED = Path(__file__).with_name("default")  # the packaged adapter (adapter_config.json, weights, card)
 N_TRAIN = 800  # first 800 GSM8K train rows: enough to learn the style in ~50 steps (~20 min on 2 CPU cores)
-_CALCULATOR = re.compile(r"<<([^>]*)>>")
 # After training, lora_B is multiplied by this, so that α in [0, 1] spans the whole switch from the base
 # model's chains to equations only. Trained as is, the switch was complete by α ≈ 0.5 (measured on 16 GSM8K
 # test problems: 228, 195, 135, 130, 42 mean tokens at α = 0.1 ... 0.5), leaving half the range flat.
 STRENGTH_SCALE = 0.6
 
 
-def equations_only(answer: str, where: str) -> str | None:
-    """GSM8K reference answer -> its calculator equations, one per line, then the boxed final answer."""
-    equations = _CALCULATOR.findall(answer.rsplit("####", 1)[0])
-    if not equations:
-        return None  # a few rows have no annotations; they would teach an empty chain
-    return "\n".join(e.strip() for e in equations) + f"\nThe final answer is \\boxed{{{gsm8k_gold(answer, where)}}}."
-
-
 def write_training_data(data_dir: str | Path | None, out_file: str | Path, n_rows: int = N_TRAIN) -> int:
-    """Write (question, solution) JSONL from GSM8K train; returns the number of rows written."""
-    rows = load_rows("gsm8k", "train", DataOptions(data_dir=Path(data_dir) if data_dir else None), GSM8K.hub)
-    written = 0
-    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(out_file, "w", encoding="utf-8") as handle:
-        for where, row in rows[:n_rows]:
-            solution = equations_only(row["answer"], where)
-            if solution:
-                handle.write(json.dumps({"question": row["question"], "solution": solution}) + "\n")
-                written += 1
-    return written
+    """The shipped valve's data: the first ``n_rows`` GSM8K train rows as equations-only chains."""
+    return targets.write_training_data(data_dir, out_file, n_rows, "equations")
 
 
 def default_config(data_file: str | Path, out: str | Path) -> TrainConfig:
