@@ -200,15 +200,16 @@ class RunConfig:
             problems.append(str(exc))
         from cotbench.methods import METHODS
 
-        if self.method not in METHODS:
+        method = METHODS.get(self.method)
+        if method is None:
             problems.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        elif self.method in ("prompt-budget", "budget-forcing") and not self.budgets:
+        elif method.needs_budgets and not self.budgets:
             problems.append(f"--method {self.method} needs --budgets, e.g. --budgets 64,128,256")
-        elif self.method == "valve" and self.budgets:
-            problems.append("--budgets is for --method prompt-budget or budget-forcing")
+        elif self.budgets and not method.needs_budgets:
+            problems.append("--budgets is for --method " + " or ".join(n for n, m in METHODS.items() if m.needs_budgets))
         if any(not isinstance(b, int) or b < 1 for b in self.budgets):
             problems.append(f"budgets must be whole numbers of tokens >= 1, got {self.budgets!r}")
-        if self.method in ("budget-forcing", "nothink") and self.thinking == "none":
+        if method is not None and method.needs_thinking and self.thinking == "none":
             problems.append(f"--method {self.method} needs thinking delimiters: drop --thinking none")
         if self.count_tokens not in ("usage", "tokenizer"):
             problems.append(f"count_tokens must be usage or tokenizer, got {self.count_tokens!r}")

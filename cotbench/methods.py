@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
+from cotbench.prompts import PromptConfig
 from cotbench.records import Generation, GenerationRequest
 from cotbench.thinking import ThinkingFormat
 
-METHODS = ("valve", "prompt-budget", "budget-forcing", "nothink")
 DEFAULT_CUE = "\n\nFinal Answer: "  # s1's cue after the forced end of thinking
 
 
@@ -34,13 +34,93 @@ class Point:
     alpha: float | None
 
 
+class Method:
+    """What a length-control method does at one point: to the sweep's points, the prompt settings, the
+    rendered prompt, the request and the sample key. The default is "nothing"; each method overrides its own
+    steps, so the runner calls them all without asking which method it runs. A new method is a subclass
+    here and an entry in ``METHODS``."""
+
+    name = ""
+    needs_budgets = False  # its points are --budgets
+    needs_thinking = False  # it works on a thinking block: refused with --thinking none
+    knob_label = "N"
+
+    def points(self, alphas: Sequence[float | None], budgets: Sequence[int], base_alpha: float | None) -> list[Point]:
+        """The sweep's points. Baselines run the base model: ``base_alpha`` is 0 with a valve loaded, else None."""
+        return [Point(self.name, float(n), base_alpha) for n in budgets]
+
+    def prompt_config(self, config: PromptConfig, point: Point) -> PromptConfig:
+        return config
+
+    def prefill(self, prompt: str, fmt: ThinkingFormat | None) -> str:
+        return prompt
+
+    def thinking_budget(self, point: Point) -> int | None:
+        return None
+
+    def key(self, point: Point, cue: str, fmt: ThinkingFormat | None) -> dict | None:
+        """Everything this method adds to a sample's key (keys.sample_key): its name and knob."""
+        return {"method": self.name, "knob": point.knob, "cue": None, "forced_by": None}
+
+    def label(self, point: Point) -> str:
+        return self.name if point.knob is None else f"{self.name}={point.knob:g}"
+
+
+class Valve(Method):
+    """The valve strength α (``--alphas``): the model runs at θ + α·Δθ; nothing else changes."""
+
+    name, knob_label = "valve", "α"
+
+    def points(self, alphas, budgets, base_alpha):
+        return [Point(self.name, a, a) for a in alphas]
+
+    def key(self, point, cue, fmt):
+        return None  # α is keyed on its own (keys.sample_key), as before any other method existed
+
+    def label(self, point):
+        return "α" if point.knob is None else f"α={point.knob:g}"
+
+
+class PromptBudget(Method):
+    """The prompt asks for fewer than N tokens; the base model."""
+
+    name, needs_budgets = "prompt-budget", True
+
+    def prompt_config(self, config, point):
+        return replace(config, token_budget=int(point.knob))
+
+
+class BudgetForcing(Method):
+    """Thinking stops at N tokens (two phases, ``generate``); the base model."""
+
+    name, needs_budgets, needs_thinking = "budget-forcing", True, True
+
+    def thinking_budget(self, point):
+        return int(point.knob)
+
+    def key(self, point, cue, fmt):
+        # no engine's own budget; phase 1 stops at the closing delimiter, so the format changes the output too
+        return {"method": self.name, "knob": point.knob, "cue": cue, "forced_by": "cotbench",
+                "thinking": fmt.describe() if fmt else None}
+
+
+class NoThink(Method):
+    """An empty thinking block prefilled after the prompt; the base model."""
+
+    name, needs_thinking = "nothink", True
+
+    def points(self, alphas, budgets, base_alpha):
+        return [Point(self.name, None, base_alpha)]
+
+    def prefill(self, prompt, fmt):
+        return nothink_prefill(prompt, fmt)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (Valve(), PromptBudget(), BudgetForcing(), NoThink())}
+
+
 def points(method: str, alphas: Sequence[float | None], budgets: Sequence[int], base_alpha: float | None = None) -> list[Point]:
-    """The sweep's points. Baselines run the base model: ``base_alpha`` is 0 with a valve loaded, else None."""
-    if method == "valve":
-        return [Point("valve", a, a) for a in alphas]
-    if method == "nothink":
-        return [Point("nothink", None, base_alpha)]
-    return [Point(method, float(n), base_alpha) for n in budgets]
+    return METHODS[method].points(alphas, budgets, base_alpha)
 
 
 def nothink_prefill(prompt: str, fmt: ThinkingFormat) -> str:

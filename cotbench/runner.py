@@ -143,24 +143,15 @@ def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict, mode
         for problem in task_problems:
             rendered = {}
             for point in points:
-                prompt_config = config.prompt_config(getattr(TASKS.get(task), "instruction", None))
-                if point.method == "prompt-budget":
-                    prompt_config = replace(prompt_config, token_budget=int(point.knob))
+                method = methods.METHODS[point.method]
+                prompt_config = method.prompt_config(config.prompt_config(getattr(TASKS.get(task), "instruction", None)),
+                                                     point)
                 if prompt_config not in rendered:
                     rendered[prompt_config] = backend.render(build_messages(problem, prompt_config, shots[task]))
                 prompt, special = rendered[prompt_config]
-                budget, method = None, None
-                if point.method == "nothink":
-                    prompt = methods.nothink_prefill(prompt, fmt)
-                if point.method == "budget-forcing":
-                    budget = int(point.knob)
-                if point.method != "valve":
-                    # budget forcing: two phases, no engine's own budget; phase 1 stops at the thinking format's
-                    # closing delimiter, so that format changes the output too
-                    method = {"method": point.method, "knob": point.knob, "cue": config.answer_cue if budget else None,
-                              "forced_by": "cotbench" if budget else None,
-                              **({"thinking": fmt.describe() if fmt else None} if budget else {})}
-                produced = (point.alpha, problem, prompt, sampling, engine, method)
+                prompt = method.prefill(prompt, fmt)
+                budget = method.thinking_budget(point)
+                produced = (point.alpha, problem, prompt, sampling, engine, method.key(point, config.answer_cue, fmt))
                 key = keys.sample_key(model, valve, *produced)
                 plan.append(_Planned(key, keys.legacy_sample_key(backend.model_id, backend.valve_id, *produced),
                                      problem, point, GenerationRequest(key, prompt, point.alpha, sampling, special,
@@ -248,8 +239,7 @@ def _rekey_legacy(store: Store, missing: list[_Planned], backend: Backend, model
 
 
 def _point(point: methods.Point) -> str:
-    name = "α" if point.method == "valve" else point.method
-    return name if point.knob is None else f"{name}={point.knob:g}"
+    return methods.METHODS[point.method].label(point)
 
 
 def _say(progress: bool, message: str) -> None:

@@ -88,3 +88,15 @@ def test_one_alpha_name_exact_for_any_float():
     assert all(float(label.replace("m", "-")) == v for label, v in zip(labels, values))
     assert adapter_name(0.25, "qwen-valve@{alpha}") == "qwen-valve@0.25"  # a served-name template
     assert vllm.adapter_name is export.adapter_name is openai.adapter_name is adapter_name  # one function, used everywhere
+
+
+def test_the_runner_never_branches_on_a_method_name():
+    """methods.py owns what each length-control method does; the runner compares no string with a method's
+    name (issue "A leaner house", item 3)."""
+    from cotbench.methods import METHODS
+
+    tree = ast.parse((PACKAGE / "runner.py").read_text(encoding="utf-8"))
+    named = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Compare)
+             for side in (node.left, *node.comparators)
+             if isinstance(side, ast.Constant) and side.value in METHODS]
+    assert not named, f"runner.py compares with a method's name on lines {named}"

@@ -137,3 +137,39 @@ def test_a_run_stopped_in_budget_forcings_second_phase_keeps_the_first(tiny_mode
     assert result.n_generated == len(phase_one)
     assert len(calls) == 1 and all("Final Answer" in r.prompt for r in calls[0])  # only phase 2 ran
     assert all(r["n_thinking_tokens"] == 3 for r in _records(tmp_path / "bf"))
+
+
+def test_each_method_keys_its_samples_as_before_the_methods_became_objects():
+    """A stored sample's key must not move when the code that builds it does: these are the dicts the
+    runner's inline branches put into keys.sample_key before methods.py owned them."""
+    from cotbench.methods import METHODS, Point
+    from cotbench.thinking import parse_option
+
+    fmt, cue = parse_option("<think>,</think>"), "\n\nFinal Answer: "
+    assert METHODS["valve"].key(Point("valve", 0.5, 0.5), cue, fmt) is None
+    assert METHODS["prompt-budget"].key(Point("prompt-budget", 64.0, 0.0), cue, fmt) == \
+        {"method": "prompt-budget", "knob": 64.0, "cue": None, "forced_by": None}
+    assert METHODS["nothink"].key(Point("nothink", None, None), cue, fmt) == \
+        {"method": "nothink", "knob": None, "cue": None, "forced_by": None}
+    assert METHODS["budget-forcing"].key(Point("budget-forcing", 32.0, None), cue, fmt) == \
+        {"method": "budget-forcing", "knob": 32.0, "cue": cue, "forced_by": "cotbench", "thinking": fmt.describe()}
+
+
+def test_a_new_method_is_one_addition_in_methods(tiny_model, tmp_path, monkeypatch):
+    """The runner and the settings check ask the method object, never its name: a method registered in
+    METHODS alone runs end to end, its prompt change and key included."""
+    from cotbench import methods
+
+    class Shout(methods.Method):
+        name = "shout"
+
+        def points(self, alphas, budgets, base_alpha):
+            return [methods.Point(self.name, None, base_alpha)]
+
+        def prefill(self, prompt, fmt):
+            return prompt + "ANSWER NOW:"
+
+    monkeypatch.setitem(methods.METHODS, "shout", Shout())
+    out = run_sweep(_config(tiny_model, tmp_path / "shout", method="shout"), progress=False).out_dir
+    records = _records(out)
+    assert len(records) == 3 and all(r["method"] == "shout" and r["prompt"].endswith("ANSWER NOW:") for r in records)
