@@ -23,6 +23,16 @@ def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="sweep α over a valve-merged model on tasks; grade; write outputs",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
                        argument_default=argparse.SUPPRESS)
+    for add in (_run_model_and_tasks, _run_prompt_and_sampling, _run_engine, _run_ray, _run_server,
+                _run_grading_and_method):
+        add(p)
+    p.add_argument("--out", help="run directory (default runs/<model>[-<valve>]); rerunning resumes")
+    p.set_defaults(func=_cmd_run)
+
+
+def _run_model_and_tasks(p) -> None:
+    """What is evaluated: the model, its valve and α, the tasks and their data."""
+    p = p.add_argument_group("model, valve and tasks")
     p.add_argument("--config", help="YAML/TOML/JSON file with the same settings as the flags")
     p.add_argument("--model", help="Hub id, local directory, .gguf file, or 'smollm2' (default, embedded)")
     p.add_argument("--valve", help="PEFT LoRA adapter directory (Δθ); the model at α is θ + α·Δθ. Default: the "
@@ -39,6 +49,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--answer-format", dest="answer_format", help="auto | gsm8k | boxed | raw")
     p.add_argument("--n", dest="n_generated", type=int, help="problems in the embedded arithmetic task")
     p.add_argument("--difficulty", type=int, help="operations per embedded arithmetic problem")
+
+
+def _run_prompt_and_sampling(p) -> None:
+    """How each problem is asked and decoded."""
+    p = p.add_argument_group("prompt and sampling")
     p.add_argument("--system-prompt", dest="system_prompt")
     p.add_argument("--instruction", help="appended to each question (default asks for \\boxed{})")
     p.add_argument("--n-shot", dest="n_shot", type=int)
@@ -48,6 +63,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--top-p", dest="top_p", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
+
+
+def _run_engine(p) -> None:
+    """The engine behind --backend and its settings."""
+    p = p.add_argument_group("engine")
     p.add_argument("--batch-size", dest="batch_size", help="rows decoded together: auto (default) or a number")
     p.add_argument("--threads", help="CPU threads of the hf engine: auto (default: the CPUs this process may use, "
                    "fewer while other programs keep some busy; $OMP_NUM_THREADS when set) or a fixed number")
@@ -63,6 +83,11 @@ def _run_parser(sub) -> None:
                    help="seconds the vLLM engine may take to start (default 900: vLLM-CPU compiles on first start)")
     p.add_argument("--vllm-wait-timeout", dest="vllm_wait_timeout_s", type=float,
                    help="seconds without a finished request before a vLLM run stops with an error (default 300)")
+
+
+def _run_ray(p) -> None:
+    """Spreading the sweep over a Ray cluster."""
+    p = p.add_argument_group("Ray")
     p.add_argument("--ray", help="spread the sweep over engines on a Ray cluster: auto (the cluster `ray start` made "
                    "here, or $RAY_ADDRESS), local (a cluster of this machine alone) or HOST:PORT")
     p.add_argument("--workers", type=int, help="--ray: engines, each loading the model once (default: one per "
@@ -70,6 +95,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--worker-gpus", dest="worker_gpus", type=float, help="--ray: GPUs per worker (default 0: CPU workers)")
     p.add_argument("--worker-cpus", dest="worker_cpus", type=float,
                    help="--ray: CPU cores per worker (default: 1 beside a GPU, else the cluster's cores / workers)")
+
+
+def _run_server(p) -> None:
+    """A server the sweep sends its requests to."""
+    p = p.add_argument_group("OpenAI-compatible server (--backend openai)")
     p.add_argument("--base-url", dest="base_url", help="--backend openai: the server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--served-model", dest="served_model", help="the server's name for the base model (default: --model)")
     p.add_argument("--alpha-model", dest="alpha_model", help="served name of α's adapter (default alpha_{alpha})")
@@ -78,6 +108,11 @@ def _run_parser(sub) -> None:
     p.add_argument("--max-retries", dest="max_retries", type=int, help="retries on 429/5xx/dropped connections (default 5)")
     p.add_argument("--count-tokens", dest="count_tokens", help="usage (default: the server's count) | tokenizer")
     p.add_argument("--api-key-env", dest="api_key_env", help="environment variable with the API key (default OPENAI_API_KEY)")
+
+
+def _run_grading_and_method(p) -> None:
+    """How answers are graded and which axis is swept."""
+    p = p.add_argument_group("grading and length-control method")
     p.add_argument("--protocol", help="grading preset: math (default) | math-strict-percent | paper | gsm8k-strict | "
                    "gsm8k-flexible")
     p.add_argument("--grade-timeout", dest="grade_timeout_s", type=float,
@@ -88,8 +123,6 @@ def _run_parser(sub) -> None:
     p.add_argument("--budgets", help="token budgets for --method prompt-budget / budget-forcing, e.g. 64,128,256")
     p.add_argument("--answer-cue", dest="answer_cue", help="budget forcing: text after a forced end of thinking")
     p.add_argument("--params-b", dest="params_b", type=float, help="parameter count in billions for ACU (default: exact)")
-    p.add_argument("--out", help="run directory (default runs/<model>[-<valve>]); rerunning resumes")
-    p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:

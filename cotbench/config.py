@@ -147,12 +147,10 @@ class RunConfig:
             self._set("valve", str(shipped) if shipped else None)
 
     def _check(self) -> list[str]:
-        """Every problem with the settings, all at once."""
-        from cotbench.adapters import TASKS
-        from cotbench.backends import BACKENDS
-        from cotbench.backends.hf import SCHEDULERS
-        from cotbench.grading import PROTOCOLS
+        """Every problem with the settings, all at once: numbers, names, the method, the engine."""
+        return self._check_numbers() + self._check_names() + self._check_method() + self._check_engine()
 
+    def _check_numbers(self) -> list[str]:
         problems = []
         if self.valve is None and self.alphas:
             problems.append("alphas were given but no valve: pass --valve DIR (α scales the valve)")
@@ -176,6 +174,17 @@ class RunConfig:
             problems.append("params_b must be > 0 (billions of parameters)")
         if isinstance(self.top_p, (int, float)) and not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1] (the share of probability mass sampled from), got {self.top_p!r}")
+        return problems
+
+    def _check_names(self) -> list[str]:
+        """Tasks, grading protocol, backend and scheduler: names their registries know, and what a task or
+        backend needs besides (a data file, a server address, KEY=VALUE engine arguments)."""
+        from cotbench.adapters import TASKS
+        from cotbench.backends import BACKENDS
+        from cotbench.backends.hf import SCHEDULERS
+        from cotbench.grading import PROTOCOLS
+
+        problems = []
         if not self.tasks:
             problems.append("no tasks given")
         problems += [_registry_message(TASKS, task) for task in self.tasks if task not in TASKS]
@@ -192,6 +201,11 @@ class RunConfig:
             problems.append(f"engine arguments must be KEY=VALUE, got {', '.join(map(repr, bad_args))}")
         if self.backend == "openai" and not self.base_url:
             problems.append("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return problems
+
+    def _check_method(self) -> list[str]:
+        """The thinking delimiters and what the length-control method needs of the other settings."""
+        problems = []
         try:
             from cotbench.thinking import parse_option
 
@@ -211,6 +225,11 @@ class RunConfig:
             problems.append(f"budgets must be whole numbers of tokens >= 1, got {self.budgets!r}")
         if method is not None and method.needs_thinking and self.thinking == "none":
             problems.append(f"--method {self.method} needs thinking delimiters: drop --thinking none")
+        return problems
+
+    def _check_engine(self) -> list[str]:
+        """Settings of the engine behind --backend: served models, Ray workers, engine arguments."""
+        problems = []
         if self.count_tokens not in ("usage", "tokenizer"):
             problems.append(f"count_tokens must be usage or tokenizer, got {self.count_tokens!r}")
         if "{alpha}" not in self.alpha_model:

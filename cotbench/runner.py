@@ -186,16 +186,7 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
         pace = _Pace()
         with tqdm(total=len(pending), unit="sample", desc="generating", disable=not progress) as bar:
             for batch in methods.generate(backend, pending, fmt, config.answer_cue, store):
-                samples, answers = [], []
-                for g in batch:
-                    planned = by_key[g.request_id]
-                    parts = thinking.split(g.text, fmt, thinking.prompt_opens_thinking(planned.request.prompt, fmt))
-                    n_thinking = g.n_thinking_tokens if g.n_thinking_tokens is not None else \
-                        thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
-                    samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
-                                          planned.problem, planned.request.prompt, g, None, n_thinking, parts.state,
-                                          planned.point.method, planned.point.knob, numerics, model))
-                    answers.append(parts.answer)
+                samples, answers = _samples_of(batch, by_key, backend, fmt, numerics, model)
                 store.put_generations(samples)
                 for s, answer in zip(samples, answers):  # the answer: what follows a thinking block
                     pool.submit(s.key, answer, s.problem.gold, s.generation.finish_reason == "length")
@@ -206,14 +197,7 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
                 warning = pace.update(tokens, time.perf_counter())
                 if warning and progress:
                     bar.write(f"[cotbench] {warning}")
-        with tqdm(unit="verdict", desc="grading", disable=not progress) as bar:
-            while True:  # stored as they come: an interrupted run keeps every verdict given
-                waiting = pool.n_pending
-                got = pool.ready(0.5)
-                store.put_grades(got, grader)
-                bar.update(len(got))
-                if not waiting:
-                    break
+        _finish_grading(pool, store, grader, progress)
     finally:
         pool.close()
     unjudged = store.count_unjudged(by_key)
@@ -221,6 +205,33 @@ def _generate_and_grade(config: RunConfig, backend: Backend, store: Store, plan:
         _say(True, f"warning: {unjudged} verdicts timed out or failed (twice) and are left out of accuracy; "
                    f"see n_timeout in summary.csv; a larger --grade-timeout or rerunning the command grades them again")
     return len(pending)
+
+
+def _samples_of(batch, by_key: dict, backend: Backend, fmt, numerics: str, model: str) -> tuple[list, list]:
+    """A batch of generations -> the samples to store and the answers to grade (what follows a thinking block)."""
+    samples, answers = [], []
+    for g in batch:
+        planned = by_key[g.request_id]
+        parts = thinking.split(g.text, fmt, thinking.prompt_opens_thinking(planned.request.prompt, fmt))
+        n_thinking = g.n_thinking_tokens if g.n_thinking_tokens is not None else \
+            thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
+        samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
+                              planned.problem, planned.request.prompt, g, None, n_thinking, parts.state,
+                              planned.point.method, planned.point.knob, numerics, model))
+        answers.append(parts.answer)
+    return samples, answers
+
+
+def _finish_grading(pool: GradingPool, store: Store, grader: str, progress: bool) -> None:
+    """Wait for the verdicts still coming, storing each as it comes: an interrupted run keeps every one given."""
+    with tqdm(unit="verdict", desc="grading", disable=not progress) as bar:
+        while True:
+            waiting = pool.n_pending
+            got = pool.ready(0.5)
+            store.put_grades(got, grader)
+            bar.update(len(got))
+            if not waiting:
+                break
 
 
 def _rekey_legacy(store: Store, missing: list[_Planned], backend: Backend, model: str) -> set[str]:

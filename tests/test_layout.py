@@ -100,3 +100,15 @@ def test_the_runner_never_branches_on_a_method_name():
              for side in (node.left, *node.comparators)
              if isinstance(side, ast.Constant) and side.value in METHODS]
     assert not named, f"runner.py compares with a method's name on lines {named}"
+
+
+def test_functions_read_at_a_glance():
+    """Steps that read in order: no function in the package runs over 60 lines; a longer one is split into
+    named steps (issue "A leaner house", item 5)."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} "
+                            f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "functions over 60 lines: " + "; ".join(long)

@@ -90,52 +90,77 @@ def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = Fal
     Each ``results_<time>.json`` says which model (``pretrained``, ``valve``, ``alpha`` in ``model_args``) wrote
     the ``samples_<task>_<time>.jsonl`` of the same time in its folder; samples are keyed by model, valve, α,
     settings, task, problem and prompt, so outputs of several models or α values import side by side."""
-    from cotbench.grading import grade, grader_id
-    from cotbench.lmeval.glue import count_tokens, split_marker
-    from cotbench.records import Generation, Grade, Problem, Sample, SamplingSettings
-    from cotbench.report import write_run_outputs
-    from cotbench.keys import sample_key
-    from cotbench.store import Store
-
     runs = _lm_eval_runs(Path(lm_eval_dir))
     samples, params_b = [], {}
     for results_path, sample_files in runs:
         config = json.loads(results_path.read_text()).get("config", {})
-        args = _model_args(config.get("model_args"))
-        model, valve = str(args.get("pretrained", "unknown")), _valve_id(args.get("valve"))
-        alpha = float(args["alpha"]) if valve and "alpha" in args else None
-        settings = {"backend": "lm-eval", "model_args": config.get("model_args"), "gen_kwargs": config.get("gen_kwargs")}
         for path in sample_files:
             task = path.name[len("samples_cotbench_"):].rsplit("_", 1)[0]
             for line in path.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                doc = record["doc"]
-                raw = record["filtered_resps"][0] if record.get("filtered_resps") else record["resps"][0][0]
-                text, n_tokens, finish = split_marker(raw)
-                acu_item = record.get("acu") or [None, None, None]
-                n_tokens = n_tokens if n_tokens is not None else acu_item[1]
-                if n_tokens is None:
-                    if tokenizer is None:
-                        raise CotbenchError(
-                            f"{path.name}: sample {doc.get('problem_id')} carries no generated-token count (neither "
-                            "the valve model's marker nor the task's own). Pass --tokenizer MODEL (the evaluated "
-                            "model) to count its response, or run lm-eval with cotbench's tasks.")
-                    n_tokens, finish = count_tokens(text, tokenizer, doc.get("max_gen_toks"))
-                if acu_item[2]:
-                    params_b.setdefault(model, acu_item[2])
-                if regrade:
-                    verdict = grade(text, doc["gold"])
-                elif record.get("acc") is None:  # lm-eval's task could not judge it: no verdict, not wrong
-                    verdict = Grade(False, None, doc["gold"], "lm-eval task", "not judged inside lm-eval (grader "
-                                    "timeout or error)", status="error")
-                else:
-                    verdict = Grade(bool(record.get("acc")), None, doc["gold"], "lm-eval task", "as scored inside lm-eval")
-                problem = Problem(task, str(doc["problem_id"]), doc["question"], doc["gold"], {})
-                arguments = record.get("arguments")
-                prompt = arguments["gen_args_0"]["arg_0"] if isinstance(arguments, dict) else ""
-                key = sample_key(model, valve, alpha, problem, prompt, SamplingSettings(), settings)
-                samples.append(Sample(key, model, valve, alpha, problem, prompt,
-                                      Generation(key, text, 0, int(n_tokens or 0), finish or "stop", 0.0), verdict))
+                sample, params = _sample(json.loads(line), config, task, path, regrade, tokenizer)
+                samples.append(sample)
+                if params:
+                    params_b.setdefault(sample.model, params)
+    _write_imported(out, samples, params_b, runs, regrade)
+    return Path(out)
+
+
+def _sample(record: dict, config: dict, task: str, path: Path, regrade: bool, tokenizer: str | None):
+    """One lm-eval sample record -> (Sample keyed as cotbench keys it, the model's size in billions or None)."""
+    from cotbench.keys import sample_key
+    from cotbench.lmeval.glue import split_marker
+    from cotbench.records import Generation, Problem, Sample, SamplingSettings
+
+    args = _model_args(config.get("model_args"))
+    model, valve = str(args.get("pretrained", "unknown")), _valve_id(args.get("valve"))
+    alpha = float(args["alpha"]) if valve and "alpha" in args else None
+    settings = {"backend": "lm-eval", "model_args": config.get("model_args"), "gen_kwargs": config.get("gen_kwargs")}
+    doc = record["doc"]
+    raw = record["filtered_resps"][0] if record.get("filtered_resps") else record["resps"][0][0]
+    text, n_tokens, finish = split_marker(raw)
+    acu_item = record.get("acu") or [None, None, None]
+    n_tokens = n_tokens if n_tokens is not None else acu_item[1]
+    if n_tokens is None:
+        n_tokens, finish = _count_unmarked(text, doc, path, tokenizer)
+    problem = Problem(task, str(doc["problem_id"]), doc["question"], doc["gold"], {})
+    arguments = record.get("arguments")
+    prompt = arguments["gen_args_0"]["arg_0"] if isinstance(arguments, dict) else ""
+    key = sample_key(model, valve, alpha, problem, prompt, SamplingSettings(), settings)
+    generation = Generation(key, text, 0, int(n_tokens or 0), finish or "stop", 0.0)
+    return Sample(key, model, valve, alpha, problem, prompt, generation, _verdict(record, text, regrade)), acu_item[2]
+
+
+def _count_unmarked(text: str, doc: dict, path: Path, tokenizer: str | None):
+    """A response with no token count of its own: counted with the evaluated model's tokenizer, or refused
+    (a length of 0 would lower mean tokens and raise ACU)."""
+    from cotbench.lmeval.glue import count_tokens
+
+    if tokenizer is None:
+        raise CotbenchError(
+            f"{path.name}: sample {doc.get('problem_id')} carries no generated-token count (neither "
+            "the valve model's marker nor the task's own). Pass --tokenizer MODEL (the evaluated "
+            "model) to count its response, or run lm-eval with cotbench's tasks.")
+    return count_tokens(text, tokenizer, doc.get("max_gen_toks"))
+
+
+def _verdict(record: dict, text: str, regrade: bool):
+    from cotbench.grading import grade
+    from cotbench.records import Grade
+
+    gold = record["doc"]["gold"]
+    if regrade:
+        return grade(text, gold)
+    if record.get("acc") is None:  # lm-eval's task could not judge it: no verdict, not wrong
+        return Grade(False, None, gold, "lm-eval task", "not judged inside lm-eval (grader timeout or error)",
+                     status="error")
+    return Grade(bool(record.get("acc")), None, gold, "lm-eval task", "as scored inside lm-eval")
+
+
+def _write_imported(out, samples: list, params_b: dict, runs: list, regrade: bool) -> None:
+    from cotbench.grading import grader_id
+    from cotbench.report import write_run_outputs
+    from cotbench.store import Store
+
     store = Store(out, exclusive=True)
     try:
         models = sorted({s.model for s in samples})
@@ -150,7 +175,6 @@ def import_samples(lm_eval_dir: str | Path, out: str | Path, regrade: bool = Fal
         write_run_outputs(store, [s.key for s in samples])
     finally:
         store.close()
-    return Path(out)
 
 
 def _lm_eval_runs(root: Path) -> list[tuple[Path, list[Path]]]:

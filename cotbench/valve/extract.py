@@ -39,10 +39,6 @@ def _check_same_architecture(base, tuned, base_name: str, tuned_name: str) -> No
 
 def extract_valve(base_spec: str, tuned_spec: str, rank: int | str, out: str | Path, progress: bool = True) -> dict:
     """``rank``: a whole number, or "full" for each layer's own full rank (exact up to float error)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
-
     out = Path(out)
     if (out / "adapter_config.json").exists():
         raise ValveError(f"{out} already holds a valve. Choose another --out, or delete that directory.")
@@ -51,6 +47,26 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int | str, out: str | P
         raise ValveError(f"rank must be a whole number >= 1 or 'full', got {rank!r}")
     base, tuned = _load(base_spec), _load(tuned_spec)
     _check_same_architecture(base, tuned, base_spec, tuned_spec)
+    deltas, linear = _linear_deltas(base, tuned, rank)
+    if not deltas:
+        raise ValveError(f"{base_spec} and {tuned_spec} have identical linear layers: there is no valve to extract.")
+    other = _other_deltas(base, tuned, {f"{n}.weight" for n in linear})
+    ranks = {name: min(d.shape) if full else rank for name, d in deltas.items()}
+    peft_model, layers = _fit_lora(base, deltas, ranks, progress)
+    report = {"base": base_spec, "tuned": tuned_spec, "rank": rank, "layers": layers,
+              "not_captured_non_linear_deltas": other,
+              "max_relative_error": max(v["relative_error"] for v in layers.values())}
+    with atomic_dir(out) as tmp:  # whole or absent: nothing half-written looks complete
+        peft_model.save_pretrained(tmp)
+        (tmp / "extraction_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _linear_deltas(base, tuned, rank: int | str) -> tuple[dict, dict]:
+    """ΔW of every linear layer that changed (a tied output layer's goes with the embedding), and all linear
+    layers; refuses a rank larger than a changed layer allows."""
+    import torch
+
     tuned_params = dict(tuned.named_parameters())
     linear = {name: m for name, m in base.named_modules() if isinstance(m, torch.nn.Linear)}
     tied_head = getattr(base.config, "tie_word_embeddings", False)
@@ -61,23 +77,32 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int | str, out: str | P
         delta = tuned_params[f"{name}.weight"].detach() - module.weight.detach()
         if torch.count_nonzero(delta) == 0:
             continue
-        if not full and rank > min(delta.shape):
+        if rank != "full" and rank > min(delta.shape):
             too_small.append(f"{name} ({delta.shape[0]}×{delta.shape[1]}, at most {min(delta.shape)})")
         deltas[name] = delta
     if too_small:
         raise ValveError(f"rank {rank} is larger than these layers allow: {'; '.join(too_small[:5])}"
                          f"{' ...' if len(too_small) > 5 else ''}. Use --rank {min(min(d.shape) for d in deltas.values())} or less.")
-    if not deltas:
-        raise ValveError(f"{base_spec} and {tuned_spec} have identical linear layers: there is no valve to extract.")
-    linear_weights = {f"{n}.weight" for n in deltas} | {f"{n}.weight" for n in linear}
-    other = {}
+    return deltas, linear
+
+
+def _other_deltas(base, tuned, linear_weights: set[str]) -> dict:
+    """Changes outside linear layers (embeddings, norms, biases): reported with their size, never dropped."""
+    tuned_params, other = dict(tuned.named_parameters()), {}
     for name, p in base.named_parameters():
         if name not in linear_weights:
             d = (tuned_params[name].detach() - p.detach()).norm().item()
             if d > 0:
                 other[name] = {"delta_norm": d, "relative": d / max(p.detach().norm().item(), 1e-12)}
+    return other
 
-    ranks = {name: min(d.shape) if full else rank for name, d in deltas.items()}
+
+def _fit_lora(base, deltas: dict, ranks: dict, progress: bool):
+    """A PEFT LoRA model whose B·A is each ΔW truncated to its rank by SVD, and the per-layer fit."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+
     # lora_alpha = r per layer, so PEFT's scale lora_alpha / r is exactly 1 everywhere
     config = LoraConfig(r=max(ranks.values()), lora_alpha=max(ranks.values()), target_modules=sorted(deltas),
                         rank_pattern=dict(ranks), alpha_pattern=dict(ranks), lora_dropout=0.0)
@@ -94,10 +119,4 @@ def extract_valve(base_spec: str, tuned_spec: str, rank: int | str, out: str | P
             lora.lora_B["default"].weight.copy_(b)
         error = (delta - b @ a).norm() / delta.norm()
         layers[name] = {"relative_error": error.item(), "rank": r, "energy_kept": (s[:r].square().sum() / s.square().sum()).item()}
-    report = {"base": base_spec, "tuned": tuned_spec, "rank": rank, "layers": layers,
-              "not_captured_non_linear_deltas": other,
-              "max_relative_error": max(v["relative_error"] for v in layers.values())}
-    with atomic_dir(out) as tmp:  # whole or absent: nothing half-written looks complete
-        peft_model.save_pretrained(tmp)
-        (tmp / "extraction_report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return peft_model, layers
