@@ -1,6 +1,6 @@
 """The default job (`cotbench run`), alone, a few rounds: wall seconds and the scheduler's own times.
 
-    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fp32-packing] [--keep-run DIR]
+    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fp32-packing | --ab-fast-paths] [--keep-run DIR]
 
 --hold-to-avx2 runs fp32 with oneDNN, MKL and ATen limited to AVX2 and cotbench's kernels built for
 x86-64-v3 (AVX2/FMA, no AVX-512): on an AVX-512 machine, the code paths an AVX2-only CPU takes. Its
@@ -8,7 +8,10 @@ figures are this machine's, held back, not an AVX2 machine's (clocks, caches and
 README gives the factor measured between the two once. Run it alone: anything else busy on the CPU
 changes the figures. --ab-fp32-packing runs each round twice, in turn: as is, and with fp32 weights not
 packed (Intel's rule: F.linear and the few-row C layers), to measure what packing fp32 gives on an AMD
-CPU. Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fp32_packing].json, with each run's
+CPU. --ab-fast-paths runs, in turn each round, the job as is and with one CPU fast path off at a time (weights
+not packed for oneDNN; neither packed nor the few-row C layers; no C kernels; transformers' forward instead of
+the lean decode step): what each gains end to end on this CPU kind, the rule for keeping one (>= 10 %).
+Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fp32_packing|_ab_fast_paths].json, with each run's
 summary rows (accuracy, tokens, ACU and their intervals per α). --keep-run DIR copies the last run's directory
 there (its samples.sqlite left out): how reports/default-arithmetic/ is made.
 """
@@ -36,10 +39,29 @@ NO_FP32_PACKING_CODE = ("import cotbench.backends.hf.packed_linear as packing; "
                         "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
+# One fast path off at a time, in the `cotbench ...` child (python -c CODE <arguments>), plus its environment.
+FAST_PATHS_OFF = {
+    "weights not packed": ("import cotbench.backends.hf.packed_linear as p; p.packing_applies = lambda model: False; ", {}),
+    "not packed, no few-row C layers": (
+        "import cotbench.backends.hf.packed_linear as p; p.packing_applies = lambda model: False; "
+        "import cotbench.backends.hf.cpu_kernels as k; k.small_linear_applies = lambda library: False; ", {}),
+    "no C kernels": ("", {"COTBENCH_CPU_KERNELS": "0"}),
+    "no lean decode step": ("import cotbench.backends.hf.continuous as c; c.lean_decoder = lambda model: None; ", {}),
+}
+CLI_CODE = "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def _engine_stats(out: str) -> dict:
     row = sqlite3.connect(f"{out}/samples.sqlite").execute("SELECT value FROM meta WHERE name = 'engine_stats'").fetchone()
     batcher = json.loads(row[0]).get("batcher", {}) if row else {}
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in batcher.items()}
+
+
+def _engine_paths(out: str) -> dict:
+    """Which paths the run took, as the engine recorded them (packed layers, kernels, decode path)."""
+    row = sqlite3.connect(f"{out}/samples.sqlite").execute("SELECT value FROM meta WHERE name = 'engine_stats'").fetchone()
+    stats = json.loads(row[0]) if row else {}
+    return {k: stats.get(k) for k in ("packed_layers", "small_linear_layers", "cpu_kernels", "decode_path", "dtype")}
 
 
 def _outputs_digest(out: str) -> str:
@@ -67,12 +89,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
     parser.add_argument("--ab-fp32-packing", action="store_true")
+    parser.add_argument("--ab-fast-paths", action="store_true")
     parser.add_argument("--keep-run", type=Path, help="copy the last run's directory here (samples.sqlite left out)")
     args = parser.parse_args()
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
     cli = [sys.executable, "-c", HELD_CLI_CODE] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
     unpacked = [sys.executable, "-c", (HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; ") + NO_FP32_PACKING_CODE]
-    variants = [("as is", cli), ("fp32 not packed", unpacked)] if args.ab_fp32_packing else [("as is", cli)]
+    variants = [("as is", cli, {}), ("fp32 not packed", unpacked, {})] if args.ab_fp32_packing else [("as is", cli, {})]
+    if args.ab_fast_paths:
+        held = HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; "
+        variants += [(name, [sys.executable, "-c", held + code + CLI_CODE], extra_env)
+                     for name, (code, extra_env) in FAST_PATHS_OFF.items()]
     extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
     record = {"machine": machine_record(), "rounds": args.rounds, "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
               "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
@@ -81,13 +108,15 @@ def main() -> int:
         subprocess.run([*cli, "run", *extra, "--limit", "1", "--alphas", "0", "--out", f"{tmp}/warm"], env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for round_ in range(args.rounds):
-            for name, command in variants:
+            for name, command, extra_env in variants:
                 out = f"{tmp}/{round_}-{len(record['runs'])}"
                 load_before, started = os.getloadavg(), time.perf_counter()
-                subprocess.run([*command, "run", *extra, "--out", out], env=env, check=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                done = subprocess.run([*command, "run", *extra, "--out", out], env={**env, **extra_env},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode:
+                    raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
                 run = {"round": round_ + 1, "variant": name, "wall_s": round(time.perf_counter() - started, 1),
-                       "load_before": load_before, "load_after": os.getloadavg(), "batcher": _engine_stats(out),
+                       "load_before": load_before, "load_after": os.getloadavg(), "batcher": _engine_stats(out), "engine": _engine_paths(out),
                        "outputs_sha256": _outputs_digest(out), "summary": _summary(out)}
                 record["runs"].append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "summary"}), flush=True)
@@ -96,7 +125,8 @@ def main() -> int:
             shutil.copytree(out, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
             (args.keep_run / "config.yaml").write_text(  # the run's own out was a temporary directory
                 (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/smollm2-default"))
-    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fp32_packing" if args.ab_fp32_packing else "")
+    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fp32_packing" if args.ab_fp32_packing else "") \
+        + ("_ab_fast_paths" if args.ab_fast_paths else "")
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")

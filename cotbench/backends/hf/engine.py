@@ -209,6 +209,7 @@ class HFBackend:
         if self.thread_stats:
             stats["threads"] = self.thread_stats
         stats["decode_path"] = self.decode_path
+        stats["packed_layers"], stats["small_linear_layers"] = self.packed_layers, self.small_linear_layers
         if self.device == "cpu":  # "loaded", or why decode ran on PyTorch's ops instead
             from cotbench.backends.hf.cpu_kernels import kernel_status
 
