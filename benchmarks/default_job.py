@@ -1,17 +1,15 @@
 """The default job (`cotbench run`), alone, a few rounds: wall seconds and the scheduler's own times.
 
-    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fp32-packing | --ab-fast-paths] [--keep-run DIR]
+    python benchmarks/default_job.py [--rounds 2] [--hold-to-avx2] [--ab-fast-paths] [--keep-run DIR]
 
 --hold-to-avx2 runs fp32 with oneDNN, MKL and ATen limited to AVX2 and cotbench's kernels built for
 x86-64-v3 (AVX2/FMA, no AVX-512): on an AVX-512 machine, the code paths an AVX2-only CPU takes. Its
 figures are this machine's, held back, not an AVX2 machine's (clocks, caches and memory differ); the
 README gives the factor measured between the two once. Run it alone: anything else busy on the CPU
-changes the figures. --ab-fp32-packing runs each round twice, in turn: as is, and with fp32 weights not
-packed (Intel's rule: F.linear and the few-row C layers), to measure what packing fp32 gives on an AMD
-CPU. --ab-fast-paths runs, in turn each round, the job as is and with one CPU fast path off at a time (weights
-not packed for oneDNN; neither packed nor the few-row C layers; no C kernels; transformers' forward instead of
-the lean decode step): what each gains end to end on this CPU kind, the rule for keeping one (>= 10 %).
-Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fp32_packing|_ab_fast_paths].json, with each run's
+changes the figures. --ab-fast-paths runs, in turn each round, the job as is and with one CPU fast path off
+at a time (weights not packed for oneDNN; no C kernels; transformers' forward instead of the lean decode
+step): what each gains end to end on this CPU kind, the rule for keeping one (>= 10 %).
+Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fast_paths].json, with each run's
 summary rows (accuracy, tokens, ACU and their intervals per α). --keep-run DIR copies the last run's directory
 there (its samples.sqlite left out): how reports/default-arithmetic/ is made.
 """
@@ -33,18 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import AVX2_HOLD_ENV, HELD_CLI_CODE, HOLD_KERNELS_CODE, machine_record, results_dir  # noqa: E402
 
-# `cotbench ...` with fp32 weights left unpacked, as on an Intel CPU (the rule in backends/hf/packed_linear.py)
-NO_FP32_PACKING_CODE = ("import cotbench.backends.hf.packed_linear as packing; "
-                        "packing.fp32_packing_pays = lambda cpuinfo=None: False; "
-                        "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))")
-
-
 # One fast path off at a time, in the `cotbench ...` child (python -c CODE <arguments>), plus its environment.
 FAST_PATHS_OFF = {
     "weights not packed": ("import cotbench.backends.hf.packed_linear as p; p.packing_applies = lambda model: False; ", {}),
-    "not packed, no few-row C layers": (
-        "import cotbench.backends.hf.packed_linear as p; p.packing_applies = lambda model: False; "
-        "import cotbench.backends.hf.cpu_kernels as k; k.small_linear_applies = lambda library: False; ", {}),
     "no C kernels": ("", {"COTBENCH_CPU_KERNELS": "0"}),
     "no lean decode step": ("import cotbench.backends.hf.continuous as c; c.lean_decoder = lambda model: None; ", {}),
 }
@@ -61,7 +50,7 @@ def _engine_paths(out: str) -> dict:
     """Which paths the run took, as the engine recorded them (packed layers, kernels, decode path)."""
     row = sqlite3.connect(f"{out}/samples.sqlite").execute("SELECT value FROM meta WHERE name = 'engine_stats'").fetchone()
     stats = json.loads(row[0]) if row else {}
-    return {k: stats.get(k) for k in ("packed_layers", "small_linear_layers", "cpu_kernels", "decode_path", "dtype")}
+    return {k: stats.get(k) for k in ("packed_layers", "cpu_kernels", "decode_path", "dtype")}
 
 
 def _outputs_digest(out: str) -> str:
@@ -88,14 +77,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
-    parser.add_argument("--ab-fp32-packing", action="store_true")
     parser.add_argument("--ab-fast-paths", action="store_true")
     parser.add_argument("--keep-run", type=Path, help="copy the last run's directory here (samples.sqlite left out)")
     args = parser.parse_args()
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
     cli = [sys.executable, "-c", HELD_CLI_CODE] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
-    unpacked = [sys.executable, "-c", (HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; ") + NO_FP32_PACKING_CODE]
-    variants = [("as is", cli, {}), ("fp32 not packed", unpacked, {})] if args.ab_fp32_packing else [("as is", cli, {})]
+    variants = [("as is", cli, {})]
     if args.ab_fast_paths:
         held = HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; "
         variants += [(name, [sys.executable, "-c", held + code + CLI_CODE], extra_env)
@@ -125,8 +112,7 @@ def main() -> int:
             shutil.copytree(out, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
             (args.keep_run / "config.yaml").write_text(  # the run's own out was a temporary directory
                 (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/smollm2-default"))
-    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fp32_packing" if args.ab_fp32_packing else "") \
-        + ("_ab_fast_paths" if args.ab_fast_paths else "")
+    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fast_paths" if args.ab_fast_paths else "")
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")

@@ -116,7 +116,6 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
               "decode_kernel": bool(args.decode_kernel), "decode_kernel_built": load_library() is not None,
               "pack_weights": bool(args.pack_weights), "packed_layers": backend.packed_layers,
               "lora_kernel": bool(args.lora_kernel), "lean_decode": bool(args.lean_decode),
-              "small_linear_layers": backend.small_linear_layers,
               # packed weights are buffers, not parameters
               "param_mb": round(sum(t.numel() * t.element_size() for t in [*backend.model.parameters(),
                                                                            *backend.model.buffers()]) / 2**20, 1),
@@ -425,7 +424,7 @@ def write(result: dict, name: str) -> None:
         f"{machine['cpu']} ({machine['kind']}; {', '.join(machine['simd_flags'])}), {machine['usable_cpus']} usable "
         f"CPUs; load average before {before['load_average'][0]:.2f}, after {machine['load_average'][0]:.2f}.", "",
         *([f"**Held to AVX2** (every child: {', '.join(f'{k}={v}' for k, v in AVX2_HOLD_ENV.items())}; cotbench's kernels "
-           f"built for x86-64-v3; {ours.get('small_linear_layers', 0)} few-row fp32 linear layers in C): this machine "
+           "built for x86-64-v3): this machine "
            "taking an AVX2 CPU's code paths, not an AVX2 machine's figures. vLLM left out (its kernels pick their own "
            "instruction set).", ""] if result["settings"].get("hold_to_avx2") else []),
         f"SmolLM2-135M-Instruct + the shipped valve, α ∈ {result['settings']['alphas']}, first "

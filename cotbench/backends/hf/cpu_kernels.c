@@ -198,75 +198,6 @@ static int attend_dispatch(const struct job_bf16 *j, int64_t pair, const uint16_
 #define FAST_ATTEND(job, pair, query, scores) 0
 #include "cpu_kernels_typed.h"
 
-/* fp32 linear layer at few rows, out (m, n) = x (m, k, row stride x_stride) · w (n, k)ᵀ, on AVX2/FMA CPUs
- * without AVX-512: there MKL's sgemm, at the few rows of a decode step's long tail (8-32), repacks each
- * weight on every call and streams a step's weights (538 MB for SmolLM2-135M in fp32) at a quarter of the
- * read bandwidth. This loop reads each weight row once per call, straight from the model's own layout:
- * blocks of WB weight rows against XB rows of x, WB·XB accumulators of 8 lanes in registers through all of
- * k, summed across lanes at the end. Every output element is accumulated in the same order whatever m and
- * wherever its row sits in the batch, so a row's result does not depend on its batch mates. Differs from
- * torch's F.linear only in the order of the fp32 sums. Elsewhere (AVX-512: MKL is faster there; Arm; k not
- * a multiple of 8) it declines and returns 1; called with m = 0 it only answers whether it would run. */
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-#include <immintrin.h>
-#define SMALL_WB 3
-#define SMALL_XB 4
-
-static inline float lanes_sum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* xb ≤ SMALL_XB rows of x against wb ≤ SMALL_WB rows of w; always inlined, so the full block's constant
- * sizes unroll. Partial blocks run the same per-element sequence (zeros in the unused weight lanes). */
-static inline __attribute__((always_inline)) void small_block(const float *x, int64_t x_stride, const float *w,
-                                                              int64_t k, float *out, int64_t n, int64_t xb, int64_t wb) {
-    __m256 acc[SMALL_XB][SMALL_WB];
-    for (int i = 0; i < SMALL_XB; i++)
-        for (int j = 0; j < SMALL_WB; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < k; c += 8) {
-        __m256 wv[SMALL_WB];
-        for (int j = 0; j < SMALL_WB; j++) wv[j] = j < wb ? _mm256_loadu_ps(w + j * k + c) : _mm256_setzero_ps();
-        for (int i = 0; i < SMALL_XB && i < xb; i++) {
-            const __m256 xv = _mm256_loadu_ps(x + i * x_stride + c);
-            for (int j = 0; j < SMALL_WB; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-        }
-    }
-    for (int64_t i = 0; i < xb; i++)
-        for (int64_t j = 0; j < wb; j++) out[i * n + j] = lanes_sum(acc[i][j]);
-}
-
-int cotbench_small_linear_f32(const float *x, int64_t x_stride, const float *w, float *out, int64_t m, int64_t n,
-                              int64_t k, int threads) {
-    if (k % 8 || k <= 0) return 1;
-    if (m <= 0) return 0;
-    const int64_t blocks = (n + SMALL_WB - 1) / SMALL_WB;
-#pragma omp parallel for num_threads(threads > 0 ? threads : 1) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        const int64_t n0 = b * SMALL_WB, wb = n - n0 < SMALL_WB ? n - n0 : SMALL_WB;
-        const float *wr = w + n0 * k;
-        if (b + 4 < blocks)  /* the weight rows four blocks on, into L1: the hardware prefetcher alone lags */
-            for (int64_t c = 0; c < SMALL_WB * k; c += 16) _mm_prefetch((const char *)(wr + 4 * SMALL_WB * k + c), _MM_HINT_T0);
-        for (int64_t i0 = 0; i0 < m; i0 += SMALL_XB) {
-            const int64_t xb = m - i0 < SMALL_XB ? m - i0 : SMALL_XB;
-            if (xb == SMALL_XB && wb == SMALL_WB)
-                small_block(x + i0 * x_stride, x_stride, wr, k, out + i0 * n + n0, n, SMALL_XB, SMALL_WB);
-            else
-                small_block(x + i0 * x_stride, x_stride, wr, k, out + i0 * n + n0, n, xb, wb);
-        }
-    }
-    return 0;
-}
-#else
-int cotbench_small_linear_f32(const float *x, int64_t x_stride, const float *w, float *out, int64_t m, int64_t n,
-                              int64_t k, int threads) {
-    (void)x; (void)x_stride; (void)w; (void)out; (void)m; (void)n; (void)k; (void)threads;
-    return 1;
-}
-#endif
-
 /* The argument types of every function above, in the notation cpu_kernels.py checks at load: p pointer,
  * q int64, f float, i int. Edit it with any signature; a mismatch is refused rather than called. */
 const char *cotbench_abi(void) {
@@ -279,6 +210,5 @@ const char *cotbench_abi(void) {
            "rope_decode_attention_f32:pqpqpqppppppqqqqqqfi;"
            "lora_up_f32:pqpqpqppqqqi;"
            "add_rms_norm_f32:pppppqqfi;"
-           "argmax_f32:ppqqi;"
-           "small_linear_f32:pqppqqqi";
+           "argmax_f32:ppqqi";
 }

@@ -77,7 +77,6 @@ _TYPED_SIGNATURES = {  # argument types of each C function, the same for both el
 }
 # cotbench_abi() in the C source must spell the same, in this order
 SIGNATURES = {f"{name}_{suffix}": types for suffix in KERNEL_DTYPES.values() for name, types in _TYPED_SIGNATURES.items()}
-SIGNATURES["small_linear_f32"] = [_P, _Q, _P, _P, _Q, _Q, _Q, _I]  # fp32 only: the AVX2 few-row linear layer
 _CODE = {_P: "p", _Q: "q", _F: "f", _I: "i"}
 
 
@@ -328,27 +327,3 @@ def argmax(library, logits: torch.Tensor) -> list[int] | None:
     _typed(library, "argmax", logits.dtype)(logits.data_ptr(), out.data_ptr(), logits.shape[0], logits.shape[1],
                                             torch.get_num_threads())
     return out.tolist()
-
-
-SMALL_LINEAR_ROWS = 32  # the most rows small_linear takes: beyond, MKL's sgemm is as fast (measured, AVX2)
-
-
-def small_linear_applies(library) -> bool:
-    """Whether this build has the few-row fp32 linear layer (an AVX2/FMA CPU without AVX-512)."""
-    return library is not None and library.cotbench_small_linear_f32(None, 0, None, None, 0, 0, 8, 1) == 0
-
-
-def small_linear(library, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
-    """``F.linear(x, weight)`` without bias for fp32 ``x`` of at most SMALL_LINEAR_ROWS rows (all leading dims
-    together) and a contiguous (n, k) weight, k a multiple of 8; None where it does not apply."""
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if (x.dtype != torch.float32 or weight.dtype != torch.float32 or not 0 < rows <= SMALL_LINEAR_ROWS
-            or x.device.type != "cpu" or not weight.is_contiguous() or x.shape[-1] != weight.shape[1]):
-        return None
-    flat = x.reshape(rows, x.shape[-1])
-    if flat.stride(1) != 1:
-        flat = flat.contiguous()
-    out = torch.empty((rows, weight.shape[0]), dtype=torch.float32)
-    status = library.cotbench_small_linear_f32(flat.data_ptr(), flat.stride(0), weight.data_ptr(), out.data_ptr(),
-                                               rows, weight.shape[0], weight.shape[1], torch.get_num_threads())
-    return None if status else out.view(*x.shape[:-1], weight.shape[0])

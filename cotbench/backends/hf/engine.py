@@ -119,14 +119,11 @@ class HFBackend:
             self.valve_id = f"{Path(valve).name}@{valve_fingerprint(valve)}"
             # both schedulers run the same LoRA arithmetic; only how rows are batched differs
             self.model, self._strengths = row_scaled(self.model)
-        # bf16 on CPU (same numbers, faster GEMMs) and fp32 on AMD CPUs (faster than MKL there): weights packed
-        # once for oneDNN; the model is inference-only now
+        # weights packed once for oneDNN (bf16: the same numbers, fp32: within rounding; both faster): the
+        # model is inference-only now
         self.packed_layers = pack_linear_layers(self.model) if pack_weights and packing_applies(self.model) else 0
         if self.packed_layers:
             release_freed_memory()  # the plain weights just dropped
-        # fp32 on an AVX2 CPU without AVX-512 whose layers were not packed (Intel's): linear layers take few rows
-        # (a decode step's tail) in C; packed ones are no nn.Linear any more, so none is swapped there
-        self.small_linear_layers = self._small_linear_layers() if pack_weights else 0
         self._eos_ids = self._collect_eos_ids()
         self.decode_path = self._decode_path()
         if scheduler == "continuous":  # said once, when the model is loaded: the speed a run gets depends on it
@@ -138,18 +135,6 @@ class HFBackend:
         why = why_not_lean(self.model)
         return (f"cotbench's lean step ({self.model.config.model_type} layout)" if why is None
                 else f"transformers' forward ({why})")
-
-    def _small_linear_layers(self) -> int:
-        from cotbench.backends.hf.cpu_kernels import load_library, small_linear_applies
-        from cotbench.backends.hf.small_linear import small_linear_layers
-
-        import torch
-
-        weight = next(self.model.parameters())
-        if weight.device.type != "cpu" or weight.dtype != torch.float32:
-            return 0
-        library = load_library()
-        return small_linear_layers(self.model, library) if small_linear_applies(library) else 0
 
     def _collect_eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -209,7 +194,7 @@ class HFBackend:
         if self.thread_stats:
             stats["threads"] = self.thread_stats
         stats["decode_path"] = self.decode_path
-        stats["packed_layers"], stats["small_linear_layers"] = self.packed_layers, self.small_linear_layers
+        stats["packed_layers"] = self.packed_layers
         if self.device == "cpu":  # "loaded", or why decode ran on PyTorch's ops instead
             from cotbench.backends.hf.cpu_kernels import kernel_status
 

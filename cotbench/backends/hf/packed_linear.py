@@ -1,4 +1,4 @@
-"""Linear layers on CPU with their weights packed once, in oneDNN's own layout: bf16 everywhere, fp32 on AMD.
+"""Linear layers on CPU with their weights packed once, in oneDNN's own layout, bf16 and fp32 alike.
 
 torch's bf16 ``F.linear`` on CPU hands oneDNN a plain (out, in) weight, which oneDNN reorders into its
 blocked layout on every call: reading and writing the whole weight again before the multiply. Packing
@@ -6,14 +6,11 @@ each weight once (``torch.ops.mkldnn._reorder_linear_weight``, what torch's indu
 weights) gives the same numbers bit for bit, at any row count (tested), and on the decode shapes of
 SmolLM2-135M ran a cold-cache GEMM 1.3× (128 rows) to 1.9× (16 rows) faster (measured side by side).
 
-fp32 ``F.linear`` runs MKL's sgemm, which is fast on Intel CPUs and slow on others: on the 2-core AMD EPYC
-(Zen 4, 2026-12-04) oneDNN's packed fp32 path ran a SmolLM2 step's GEMMs 1.2-1.5× faster than MKL at 8-160
-rows and 1.15× at 2,048 (prefill), with oneDNN and MKL held to AVX2 as on an AVX2-only EPYC, and 1.3-1.9×
-unheld; it also beat cotbench's few-row C loop (``small_linear``) at 8-32 rows. On the AMX Xeon it ran
-0.7-1.1× MKL (2026-12-03). So fp32 is packed on x86 CPUs that are not Intel's (:func:`fp32_packing_pays`).
-Its sums run in another order than MKL's: fp32 results differ from ``F.linear`` in the last bits (tested
-to 1e-5), and a row's result does not depend on its batch mates or the row count (tested bit for bit), so
-both schedulers still agree. On Intel CPUs fp32 stays on ``F.linear``.
+fp32 ``F.linear`` runs MKL's sgemm instead. Packed fp32 weights made the default job 1.3× faster end to end on
+the 2-core AVX2 EPYC (``benchmarks/default_job.py --ab-fast-paths``), so fp32 is packed wherever torch has the
+op, whatever the CPU's vendor: one path on every CPU. Its sums run in another order than MKL's: fp32 results
+differ from ``F.linear`` in the last bits (tested to 1e-5), and a row's result does not depend on its batch
+mates or the row count (tested bit for bit), so both schedulers still agree.
 
 The plain weight is dropped once it is packed, so the model takes no more memory than before, except for
 an output layer tied to the embeddings, whose plain weight the embedding lookup still holds (see
@@ -22,38 +19,22 @@ an output layer tied to the embeddings, whose plain weight the embedding lookup 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 PACK_FOR_ROWS = 128  # the row count oneDNN picks a blocked layout for; any count runs, the same numbers come out
-NON_INTEL_X86 = ("AuthenticAMD", "HygonGenuine")  # /proc/cpuinfo vendor_ids whose fp32 weights are packed
 
 
 def packing_applies(model) -> bool:
-    """A torch that exposes the packing op, and bf16 weights on a CPU whose oneDNN has bf16 matmuls or fp32
-    weights on a CPU where oneDNN's fp32 path beats MKL's."""
+    """A CPU model whose torch exposes the packing op: bf16 weights where oneDNN has bf16 matmuls, fp32
+    weights wherever torch has oneDNN."""
     weight = next(model.parameters())
     if weight.device.type != "cpu" or not (hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
                                            and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
     if weight.dtype == torch.bfloat16:
         return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return weight.dtype == torch.float32 and torch.backends.mkldnn.is_available() and fp32_packing_pays()
-
-
-def fp32_packing_pays(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU is an x86 one from another vendor than Intel (AMD, Hygon), whose MKL sgemm oneDNN's
-    packed fp32 path outruns (see the module's docstring). No /proc/cpuinfo (macOS, Windows): False."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    vendor = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("vendor_id")), "")
-    return vendor in NON_INTEL_X86
-
+    return weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
 
 
 class PackedLinear(nn.Module):

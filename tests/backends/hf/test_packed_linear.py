@@ -1,11 +1,10 @@
-"""Linear layers with oneDNN-packed weights: bf16 the same numbers as F.linear, fp32 (AMD CPUs) within rounding and
+"""Linear layers with oneDNN-packed weights: bf16 the same numbers as F.linear, fp32 within rounding and
 independent of the row count; no plain weights kept."""
 import pytest
 import torch
 from torch import nn
 
-from cotbench.backends.hf import packed_linear
-from cotbench.backends.hf.packed_linear import PackedLinear, fp32_packing_pays, pack_linear_layers, packing_applies
+from cotbench.backends.hf.packed_linear import PackedLinear, pack_linear_layers, packing_applies
 
 
 def _bf16_model(tiny_model):
@@ -45,11 +44,13 @@ def test_a_packed_model_keeps_its_logits_and_drops_the_plain_weights(tiny_model,
         assert torch.equal(packed(input_ids=ids).logits, plain(input_ids=ids).logits)
 
 
-def test_the_backend_packs_bf16_on_cpu_and_fp32_only_where_it_beats_mkl(tiny_model, tiny_valve, monkeypatch):
+def test_the_backend_packs_bf16_and_fp32_whatever_the_cpu_vendor(tiny_model, tiny_valve):
     from cotbench.backends import HFBackend
 
-    monkeypatch.setattr(packed_linear, "fp32_packing_pays", lambda cpuinfo=None: False)  # an Intel CPU
-    assert HFBackend(str(tiny_model), str(tiny_valve), dtype="float32").packed_layers == 0
+    fp32 = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32")
+    assert fp32.packed_layers == (sum(type(m) is nn.Linear for m in HFBackend(
+        str(tiny_model), str(tiny_valve), dtype="float32", pack_weights=False).model.modules())
+        if torch.backends.mkldnn.is_available() else 0)
     bf16 = HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16")
     if not packing_applies(bf16.model):
         pytest.skip("this CPU's oneDNN has no bf16 matmuls")
@@ -58,14 +59,14 @@ def test_the_backend_packs_bf16_on_cpu_and_fp32_only_where_it_beats_mkl(tiny_mod
     assert HFBackend(str(tiny_model), str(tiny_valve), dtype="bfloat16", pack_weights=False).packed_layers == 0
 
 
-def test_fp32_is_packed_on_x86_cpus_that_are_not_intels():
-    def cpuinfo(vendor):
-        return f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 25\nflags\t\t: fpu avx2 fma\n\n"
+def test_no_engine_choice_reads_the_cpu_vendor():
+    """Paths are chosen by what the CPU and torch can do, never by whose CPU it is (issue "A leaner house")."""
+    from pathlib import Path
 
-    assert fp32_packing_pays(cpuinfo("AuthenticAMD")) and fp32_packing_pays(cpuinfo("HygonGenuine"))
-    assert not fp32_packing_pays(cpuinfo("GenuineIntel"))
-    assert not fp32_packing_pays("processor\t: 0\nCPU implementer\t: 0x41\n")  # Arm: no vendor_id
-    assert not fp32_packing_pays("")
+    package = Path(__file__).resolve().parents[3] / "cotbench"
+    readers = [str(p.relative_to(package)) for p in package.rglob("*.py")
+               if any(word in p.read_text(encoding="utf-8") for word in ("vendor_id", "GenuineIntel", "AuthenticAMD"))]
+    assert not readers, readers
 
 
 @pytest.fixture
@@ -91,18 +92,16 @@ def test_packed_fp32_rounds_like_f_linear_and_a_row_never_depends_on_its_batch(f
         assert torch.equal(packed.dense_weight(), plain.weight.detach())
 
 
-def test_a_packed_fp32_backend_drops_the_few_row_layers_and_both_schedulers_agree(tiny_model, tiny_valve, monkeypatch,
-                                                                                  fp32_onednn):
-    """As on an AMD CPU: every fp32 layer packed (none left for the few-row C loop), and the continuous scheduler's
-    greedy outputs equal the static path's, both on the packed layers."""
+def test_a_packed_fp32_backend_and_both_schedulers_agree(tiny_model, tiny_valve, fp32_onednn):
+    """Every fp32 layer packed, and the continuous scheduler's greedy outputs equal the static path's, both on
+    the packed layers."""
     from cotbench.backends import HFBackend
     from cotbench.records import GenerationRequest, SamplingSettings
 
-    monkeypatch.setattr(packed_linear, "fp32_packing_pays", lambda cpuinfo=None: True)
     static = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4, scheduler="static")
     flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
     assert static.packed_layers > 0 and flowing.packed_layers == static.packed_layers
-    assert static.small_linear_layers == 0 and not any(type(m) is nn.Linear for m in flowing.model.modules())
+    assert not any(type(m) is nn.Linear for m in flowing.model.modules())
     assert HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", pack_weights=False).packed_layers == 0
     sampling = SamplingSettings(max_new_tokens=8)
     requests = [GenerationRequest(f"q{i}@{a}", f"<|user|>{q}</s><|assistant|>", a, sampling)
