@@ -76,15 +76,17 @@ def slowest_hostile(timeout_s: float = 5.0) -> dict:
 
 
 def committed_reports() -> dict:
-    """Each stored response of every committed report (reports/*/samples.jsonl), graded by cotbench under
+    """Each stored response of every committed report (reports/*/samples.jsonl[.gz]), graded by cotbench under
     the report's protocol and by math-verify with its defaults: agreement, and every disagreement."""
     import yaml
 
     out = {}
-    for samples_path in sorted((HERE.parent / "reports").glob("*/samples.jsonl")):
-        config = yaml.safe_load((samples_path.parent / "config.yaml").read_text()) or {}
+    from cotbench.report.samples_file import read_records, samples_path
+
+    for report in sorted(p for p in (HERE.parent / "reports").iterdir() if samples_path(p) is not None):
+        config = yaml.safe_load((report / "config.yaml").read_text()) or {}
         protocol = config.get("protocol", "math")
-        rows = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines()]
+        rows = read_records(report)
         listed, agree = [], 0
         for r in rows:
             truncated = r["finish_reason"] == "length"
@@ -100,9 +102,8 @@ def committed_reports() -> dict:
             listed.append({"problem_id": r["problem_id"], "alpha": r["alpha"], "gold": r["gold"],
                            "extracted": verdict.extracted, "cotbench": verdict.correct, "math_verify_default": theirs,
                            "truncated": truncated, "reason": verdict.reason, "response_end": r["response"][-160:]})
-        out[samples_path.parent.name] = {"protocol": protocol, "n": len(rows), "agree": agree,
-                                         "agreement_pct": round(100 * agree / max(1, len(rows)), 1),
-                                         "disagreements": listed}
+        out[report.name] = {"protocol": protocol, "n": len(rows), "agree": agree,
+                            "agreement_pct": round(100 * agree / max(1, len(rows)), 1), "disagreements": listed}
     return out
 
 

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
                --tasks gsm8k,math500 --limit 200 --max-new-tokens 1024 --out runs/qwen7b
   cotbench run --config sweep.yaml --limit 20     # file settings, flags override them
   cotbench report runs/qwen7b                    # tables + curves again, from stored results
+  cotbench compare runs/a runs/b --out runs/a-vs-b  # one report over several runs, tested on shared problems
   cotbench leaderboard add runs/qwen7b           # rows into leaderboard.csv
   cotbench grade '\\frac{1}{2}' '0.5'              # one-off check of the grader
 """
@@ -130,7 +131,7 @@ def _cmd_run(args) -> int:
 
     from cotbench.config import build_config
     from cotbench.runner import run_sweep
-    from cotbench.report.tables import format_table
+    from cotbench.report.tables import format_table, limit_advice
 
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "config", "command",
                                                                   "openmp_prepared")}
@@ -144,22 +145,50 @@ def _cmd_run(args) -> int:
         config = replace(config, threads=cli_threads(args.openmp_prepared))
     result = run_sweep(config)
     print(format_table(result.summary) if len(result.summary) else "no graded samples")
-    print(f"outputs in {result.out_dir}/ (report.md, summary.csv, samples.jsonl, *_vs_tokens.png/svg)")
+    advice = limit_advice(result.summary) if len(result.summary) else None
+    if advice:
+        print(advice)
+    print(f"outputs in {result.out_dir}/ (report.md, report.html, summary.csv, samples.jsonl[.gz], *_vs_tokens.png/svg)")
     return 0
 
 
 def _cmd_report(args) -> int:
+    from cotbench.files import RunDirLock
     from cotbench.report import write_run_outputs
+    from cotbench.report.rebuild import rebuild_from_samples
+    from cotbench.report.samples_file import samples_path
     from cotbench.report.tables import format_table
-    from cotbench.store import Store
+    from cotbench.store import DB_NAME, Store
 
-    store = Store(args.run_dir, create=False, exclusive=True)  # never rewrite outputs under a running sweep
-    try:
-        summary = write_run_outputs(store, None if args.all else store.get_meta("selection"))
-    finally:
-        store.close()
+    run_dir = Path(args.run_dir)
+    if not (run_dir / DB_NAME).is_file() and samples_path(run_dir) is not None:
+        # a committed report: its samples file alone, graded again
+        lock = RunDirLock(run_dir)
+        try:
+            summary = rebuild_from_samples(run_dir, args.params_b)
+        finally:
+            lock.release()
+        how = f"graded again from {samples_path(run_dir).name}"
+    else:
+        store = Store(run_dir, create=False, exclusive=True)  # never rewrite outputs under a running sweep
+        try:
+            summary = write_run_outputs(store, None if args.all else store.get_meta("selection"))
+        finally:
+            store.close()
+        how = "from its store"
     print(format_table(summary) if len(summary) else "no graded samples")
-    print(f"rewrote {args.run_dir}/report.md, summary.csv, samples.jsonl and the curves")
+    print(f"rewrote {run_dir}/report.md, summary.csv, the samples file and the curves ({how})")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from cotbench.report.compare import compare_runs
+
+    summary, table = compare_runs([Path(p) for p in args.run_dirs], Path(args.out), args.pair)
+    tested = table["mcnemar_p"].notna().sum()
+    print(f"{len(summary)} rows from {len(args.run_dirs)} runs; {tested} of {len(table)} pairs tested "
+          f"({int(table['distinguishable'].fillna(False).astype(bool).sum())} distinguishable)")
+    print(f"wrote {args.out}/report.md, report.html, comparison.csv, summary.csv and the curves")
     return 0
 
 
@@ -247,7 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild tables, curves and report.md from a run directory")
     rep.add_argument("run_dir")
     rep.add_argument("--all", action="store_true", help="every stored sample, not just the last run's selection")
+    rep.add_argument("--params-b", dest="params_b", type=float,
+                     help="model size in billions, for a directory without a store that does not record it")
     rep.set_defaults(func=_cmd_report)
+    cmp = sub.add_parser("compare", help="one report over several run directories: curves overlaid, one Pareto "
+                         "front, paired tests across runs on the problems they share")
+    cmp.add_argument("run_dirs", nargs="+", metavar="run_dir")
+    cmp.add_argument("--out", required=True, help="the comparison's directory (report.md, report.html, comparison.csv)")
+    cmp.add_argument("--pair", action="append", default=[], metavar="RUN:ROW=RUN:ROW",
+                     help="test these two rows against each other (repeatable); default: each row against its task's "
+                          "base row in the first run")
+    cmp.set_defaults(func=_cmd_compare)
     board = sub.add_parser("leaderboard", help="leaderboard.csv: add a run's rows, init, or show")
     board.add_argument("action", choices=["add", "show", "init"])
     board.add_argument("run_dirs", nargs="*", metavar="run_dir")

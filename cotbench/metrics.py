@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 
 def acu(accuracy_pct: float, params_b: float, mean_tokens: float) -> float:
@@ -108,6 +108,47 @@ def acu_no_params(accuracy_pct: float, mean_tokens: float) -> float | None:
     """100 × accuracy[%] / mean tokens: ACU without the parameter count, as some follow-up papers print it
     (labelled so wherever it appears; it compares models of one size only)."""
     return 100.0 * accuracy_pct / mean_tokens if mean_tokens > 0 else None
+
+
+def completion_parts(correct: Sequence[bool], cut: Sequence[bool]) -> tuple[float, float | None, float | None]:
+    """(share of responses that ended on their own, accuracy among those, accuracy among the cut ones), as
+    fractions; an accuracy is None where no response is of its kind. Accuracy = c·a_ended + (1 − c)·a_cut."""
+    ended = [ok for ok, c in zip(correct, cut) if not c]
+    stopped = [ok for ok, c in zip(correct, cut) if c]
+    share = len(ended) / len(correct) if correct else 0.0
+    return (share, sum(ended) / len(ended) if ended else None, sum(stopped) / len(stopped) if stopped else None)
+
+
+def completion_split(base: tuple, point: tuple) -> tuple[float, float]:
+    """The accuracy change from ``base`` to ``point`` (points of %) split into what completion did and what the
+    answers did; each side is ``completion_parts``. With midpoint weights the split is exact:
+    Δacc = Δc·(ā_ended − ā_cut) [completion] + c̄·Δa_ended + (1 − c̄)·Δa_cut [answers]. An accuracy one side
+    lacks (no response of that kind) takes the other side's, so a kind that exists once moves nothing by itself."""
+    (c0, e0, t0), (c1, e1, t1) = base, point
+    e0, e1 = (e0 if e0 is not None else e1 or 0.0), (e1 if e1 is not None else e0 or 0.0)
+    t0, t1 = (t0 if t0 is not None else t1 or 0.0), (t1 if t1 is not None else t0 or 0.0)
+    c_mid = (c0 + c1) / 2
+    by_completion = (c1 - c0) * ((e0 + e1) / 2 - (t0 + t1) / 2)
+    by_answers = c_mid * (e1 - e0) + (1 - c_mid) * (t1 - t0)
+    return 100.0 * by_completion, 100.0 * by_answers
+
+
+def majority(answers: Sequence[str | None], same: Callable[[str, str], bool]) -> int | None:
+    """The index of maj@K's answer: answers grouped by ``same`` (the grader's equivalence, so "0.5" and "1/2" are
+    one vote), the largest group wins, a tie goes to the group whose first sample came first; the index is that
+    group's first sample. None when no sample has an answer."""
+    groups: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        home = next((g for g in groups if same(answers[g[0]], answer)), None)
+        if home is None:
+            groups.append([i])
+        else:
+            home.append(i)
+    if not groups:
+        return None
+    return max(groups, key=lambda g: (len(g), -g[0]))[0]
 
 
 def ockscore(accuracy_pct: float, mean_tokens: float) -> float:

@@ -8,6 +8,7 @@
   bootstrap), McNemar's exact test (a binomial test on the discordant pairs), the token-reduction ratio
   (paired bootstrap);
 - Holm's correction of the p-values of one curve's comparisons with its base (family-wise error rate);
+- the smallest difference a paired comparison could detect at 80 % power, and the problems a difference needs;
 - Spearman's ρ between α and mean length (bootstrap over problems for its interval).
 """
 from __future__ import annotations
@@ -61,6 +62,79 @@ def bootstrap(statistic, *arrays, confidence: float = CONFIDENCE, n_resamples: i
     if not (np.isfinite(low) and np.isfinite(high)):
         return Interval(value, value)  # degenerate (every resample the same): the value itself
     return Interval(low, high)
+
+
+def cluster_bootstrap(statistic, *clustered, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                      seed: int = SEED) -> Interval:
+    """``bootstrap`` for K samples per problem: problems resampled (the same draws ``bootstrap`` makes for as many
+    problems, same seed), then within each drawn problem its samples resampled (a generator of their own), each
+    problem reduced to its mean before ``statistic`` reduces over problems. The K samples of a problem are never
+    taken as independent; with one sample per problem, or K identical ones, it is ``bootstrap`` exactly.
+
+    Each of ``clustered``: one sequence of sample values per problem, the problems in the same order in each."""
+    from scipy.stats import bootstrap as scipy_bootstrap
+
+    n = len(clustered[0])
+    if n < 2:
+        return Interval(None, None)
+    width = max(len(c) for arm in clustered for c in arm)
+    grids, counts = [], []
+    for arm in clustered:
+        grid = np.full((n, width), np.nan)
+        for i, values in enumerate(arm):
+            grid[i, :len(values)] = values
+        grids.append(grid)
+        counts.append(np.array([len(c) for c in arm]))
+    if any((c == 0).any() for c in counts):
+        raise ValueError("every problem needs at least one sample in every arm")
+    within = np.random.default_rng([seed, 1])  # apart from the problems' draws, so those match ``bootstrap``'s
+
+    def means(rows):  # rows: problem indices, any leading shape -> the resampled per-problem means of each arm
+        rows = np.asarray(rows).astype(int)
+        out = []
+        for grid, count in zip(grids, counts):
+            k = count[rows][..., None]
+            pick = np.minimum((within.random(rows.shape + (width,)) * k).astype(int), k - 1)
+            values = grid[rows[..., None], pick]
+            mask = np.arange(width) < k
+            out.append(np.where(mask, values, 0.0).sum(axis=-1) / k[..., 0])
+        return out
+
+    value = float(statistic(*[np.nanmean(g, axis=-1) for g in grids], axis=-1))
+    if not np.isfinite(value):
+        return Interval(None, None)
+    try:
+        result = scipy_bootstrap((np.arange(n, dtype=float),), lambda rows, axis=-1: statistic(*means(rows), axis=-1),
+                                 vectorized=True, n_resamples=n_resamples, confidence_level=confidence,
+                                 method="percentile", rng=np.random.default_rng(seed))
+    except ValueError:
+        return Interval(None, None)
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return Interval(value, value)
+    return Interval(low, high)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of pass@k from ``n`` samples of which ``c`` are correct (Chen et al., 2021):
+    1 − C(n − c, k) / C(n, k), as a product so that large n neither overflows nor loses precision."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def wilcoxon_p(base_means, point_means) -> float:
+    """Two-sided Wilcoxon signed-rank p on the per-problem mean accuracies of a point against the base (K > 1,
+    where McNemar's test on single verdicts no longer applies); zero differences split between the ranks
+    (``zero_method="zsplit"``). 1.0 when every problem's mean is unchanged."""
+    from scipy.stats import wilcoxon
+
+    diff = np.asarray(point_means, dtype=float) - np.asarray(base_means, dtype=float)
+    if not np.any(diff):
+        return 1.0
+    return float(wilcoxon(diff, zero_method="zsplit").pvalue)
 
 
 def _ratio(numerator, denominator):
@@ -151,6 +225,43 @@ def paired(base_correct, point_correct, base_tokens, point_tokens) -> Paired:
 
     return Paired(len(bc), float(diff(bc, pc)), bootstrap(diff, bc, pc), p, float(ratio(bt, pt)),
                   bootstrap(ratio, bt, pt), only_base, only_point)
+
+
+POWER = 0.8  # the power "smallest detectable difference" is stated at
+
+
+def _power_gap(delta: float, n: int, share: float, alpha: float, power: float) -> float:
+    from scipy.stats import norm
+
+    return (np.sqrt(n) * delta - norm.ppf(1 - alpha / 2) * np.sqrt(share)
+            - norm.ppf(power) * np.sqrt(max(share - delta * delta, 0.0)))
+
+
+def detectable_difference(n: int, discordant: int, alpha: float = 0.05, power: float = POWER) -> float | None:
+    """The smallest accuracy difference (points of %) a paired comparison of ``n`` problems detects with ``power``
+    at two-sided level ``alpha``, given its share of discordant problems (right at one point only): Connor's
+    (1987) normal approximation to McNemar's test, n·δ² = (z₁₋α/₂·√ψ + z_power·√(ψ − δ²))². None without
+    discordant problems (no spread to judge from); ψ·100 when even that difference is out of reach."""
+    from scipy.optimize import brentq
+
+    if n <= 0 or discordant <= 0:
+        return None
+    share = discordant / n
+    if _power_gap(share, n, share, alpha, power) < 0:
+        return 100.0 * share
+    return 100.0 * brentq(_power_gap, 1e-12, share, args=(n, share, alpha, power))
+
+
+def problems_needed(difference_pct: float, discordant_share: float, alpha: float = 0.05,
+                    power: float = POWER) -> int | None:
+    """Problems a paired comparison needs to detect ``difference_pct`` at the given discordance (same formula)."""
+    from scipy.stats import norm
+
+    delta, share = abs(difference_pct) / 100.0, discordant_share
+    if delta <= 0 or share <= 0 or delta > share:
+        return None
+    root = norm.ppf(1 - alpha / 2) * np.sqrt(share) + norm.ppf(power) * np.sqrt(share - delta * delta)
+    return int(np.ceil(root * root / (delta * delta)))
 
 
 def spearman_length(alphas, tokens_by_alpha) -> tuple[float | None, Interval]:

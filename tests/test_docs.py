@@ -28,6 +28,8 @@ ALLOWED = {
     "95 %",  # every interval's level
     "80 GB",  # a GPU's memory, in the Ray sizing example
     "10 %",  # the rule for keeping a fast path (>= 10 % end to end)
+    "80 %",  # the power a detectable difference is stated at
+    "4 MiB",  # a samples file larger than this is written compressed
     "900 s", "300 s",  # the vLLM engine's start and wait deadlines
     "1 %",  # the share of grader errors a report calls out
 }

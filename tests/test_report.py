@@ -171,3 +171,31 @@ def test_a_timed_out_response_counts_in_lengths_not_in_accuracy():
     assert row["acu"] == pytest.approx(100 * 50.0 / (0.1 * 2000 / 11))
     assert row["acu_ci_low"] < row["acu"] < row["acu_ci_high"]
     assert row["mean_tokens_ci_high"] > 100
+
+
+def test_each_row_says_where_its_accuracy_per_token_goes(tmp_path):
+    from cotbench.report.outputs import _report
+
+    summary = summary_frame(sweep(n=30), params_b=0.1)
+    base, half = _row(summary, 0.0), _row(summary, 0.5)
+    # α = 0: every fifth response cut at the cap (those are 1 in 3 right as well); α = 0.5: none cut
+    assert base["completion_pct"] == pytest.approx(80.0) and half["completion_pct"] == pytest.approx(100.0)
+    assert base["accuracy_cut_pct"] == pytest.approx(100 * 2 / 6)  # problems 0, 15 of 0, 5, ..., 25
+    assert pd.isna(half["accuracy_cut_pct"])
+    split = half["accuracy_change_by_completion_pct"] + half["accuracy_change_by_answers_pct"]
+    assert split == pytest.approx(half["accuracy_change_pct"])
+    text = _report(summary, {"config": {}}, [])
+    assert "## Where accuracy per token goes" in text and "accuracy given completion %" in text
+    assert "by how many responses ended on their own" in text
+
+
+def test_a_comparison_says_what_difference_it_could_have_detected():
+    from cotbench.report.tables import limit_advice
+
+    summary = summary_frame(sweep(n=30), params_b=0.1)
+    one = _row(summary, 1.0)  # α = 1 against α = 0 on 30 problems: −23.3 points, Holm p 0.065
+    assert one["detectable_difference_pct"] > abs(one["accuracy_change_pct"])
+    assert one["problems_needed"] > 30
+    said = "\n".join(findings(summary))
+    assert "this run detects differences of" in said and "would need about" in said
+    assert f"--limit {int(one['problems_needed'])}" in limit_advice(summary)

@@ -185,3 +185,75 @@ def test_whole_batch_statistics_match_scipy_one_resample_at_a_time():
     value, ci = stats.spearman_length(alphas, matrix)
     assert value == pytest.approx(rho(*matrix.T), abs=1e-12)
     assert (ci.low, ci.high) == reference(rho, *matrix.T)
+
+
+def test_problems_needed_matches_a_worked_example():
+    # ψ = 0.2 discordant, δ = 0.1, two-sided 5 %, 80 % power:
+    # n = (1.95996·√0.2 + 0.84162·√(0.2 − 0.01))² / 0.01 = (0.87652 + 0.36685)² / 0.01 = 154.6 → 155
+    from cotbench.stats import problems_needed
+
+    assert problems_needed(10.0, 0.2) == 155
+    assert problems_needed(-10.0, 0.2) == 155  # the sign of the difference does not matter
+    assert problems_needed(0.0, 0.2) is None and problems_needed(30.0, 0.2) is None  # δ > ψ cannot happen
+
+
+def test_the_detectable_difference_is_the_one_mcnemars_test_finds_four_times_in_five():
+    import numpy as np
+    from scipy.stats import binom
+
+    from cotbench.stats import detectable_difference, problems_needed
+
+    n, discordant = 300, 60
+    delta = detectable_difference(n, discordant) / 100
+    assert problems_needed(100 * delta, discordant / n) in (n, n + 1)  # the two formulas invert each other
+    assert detectable_difference(4 * n, 4 * discordant) < 100 * delta  # more problems, finer differences
+    assert detectable_difference(n, 0) is None
+    # simulate: each problem discordant with ψ = 0.2; among those, right at the point only with (ψ + δ)/(2ψ)
+    rng = np.random.default_rng(0)
+    psi = discordant / n
+    m = rng.binomial(n, psi, size=4000)
+    b = rng.binomial(m, (psi + delta) / (2 * psi))
+    p = np.minimum(1.0, 2 * np.minimum(binom.cdf(b, m, 0.5), binom.sf(b - 1, m, 0.5)))
+    assert abs(np.mean(p < 0.05) - 0.8) < 0.06, np.mean(p < 0.05)
+
+
+def test_pass_at_k_against_worked_examples():
+    from cotbench.stats import pass_at_k
+
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)  # k = 1: the share correct
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 − C(3,2)/C(5,2)
+    assert pass_at_k(10, 3, 4) == pytest.approx(1 - math.comb(7, 4) / math.comb(10, 4))
+    assert pass_at_k(5, 0, 3) == 0.0 and pass_at_k(5, 5, 1) == 1.0 and pass_at_k(5, 3, 3) == 1.0
+    assert [pass_at_k(1, c, 1) for c in (0, 1)] == [0.0, 1.0]  # K = 1: today's accuracy, problem by problem
+    assert pass_at_k(200, 1, 100) == pytest.approx(0.5)  # large n: no overflow
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+
+
+def test_clustered_intervals_never_count_a_problems_samples_as_independent():
+    from cotbench.stats import bootstrap, cluster_bootstrap
+
+    rng = np.random.default_rng(3)
+    right = rng.random(30) < 0.4
+    one = cluster_bootstrap(np.mean, [[float(v)] for v in right])
+    assert one == bootstrap(np.mean, right.astype(float))  # K = 1 is today's interval exactly
+    same_k = cluster_bootstrap(np.mean, [[float(v)] * 8 for v in right])
+    assert same_k == one  # K identical samples: the same interval, same seed
+    naive = bootstrap(np.mean, np.repeat(right.astype(float), 8))  # 240 "independent" samples
+    assert naive.high - naive.low < 0.6 * (one.high - one.low)
+    mixed = cluster_bootstrap(np.mean, [list(rng.random(k) < 0.4) for k in rng.integers(1, 6, 30)])
+    assert mixed.low < mixed.high
+    tokens = [[100.0 + i] * 4 for i in range(30)]  # two arms resampled together: a ratio of means
+    acu = cluster_bootstrap(lambda c, t, axis=-1: np.mean(c, axis=axis) / np.mean(t, axis=axis),
+                            [[float(v)] * 4 for v in right], tokens)
+    assert acu.low <= np.mean(right) / np.mean([t[0] for t in tokens]) <= acu.high
+
+
+def test_wilcoxon_on_per_problem_means():
+    from cotbench.stats import wilcoxon_p
+
+    base = [0.25, 0.5, 0.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.5, 0.75]
+    point = [0.5, 0.75, 0.25, 1.0, 1.0, 0.75, 0.5, 0.25, 0.5, 1.0]
+    expected = sps.wilcoxon(np.subtract(point, base), zero_method="zsplit").pvalue
+    assert wilcoxon_p(base, point) == pytest.approx(expected)
+    assert wilcoxon_p(base, base) == 1.0

@@ -3,12 +3,18 @@
 Per row (one model × valve × method × point × task):
 - ``accuracy_ci_low/high`` (Wilson), ``mean_tokens_ci_*`` and ``acu_ci_*`` (bootstrap over problems;
   ``bootstrap_resamples``), ``accuracy_non_truncated_pct`` (truncation treated as censoring: accuracy among the
-  responses that ended on their own), ``acu_no_params`` (labelled so), ``ockscore``;
+  responses that ended on their own: accuracy given completion), ``completion_pct`` (the share that ended on
+  their own), ``accuracy_cut_pct`` (accuracy among the cut ones), ``acu_no_params`` (labelled so), ``ockscore``;
 - against the base (α = 0 of the same model and valve, else the model's no-valve row), on the problems both
   answered (``n_paired``): ``accuracy_change_pct`` with ``accuracy_change_ci_*`` (paired bootstrap),
   ``mcnemar_p`` (exact) and ``mcnemar_p_holm`` (Holm's correction over the comparisons of one curve: model ×
   valve × method × task), ``token_reduction_ratio`` (base mean tokens ÷ this row's) with
-  ``token_reduction_ci_*``, ``aes``; ``distinguishable``: the accuracy change's interval excludes 0 and the
+  ``token_reduction_ci_*``, ``aes``; ``accuracy_change_by_completion_pct`` and ``accuracy_change_by_answers_pct``
+  (the accuracy change split exactly into what a changed completion rate did and what changed answers did,
+  ``metrics.completion_split``): with the length ratio, whether a point loses by truncation, by wrong answers
+  or gains only by brevity; ``detectable_difference_pct`` (the smallest accuracy difference this comparison
+  could detect at 80 % power, from its n and its share of discordant problems) and ``problems_needed`` (about
+  how many problems would detect the observed difference); ``distinguishable``: the accuracy change's interval excludes 0 and the
   Holm-adjusted p < 0.05 (both agree);
 - per model × valve × task: ``length_spearman_rho`` (α vs mean tokens) with its interval; per task:
   ``on_pareto`` (no other point has both fewer tokens and higher accuracy); ``budget_auc`` (the area under
@@ -63,9 +69,19 @@ def row_statistics(members: Sequence[Sample], params_b: float) -> dict:
         "mean_tokens_ci_low": tokens_ci.low, "mean_tokens_ci_high": tokens_ci.high,
         "acu_ci_low": acu_ci.low, "acu_ci_high": acu_ci.high, "bootstrap_resamples": stats.N_RESAMPLES,
         "accuracy_non_truncated_pct": 100.0 * sum(1 for s in ended if s.grade.correct) / len(ended) if ended else None,
+        "completion_pct": 100.0 * len(ended) / len(graded),
+        "accuracy_cut_pct": _pct(metrics.completion_parts(*_verdicts_and_cuts(graded))[2]),
         "acu_no_params": metrics.acu_no_params(acc, mean_tokens),
         "ockscore": metrics.ockscore(acc, mean_tokens),
     }
+
+
+def _verdicts_and_cuts(members: Sequence[Sample]) -> tuple[list[bool], list[bool]]:
+    return [bool(s.grade.correct) for s in members], [s.generation.finish_reason == "length" for s in members]
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
 
 
 def budgets_for(tokens: Sequence[int]) -> tuple[int, ...]:
@@ -83,28 +99,17 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
     columns = ["accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
                "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes", "n_paired",
                "base", "mcnemar_p_holm", "distinguishable", "length_spearman_rho", "length_spearman_ci_low",
-               "length_spearman_ci_high", "on_pareto"]
+               "length_spearman_ci_high", "on_pareto", "accuracy_change_by_completion_pct",
+               "accuracy_change_by_answers_pct", "detectable_difference_pct", "problems_needed"]
     for c in columns:
         frame[c] = None
     for i, row in frame.iterrows():
         base = _base_key(frame, row)
-        if base is None or base == _key(row):
-            continue
-        mine, theirs = _by_problem(groups[_key(row)]), _by_problem(groups[base])
-        common = sorted(set(mine) & set(theirs))
-        if len(common) < 2:
-            continue
-        p = stats.paired([theirs[k].grade.correct for k in common], [mine[k].grade.correct for k in common],
-                         [theirs[k].generation.n_generated_tokens for k in common],
-                         [mine[k].generation.n_generated_tokens for k in common])
-        base_acc = 100.0 * np.mean([theirs[k].grade.correct for k in common])
-        base_tokens = float(np.mean([theirs[k].generation.n_generated_tokens for k in common]))
-        point_acc = 100.0 * np.mean([mine[k].grade.correct for k in common])
-        point_tokens = float(np.mean([mine[k].generation.n_generated_tokens for k in common]))
-        frame.loc[i, columns[:10]] = [p.accuracy_diff_pct, p.accuracy_diff_ci.low, p.accuracy_diff_ci.high,
-                                      p.mcnemar_p, p.token_ratio, p.token_ratio_ci.low, p.token_ratio_ci.high,
-                                      metrics.aes(point_acc, point_tokens, base_acc, base_tokens), p.n_pairs,
-                                      _label(base)]
+        if base is not None and base != _key(row):
+            for name, value in _against_base(groups[_key(row)], groups[base]).items():
+                frame.at[i, name] = value
+            if frame.at[i, "n_paired"] is not None:
+                frame.at[i, "base"] = _label(base)
     compared = frame[frame["mcnemar_p"].notna()]
     for _, curve in compared.groupby(["model", "valve", "method", "task"], dropna=False):
         frame.loc[curve.index, "mcnemar_p_holm"] = stats.holm(curve["mcnemar_p"].astype(float))
@@ -128,6 +133,30 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
     frame["budget_auc"] = [metrics.budget_auc(*under_budget[_key(r)]) if _key(r) in under_budget else None
                            for _, r in frame.iterrows()]
     return frame
+
+
+def _against_base(members: Sequence[Sample], base: Sequence[Sample]) -> dict:
+    """The paired columns of one row against its base, on the problems both answered (none below two)."""
+    mine, theirs = _by_problem(members), _by_problem(base)
+    common = sorted(set(mine) & set(theirs))
+    if len(common) < 2:
+        return {}
+    ours, others = [mine[k] for k in common], [theirs[k] for k in common]
+    right, base_right = [s.grade.correct for s in ours], [s.grade.correct for s in others]
+    tokens, base_tokens = [s.generation.n_generated_tokens for s in ours], [s.generation.n_generated_tokens for s in others]
+    p = stats.paired(base_right, right, base_tokens, tokens)
+    by_completion, by_answers = metrics.completion_split(metrics.completion_parts(*_verdicts_and_cuts(others)),
+                                                         metrics.completion_parts(*_verdicts_and_cuts(ours)))
+    discordant = p.only_base + p.only_point
+    return {"accuracy_change_pct": p.accuracy_diff_pct, "accuracy_change_ci_low": p.accuracy_diff_ci.low,
+            "accuracy_change_ci_high": p.accuracy_diff_ci.high, "mcnemar_p": p.mcnemar_p,
+            "token_reduction_ratio": p.token_ratio, "token_reduction_ci_low": p.token_ratio_ci.low,
+            "token_reduction_ci_high": p.token_ratio_ci.high, "n_paired": p.n_pairs,
+            "aes": metrics.aes(100.0 * np.mean(right), float(np.mean(tokens)), 100.0 * np.mean(base_right),
+                               float(np.mean(base_tokens))),
+            "accuracy_change_by_completion_pct": by_completion, "accuracy_change_by_answers_pct": by_answers,
+            "detectable_difference_pct": stats.detectable_difference(p.n_pairs, discordant),
+            "problems_needed": stats.problems_needed(p.accuracy_diff_pct, discordant / p.n_pairs)}
 
 
 def accuracy_under_budgets(groups: dict[tuple, list[Sample]]) -> dict[tuple, tuple[list[int], list[float]]]:

@@ -26,8 +26,10 @@ _COLUMNS = [("task", "task"), ("model", "model"), ("valve", "valve"), ("method",
             ("n", "n"), ("n_graded", "graded"), ("n_timeout", "timeout"), ("n_error", "error"),
             ("n_truncated_no_answer", "cut, no answer"), ("accuracy_pct", "accuracy %"),
             ("accuracy_ci", "95% CI"), ("mean_tokens", "mean tokens"), ("mean_tokens_ci", "95% CI"),
-            ("truncation_pct", "truncated %"), ("acu", "ACU"), ("acu_ci", "95% CI"),
-            ("accuracy_change_pct", "Δacc vs base"), ("mcnemar_p_holm", "McNemar p (Holm)"),
+            ("truncation_pct", "truncated %"), ("accuracy_non_truncated_pct", "acc. given completion %"),
+            ("acu", "ACU"), ("acu_ci", "95% CI"), ("accuracy_change_pct", "Δacc vs base"),
+            ("accuracy_change_by_completion_pct", "of which by completion"),
+            ("accuracy_change_by_answers_pct", "of which by answers"), ("mcnemar_p_holm", "McNemar p (Holm)"),
             ("token_reduction_ratio", "× shorter"), ("ockscore", "OckScore"), ("on_pareto", "Pareto")]
 
 _STYLE = """
@@ -71,13 +73,16 @@ def write_html_report(out_dir: Path, summary: pd.DataFrame, samples: Sequence[Sa
 def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Sequence[Path]) -> str:
     config = run.get("config", {})
     data = {"samples": {}, "questions": {}, "golds": {}}
-    for s in sorted(samples, key=lambda s: (s.problem.task, s.problem.problem_id, s.method, s.knob if s.knob is not None else -1e9)):
+    several = len({(s.model, s.valve) for s in samples}) > 1  # a comparison: say whose response each is
+    for s in sorted(samples, key=lambda s: (s.problem.task, s.problem.problem_id, s.model, s.method,
+                                            s.knob if s.knob is not None else -1e9)):
         pid = f"{s.problem.task}/{s.problem.problem_id}"
         data["questions"][pid], data["golds"][pid] = s.problem.question, s.problem.gold
         point = point_label({"method": s.method, "alpha": s.alpha if s.alpha is not None else float("nan"),
                         "knob": s.knob if s.knob is not None else float("nan")})
         data["samples"].setdefault(pid, []).append({
-            "point": point if s.method == "valve" else f"{s.method} {point}", "tokens": s.generation.n_generated_tokens,
+            "point": (f"{s.model} · " if several else "") + (point if s.method == "valve" else f"{s.method} {point}"),
+            "tokens": s.generation.n_generated_tokens,
             "correct": None if s.grade is None or not s.grade.judged else bool(s.grade.correct),
             "extracted": (s.grade.extracted if s.grade else None) or "", "response": s.generation.text[:MAX_RESPONSE_CHARS]})
     # every "<" escaped inside the script: no "</script>" and no "<!--" (which would change how the rest of the

@@ -1,4 +1,5 @@
-"""Everything a run directory shows: samples.jsonl, summary.csv, curves (PNG, SVG) and report.md."""
+"""Everything a run directory shows: the samples file, summary.csv, curves (PNG, SVG), report.md, report.html and
+run.json (model, size, engine: what a rebuild from the samples file alone needs)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ from cotbench.report.html import write_html_report
 from cotbench.report.plots import plot_curves, plot_lengths, plot_thinking
 from cotbench import stats
 from cotbench.report.analysis import budget_curves, group_rows
-from cotbench.report.tables import findings, format_table, summary_frame, write_samples_jsonl
+from cotbench.report.samples_file import write_samples
+from cotbench.report.tables import efficiency_table, findings, format_table, summary_frame
 from cotbench.store import Store
 
 
@@ -21,7 +23,8 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
     run = store.get_meta("run") or {}
     samples = store.samples(keys)
     params_b = run.get("params_b") or run.get("params_b_by_model")  # one model, or several (an lm-eval import)
-    write_samples_jsonl(samples, out / "samples.jsonl")
+    write_samples(samples, out)
+    write_text(out / "run.json", json.dumps(run, indent=1, ensure_ascii=False) + "\n")
     summary = summary_frame(samples, params_b) if params_b else pd.DataFrame()
     with atomic_write(out / "summary.csv") as handle:
         summary.to_csv(handle, index=False)
@@ -55,6 +58,12 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
                   "the base's, with Holm's correction over each curve's comparisons (the p shown; `distinguishable` "
                   "uses it). A point marked * has samples not graded yet (or timed out): its figures cover the "
                   "judged samples only."]
+        lines += ["", "## Where accuracy per token goes", "",
+                  "Accuracy = (share that ended on their own) × (accuracy given completion) + (share cut at the cap) × "
+                  "(accuracy of cut responses). Against the base, on the same problems, the accuracy change splits "
+                  "exactly into what a changed completion rate did (truncation) and what changed answers did (wrong "
+                  "answers); with the length ratio, a reader sees whether a point loses by truncation, by wrong "
+                  "answers or gains only by brevity.", "", efficiency_table(summary)]
         said = findings(summary)
         if said:
             lines += ["", "## Against the base", "", *said]

@@ -1,14 +1,11 @@
-"""Stored samples -> summary rows (one per model × valve × α × task) and per-sample records."""
+"""Stored samples -> summary rows (one per model × valve × α × task) and the tables that show them."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from cotbench.files import atomic_write
 from cotbench.grading.grader import NO_COMMITMENT
 from cotbench.metrics import Outcome, summarize
 from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
@@ -18,10 +15,12 @@ SUMMARY_COLUMNS = ["model", "model_identity", "valve", "alpha", "method", "knob"
                    "n_error", "n_truncated_no_answer", "mixed_numerics", "complete", "accuracy_pct",
                    "accuracy_ci_low", "accuracy_ci_high", "mean_tokens", "mean_tokens_ci_low", "mean_tokens_ci_high",
                    "median_tokens", "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct",
-                   "accuracy_non_truncated_pct", "params_b", "acu", "acu_ci_low", "acu_ci_high", "bootstrap_resamples",
+                   "accuracy_non_truncated_pct", "completion_pct", "accuracy_cut_pct", "params_b", "acu", "acu_ci_low", "acu_ci_high", "bootstrap_resamples",
                    "acu_no_params", "ockscore", "budget_auc", "base", "accuracy_change_pct", "accuracy_change_ci_low",
                    "accuracy_change_ci_high", "n_paired", "mcnemar_p", "mcnemar_p_holm", "distinguishable",
                    "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes",
+                   "accuracy_change_by_completion_pct", "accuracy_change_by_answers_pct",
+                   "detectable_difference_pct", "problems_needed",
                    "length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high", "on_pareto",
                    "protocol", "mean_thinking_tokens", "mean_answer_tokens", "truncated_thinking_pct",
                    "truncated_answer_pct"]
@@ -74,28 +73,6 @@ def _one(values: set) -> str:
     return next(iter(values)) if len(values) == 1 and "" not in values else ""
 
 
-def sample_record(s: Sample) -> dict:
-    g = s.grade
-    return {
-        "key": s.key, "model": s.model, "model_identity": s.model_identity, "valve": s.valve, "alpha": s.alpha, "method": s.method, "knob": s.knob,
-        "task": s.problem.task,
-        "problem_id": s.problem.problem_id, "question": s.problem.question, "metadata": dict(s.problem.metadata),
-        "prompt": s.prompt, "response": s.generation.text, "extracted": g.extracted if g else None,
-        "gold": s.problem.gold, "correct": g.correct if g else None, "status": g.status if g else None,
-        "reason": g.reason if g else None,
-        "protocol": g.protocol if g else None, "n_prompt_tokens": s.generation.n_prompt_tokens,
-        "n_generated_tokens": s.generation.n_generated_tokens, "n_thinking_tokens": s.n_thinking_tokens,
-        "thinking_state": s.thinking_state, "finish_reason": s.generation.finish_reason,
-        "latency_s": round(s.generation.latency_s, 4), "numerics": s.numerics,
-    }
-
-
-def write_samples_jsonl(samples: Sequence[Sample], path: Path) -> None:
-    with atomic_write(path) as handle:  # never a half-written file under the final name
-        for s in samples:
-            handle.write(json.dumps(sample_record(s), ensure_ascii=False) + "\n")
-
-
 def format_table(frame: pd.DataFrame) -> str:
     """Markdown table of the main columns with their 95 % intervals; a row marked * is incomplete (samples
     not graded yet, or timed out): its figures cover only the judged samples."""
@@ -118,6 +95,51 @@ def format_table(frame: pd.DataFrame) -> str:
                  _with_ci(r, "token_reduction_ratio", "token_reduction_ci", 2)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _power_note(r) -> str:
+    """Whether "not distinguishable" means "no effect" or "too few problems"."""
+    detectable, needed = r.get("detectable_difference_pct"), r.get("problems_needed")
+    if detectable is None or pd.isna(detectable):
+        return ""
+    note = f": this run detects differences of {detectable:.1f} points or more (80 % power)"
+    if needed is not None and not pd.isna(needed) and needed > r["n_paired"]:
+        note += f"; the observed {_signed(r['accuracy_change_pct'])} would need about {int(needed)} problems"
+    return note
+
+
+def limit_advice(frame: pd.DataFrame) -> str | None:
+    """One line for `cotbench run`: the --limit that would separate the points it could not, or None."""
+    if "problems_needed" not in frame:
+        return None
+    undecided = frame[frame["problems_needed"].notna() & ~frame["distinguishable"].fillna(False).astype(bool)]
+    undecided = undecided[undecided["problems_needed"] > undecided["n_paired"]]
+    if not len(undecided):
+        return None
+    r = undecided.loc[undecided["problems_needed"].astype(float).idxmin()]
+    return (f"too few problems to separate {len(undecided)} point(s) from the base: {point_label(r)} of "
+            f"{r['task']} ({_signed(r['accuracy_change_pct'])} points on {int(r['n_paired'])} problems) would need "
+            f"about --limit {int(r['problems_needed'])} at 80 % power")
+
+
+def efficiency_table(frame: pd.DataFrame) -> str:
+    """Where accuracy per token goes, per row: accuracy = completion × accuracy given completion (+ the cut
+    responses' share), over the mean length; against the base, the accuracy change split into completion and
+    answers (``metrics.completion_split``) beside the length ratio."""
+    header = ["task", "model", "valve", "point", "ended on their own %", "accuracy given completion %",
+              "accuracy of cut %", "mean tokens", "accuracy % per 1k tokens", "Δacc by completion",
+              "Δacc by answers", "× shorter"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in frame.iterrows():
+        split = [r.get("accuracy_change_by_completion_pct"), r.get("accuracy_change_by_answers_pct")]
+        per_1k = None if not r.get("mean_tokens") else 1000.0 * r["accuracy_pct"] / r["mean_tokens"]
+        lines.append("| " + " | ".join([
+            r["task"], r["model"], r["valve"] or "-", point_label(r), _num(r.get("completion_pct"), 1),
+            _num(r.get("accuracy_non_truncated_pct"), 1), _num(r.get("accuracy_cut_pct"), 1),
+            _num(r.get("mean_tokens"), 1), _num(per_1k, 2),
+            *["" if v is None or pd.isna(v) else _signed(v) for v in split],
+            _num(r.get("token_reduction_ratio"), 2)]) + " |")
+    return "\n".join(lines)
 
 
 def point_label(r) -> str:
@@ -190,10 +212,15 @@ def findings(frame: pd.DataFrame) -> list[str]:
         if bool(r.get("distinguishable")):
             verdict = "a difference distinguishable from noise"
         elif excludes_zero or r["mcnemar_p_holm"] < 0.05:  # the interval and the test disagree: say so
-            verdict = "borderline: the interval and McNemar's test disagree, not counted as distinguishable"
+            verdict = ("borderline: the interval and McNemar's test disagree, not counted as distinguishable"
+                       + _power_note(r))
         else:
-            verdict = "not distinguishable from noise"
-        lines.append(f"- {where}: {shorter}accuracy {_signed(r['accuracy_change_pct'])} points "
+            verdict = "not distinguishable from noise" + _power_note(r)
+        split = ""
+        if not pd.isna(r.get("accuracy_change_by_completion_pct")):
+            split = (f" ({_signed(r['accuracy_change_by_completion_pct'])} by how many responses ended on their own, "
+                     f"{_signed(r['accuracy_change_by_answers_pct'])} by their answers)")
+        lines.append(f"- {where}: {shorter}accuracy {_signed(r['accuracy_change_pct'])} points{split} "
                      f"[{_signed(r['accuracy_change_ci_low'])}, {_signed(r['accuracy_change_ci_high'])}], {verdict} "
                      f"(McNemar exact p = {r['mcnemar_p']:.3g}, {r['mcnemar_p_holm']:.3g} after Holm's correction "
                      f"over this curve's comparisons; {int(r['n_paired'])} paired problems).")
