@@ -3,11 +3,14 @@
     python benchmarks/sweep_speed.py          # the issue-5 sweep; about 40 min on a 2-core CPU
     python benchmarks/sweep_speed.py --quick  # 4 problems, 32 tokens, one lm-eval batch size: a smoke run
     python benchmarks/sweep_speed.py --hold-to-avx2 --contenders-only  # fp32, every child held to AVX2
+    python benchmarks/sweep_speed.py --contenders-only --model qwen.gguf --valve valves/qwen2.5-coder-0.5b-gsm8k \
+        --problems 32 --max-new-tokens CAP --lmeval-batch-sizes 8,16,32 --pick-lmeval-batch 16 \
+        --vllm-python .venv-vllm/bin/python --name qwen2.5-coder-0.5b-sweep   # a real model (issue 36 item 5)
 
 Writes benchmarks/results/<cpu kind>/sweep_speed.{json,md} (``--quick``: sweep_speed_quick.*). Each measurement runs
 in its own process, one after another, so peak memory is its own and no two compete for the cores.
 
-- **cotbench**: ``run_sweep`` with the shipped SmolLM2 valve over every α in one pass (continuous
+- **cotbench**: ``run_sweep`` with the valve (default: the shipped SmolLM2 one) over every α in one pass (continuous
   batching, per-row α), the batch size and dtype it picks; timed from before the model loads to the
   written report, grading included.
 - **lm-eval**: what a user does today, for each α: load the model, apply the adapter at strength α and
@@ -75,7 +78,7 @@ def measure_load(args) -> dict:
     times = []
     for dtype in (args.dtype, args.dtype, "float32"):  # fp32 too: the ablations' fp32 steps then read a copy as well
         started = time.perf_counter()
-        load_model_and_tokenizer(resolve_model("smollm2"), pick_dtype(dtype, "cpu"), "cpu")
+        load_model_and_tokenizer(resolve_model(args.model), pick_dtype(dtype, "cpu"), "cpu")
         times.append(round(time.perf_counter() - started, 2))
     started = time.perf_counter()
     built = load_library() is not None  # held to AVX2 in a held child: the x86-64-v3 build, as the sweep uses
@@ -90,8 +93,9 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
 
     rss_before = rss_mb()
     started = time.perf_counter()
-    config = RunConfig(model="smollm2", tasks=("gsm8k",), limit=args.problems, alphas=tuple(args.alphas),
-                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, batch_size=args.batch_size,
+    config = RunConfig(model=args.model, valve=args.valve, tasks=("gsm8k",), limit=args.problems,
+                       alphas=tuple(args.alphas), max_new_tokens=args.max_new_tokens, dtype=args.dtype,
+                       batch_size=args.batch_size,
                        scheduler=args.scheduler, out=args.workdir, data_dir=args.data_dir)
     backend = HFBackend(config.model, config.valve, config.device, config.dtype, config.batch_size, config.scheduler,
                         pack_weights=bool(args.pack_weights))
@@ -138,13 +142,16 @@ def measure_cotbench(args, marks: dict | None = None) -> dict:
 def measure_vllm(args) -> dict:
     """The same sweep through vLLM's CPU build (cotbench's ``--backend vllm``: every α an adapter resident in one
     engine, vLLM's own scheduler), same requests, same dtype; timed from before the engine starts to the report."""
+    import resource
+
     from cotbench.backends.vllm import VLLMBackend
     from cotbench.config import RunConfig
     from cotbench.runner import run_sweep
 
     started = time.perf_counter()
-    config = RunConfig(model="smollm2", tasks=("gsm8k",), limit=args.problems, alphas=tuple(args.alphas),
-                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, backend="vllm", out=args.workdir,
+    config = RunConfig(model=args.model, valve=args.valve, tasks=("gsm8k",), limit=args.problems,
+                       alphas=tuple(args.alphas), max_new_tokens=args.max_new_tokens, dtype=args.dtype,
+                       backend="vllm", out=args.workdir,
                        data_dir=args.data_dir, vllm_python=args.vllm_python)
     backend = VLLMBackend.from_config(config)
     run_sweep(config, backend=backend, progress=False)
@@ -154,7 +161,9 @@ def measure_vllm(args) -> dict:
     tokens = sum(s["n_generated_tokens"] for s in samples)
     return {"wall_s": round(wall, 2), "engine_start_s": round(getattr(backend, "stats", {}).get("load_s", 0.0), 2),
             "generated_tokens": tokens, "tok_per_s": round(tokens / wall, 2), "n_samples": len(samples),
-            "dtype": args.dtype, "peak_rss_mb": None,
+            "dtype": args.dtype, "peak_rss_mb": round(peak_rss_mb(), 1),
+            # the engine runs in its own processes: the largest of them, once ended and reaped
+            "peak_rss_engine_process_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "outputs": {f"{s['problem_id']}@{s['alpha']}": [s["response"], s["n_generated_tokens"], s["correct"]]
                         for s in samples}}
 
@@ -171,16 +180,16 @@ def measure_lmeval(args) -> dict:
     from cotbench.valve.apply import attach_valve, valve_strength
 
     os.environ["COTBENCH_DATA_DIR"] = args.data_dir
-    valve = RunConfig().valve
+    valve = RunConfig(model=args.model, valve=args.valve).valve
     torch_dtype = pick_dtype(args.dtype, "cpu")
     # metadata reaches the task only through the TaskManager when one is passed in
-    tasks = TaskManager(include_path=str(TASKS_DIR), metadata={"pretrained": "smollm2"})
+    tasks = TaskManager(include_path=str(TASKS_DIR), metadata={"pretrained": args.model})
     started = time.perf_counter()
     outputs, tokens, per_alpha = {}, 0, []
     tokenizer = None
     for alpha in args.alphas:
         t0 = time.perf_counter()
-        model, tokenizer = load_model_and_tokenizer(resolve_model("smollm2"), torch_dtype, "cpu")
+        model, tokenizer = load_model_and_tokenizer(resolve_model(args.model), torch_dtype, "cpu")
         with valve_strength(attach_valve(model, valve), alpha) as wrapped:
             merged = wrapped.merge_and_unload()  # θ + α·Δθ baked into the weights
         lm = HFLM(pretrained=merged, tokenizer=tokenizer, batch_size=args.batch_size)
@@ -236,7 +245,8 @@ def measure_memory(args) -> dict:
 # -- the parent: run the children in turn and write the results ------------------------------------
 
 def child(kind: str, args, **overrides) -> dict:
-    settings = {"problems": args.problems, "max_new_tokens": args.max_new_tokens, "alphas": args.alphas,
+    settings = {"model": args.model, "valve": args.valve, "problems": args.problems,
+                "max_new_tokens": args.max_new_tokens, "alphas": args.alphas,
                 "dtype": args.dtype, "batch_size": "auto", "scheduler": "continuous", "data_dir": args.data_dir,
                 "attention_groups": 1, "share_prefix": 1, "decode_kernel": 1, "pack_weights": 1, "lora_kernel": 1,
                 "lean_decode": 1, "hold_to_avx2": int(args.hold_to_avx2)}
@@ -266,6 +276,12 @@ def agreement(a: dict, b: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="smollm2", help="a model cotbench run takes (a GGUF, a folder, a Hub id)")
+    parser.add_argument("--valve", default="default", help="the valve swept (default: the shipped SmolLM2 one)")
+    parser.add_argument("--name", help="results file name (default: sweep_speed[_contenders][_dtype])")
+    parser.add_argument("--pick-lmeval-batch", type=int, metavar="N",
+                        help="first time lm-eval at α = 0 on N problems at each --lmeval-batch-sizes, then run the "
+                             "sweep at the fastest only (recorded as lmeval_batch_pick)")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
@@ -312,7 +328,7 @@ def main() -> None:
         args.problems, args.max_new_tokens, args.lmeval_batch_sizes = 4, 32, "8"
         args.ablation_problems, args.memory_problems = 2, 4
     started = time.perf_counter()
-    result = {"settings": {k: getattr(args, k) for k in ("problems", "max_new_tokens", "alphas", "dtype",
+    result = {"settings": {k: getattr(args, k) for k in ("model", "valve", "problems", "max_new_tokens", "alphas", "dtype",
                                                          "lmeval_batch_sizes", "ablation_problems", "memory_problems",
                                                          "contenders_only", "hold_to_avx2")},
               "machine_before": machine_record()}  # load average before; write() records it after
@@ -321,7 +337,13 @@ def main() -> None:
     result["load"] = child("load", args)
     result["ceiling"] = child("ceiling", args)
     result["cotbench"] = child("cotbench", args)
-    result["lmeval"] = [child("lmeval", args, batch_size=int(b)) for b in args.lmeval_batch_sizes.split(",")]
+    sizes = [int(b) for b in args.lmeval_batch_sizes.split(",")]
+    if args.pick_lmeval_batch:  # lm-eval's batch size chosen beforehand, on a smaller run of the base model
+        trials = [child("lmeval", args, batch_size=b, problems=args.pick_lmeval_batch, alphas=[0.0]) for b in sizes]
+        result["lmeval_batch_pick"] = [{k: t[k] for k in ("batch_size", "wall_s", "tok_per_s", "peak_rss_mb")}
+                                       for t in trials]
+        sizes = [max(trials, key=lambda t: t["tok_per_s"])["batch_size"]]
+    result["lmeval"] = [child("lmeval", args, batch_size=b) for b in sizes]
     # vLLM at the dtype cotbench ran in ("auto" could resolve differently in vLLM's own torch)
     result["vllm"] = child("vllm", args, dtype=result["cotbench"]["dtype"], vllm_python=args.vllm_python) \
         if args.vllm_python and not args.hold_to_avx2 else None
@@ -341,6 +363,7 @@ def main() -> None:
         "speedup_vs_vllm": round(ours["tok_per_s"] / result["vllm"]["tok_per_s"], 2) if result["vllm"] else None,
         "cotbench_vs_vllm_outputs": agreement(ours["outputs"], result["vllm"]["outputs"]) if result["vllm"] else None,
     }
+    result["summary"].update(generation_only(result, best, ceiling_tok_s))
     if args.contenders_only:
         # what the C kernels add at this dtype: the same sweep with every step on PyTorch's own operations
         # (in fp32 nothing is packed and pack_weights=0 only turns off the few-row fp32 linear layers in C)
@@ -395,6 +418,24 @@ def main() -> None:
     finish(result, args, started)
 
 
+def generation_only(result: dict, best: dict, ceiling_tok_s: float) -> dict:
+    """Each engine's tokens over its generation time alone (loads, engine start, grading and reports left out)
+    and that rate as a share of the matmul ceiling: where end-to-end ratios and engine speed part."""
+    ours = result["cotbench"]
+    rates = {"cotbench": ours["generated_tokens"] / (ours["stats"]["prefill_s"] + ours["stats"]["decode_s"])
+             if "stats" in ours else None,
+             "lmeval": best["generated_tokens"] / sum(a["eval_s"] for a in best["per_alpha"]),
+             "vllm": result["vllm"]["generated_tokens"] / (result["vllm"]["wall_s"] - result["vllm"]["engine_start_s"])
+             if result.get("vllm") else None}
+    out = {f"{k}_generation_tok_per_s": round(v, 2) if v else None for k, v in rates.items()}
+    out.update({f"{k}_generation_fraction_of_ceiling": round(v / ceiling_tok_s, 3) if v else None
+                for k, v in rates.items()})
+    if rates["cotbench"]:
+        out["generation_speedup"] = round(rates["cotbench"] / rates["lmeval"], 2)
+        out["generation_speedup_vs_vllm"] = round(rates["cotbench"] / rates["vllm"], 2) if rates["vllm"] else None
+    return out
+
+
 def finish(result: dict, args, started: float) -> None:
     sys.path.insert(0, str(HERE))
     from grader_agreement import grading_throughput
@@ -410,7 +451,7 @@ def finish(result: dict, args, started: float) -> None:
         name += f"_{result['cotbench']['dtype']}"
     if args.hold_to_avx2:
         name += "_avx2_held"
-    write(result, name)
+    write(result, args.name or name)
 
 
 def write(result: dict, name: str) -> None:
@@ -427,7 +468,7 @@ def write(result: dict, name: str) -> None:
            "built for x86-64-v3): this machine "
            "taking an AVX2 CPU's code paths, not an AVX2 machine's figures. vLLM left out (its kernels pick their own "
            "instruction set).", ""] if result["settings"].get("hold_to_avx2") else []),
-        f"SmolLM2-135M-Instruct + the shipped valve, α ∈ {result['settings']['alphas']}, first "
+        f"{result['settings']['model']} + valve `{result['settings']['valve']}`, α ∈ {result['settings']['alphas']}, first "
         f"{result['settings']['problems']} GSM8K test problems, greedy, ≤ {result['settings']['max_new_tokens']} new "
         f"tokens; {ours['dtype']}, {result['ceiling']['threads']} threads. `python benchmarks/sweep_speed.py`.", "",
         "| | wall s | generated tokens | tokens/s end to end | peak RSS MB |", "|---|---|---|---|---|",
@@ -438,10 +479,21 @@ def write(result: dict, name: str) -> None:
     if result.get("vllm"):
         v = result["vllm"]
         lines.append(f"| vLLM-CPU (`--backend vllm`: every α an adapter in one engine), {v['dtype']} | {v['wall_s']} | "
-                     f"{v['generated_tokens']} | {v['tok_per_s']} | - |")
+                     f"{v['generated_tokens']} | {v['tok_per_s']} | {v.get('peak_rss_engine_process_mb') or '-'} (engine process) |")
     agree = s["cotbench_vs_lmeval_outputs"]
     ceiling = result["ceiling"]
     lines += ["", f"- **Speed-up over lm-eval's best batch size ({s['lmeval_best_batch_size']}): {s['speedup']}×**"]
+    if s.get("generation_speedup"):
+        share = lambda k: f"{s[k]:.0%}" if s.get(k) is not None else "-"  # noqa: E731
+        vs_vllm = f", {s['generation_speedup_vs_vllm']}× vLLM-CPU" if s.get("generation_speedup_vs_vllm") else ""
+        lines.append(f"- Generation alone (loads, engine start, grading and reports left out): {s['generation_speedup']}× "
+                     f"lm-eval{vs_vllm}; "
+                     f"share of the {result['ceiling']['dtype']} matmul ceiling: cotbench "
+                     f"{share('cotbench_generation_fraction_of_ceiling')}, lm-eval {share('lmeval_generation_fraction_of_ceiling')}"
+                     f", vLLM-CPU {share('vllm_generation_fraction_of_ceiling')}")
+    if result.get("lmeval_batch_pick"):
+        lines.append("- lm-eval's batch size chosen beforehand at α = 0: " + ", ".join(
+            f"batch {t['batch_size']} {t['tok_per_s']} tokens/s" for t in result["lmeval_batch_pick"]))
     if result.get("vllm"):
         va = s["cotbench_vs_vllm_outputs"]
         lines.append(f"- **Speed-up over vLLM-CPU: {s['speedup_vs_vllm']}×** (vLLM's engine start "
