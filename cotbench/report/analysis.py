@@ -106,21 +106,16 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
     for i, row in frame.iterrows():
         base = _base_key(frame, row)
         if base is not None and base != _key(row):
-            for name, value in _against_base(groups[_key(row)], groups[base]).items():
+            for name, value in against_base(groups[_key(row)], groups[base]).items():
                 frame.at[i, name] = value
             if frame.at[i, "n_paired"] is not None:
                 frame.at[i, "base"] = _label(base)
-    compared = frame[frame["mcnemar_p"].notna()]
-    for _, curve in compared.groupby(["model", "valve", "method", "task"], dropna=False):
-        frame.loc[curve.index, "mcnemar_p_holm"] = stats.holm(curve["mcnemar_p"].astype(float))
-    for i in compared.index:
-        interval = stats.Interval(frame.at[i, "accuracy_change_ci_low"], frame.at[i, "accuracy_change_ci_high"])
-        frame.at[i, "distinguishable"] = stats.significant(interval) and frame.at[i, "mcnemar_p_holm"] < 0.05
+    mark_distinguishable(frame, ["model", "valve", "method", "task"])
     for (model, valve, task), curve in frame[frame["method"] == "valve"].groupby(["model", "valve", "task"]):
         alphas = [a for a in curve["alpha"] if not pd.isna(a)]
         if len(alphas) < 3:
             continue
-        per_alpha = [_by_problem(groups[_key(r)]) for _, r in curve.iterrows() if not pd.isna(r["alpha"])]
+        per_alpha = [by_problem(groups[_key(r)]) for _, r in curve.iterrows() if not pd.isna(r["alpha"])]
         common = sorted(set.intersection(*(set(m) for m in per_alpha)))
         matrix = [[m[k].generation.n_generated_tokens for m in per_alpha] for k in common]
         rho, ci = stats.spearman_length(alphas, matrix)
@@ -135,9 +130,21 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
     return frame
 
 
-def _against_base(members: Sequence[Sample], base: Sequence[Sample]) -> dict:
-    """The paired columns of one row against its base, on the problems both answered (none below two)."""
-    mine, theirs = _by_problem(members), _by_problem(base)
+def mark_distinguishable(frame: pd.DataFrame, family: list[str]) -> None:
+    """Holm over each family's McNemar p values, then ``distinguishable`` where the accuracy change's interval
+    excludes 0 and the adjusted p < 0.05 (both agree), in place."""
+    compared = frame[frame["mcnemar_p"].notna()]
+    for _, members in compared.groupby(family, dropna=False):
+        frame.loc[members.index, "mcnemar_p_holm"] = stats.holm(members["mcnemar_p"].astype(float))
+    for i in compared.index:
+        interval = stats.Interval(frame.at[i, "accuracy_change_ci_low"], frame.at[i, "accuracy_change_ci_high"])
+        frame.at[i, "distinguishable"] = stats.significant(interval) and frame.at[i, "mcnemar_p_holm"] < 0.05
+
+
+def against_base(members: Sequence[Sample], base: Sequence[Sample]) -> dict:
+    """The paired columns of one row against its base, on the problems both answered (none below two); also
+    what `cotbench compare` reports for two rows of different runs."""
+    mine, theirs = by_problem(members), by_problem(base)
     common = sorted(set(mine) & set(theirs))
     if len(common) < 2:
         return {}
@@ -203,5 +210,5 @@ def _label(key: tuple) -> str:
     return "α=0" if alpha == 0.0 else "no valve"
 
 
-def _by_problem(members: Sequence[Sample]) -> dict[str, Sample]:
+def by_problem(members: Sequence[Sample]) -> dict[str, Sample]:
     return {s.problem.problem_id: s for s in judged(members)}

@@ -16,21 +16,24 @@ from typing import Sequence
 
 import pandas as pd
 
-from cotbench import metrics, stats
+from cotbench import metrics
+from cotbench.methods import METHODS
 from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, write_text
-from cotbench.records import Grade, Sample
-from cotbench.report.analysis import group_rows, judged
+from cotbench.records import Sample
+from cotbench.report.analysis import by_problem, against_base, group_rows, judged, mark_distinguishable
 from cotbench.report.html import write_html_report
 from cotbench.report.plots import plot_curves
+from cotbench.report.rebuild import recorded_size
 from cotbench.report.samples_file import read_records, sample_from_record, samples_path
 from cotbench.report.tables import format_table, point_label, summary_frame
 from cotbench.store import DB_NAME, Store
 
-PAIR_COLUMNS = ["task", "row", "against", "n_shared", "n_differing", "same_grader", "accuracy_pct", "against_accuracy_pct",
-                "accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
-                "mcnemar_p_holm", "distinguishable", "token_reduction_ratio", "token_reduction_ci_low",
-                "token_reduction_ci_high"]
+PAIR_COLUMNS = ["task", "row", "against", "n_shared", "n_differing", "same_grader", "n_paired", "accuracy_change_pct",
+                "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p", "mcnemar_p_holm", "distinguishable",
+                "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes",
+                "accuracy_change_by_completion_pct", "accuracy_change_by_answers_pct", "detectable_difference_pct",
+                "problems_needed"]
 
 
 @dataclass(frozen=True)
@@ -49,30 +52,15 @@ def load_run(path: Path, name: str) -> Run:
         finally:
             store.close()
     elif samples_path(path) is not None:
-        samples = [_with_grade(sample_from_record(r), r) for r in read_records(path)]
+        samples = [sample_from_record(r, with_grade=True) for r in read_records(path)]
         meta = json.loads((path / "run.json").read_text(encoding="utf-8")) if (path / "run.json").is_file() else {}
     else:
         raise CotbenchError(f"{path} is not a cotbench run directory (no {DB_NAME} and no samples file)")
-    params_b = meta.get("params_b") or _summary_params(path)
+    params_b = recorded_size(path, meta)
     if not params_b:
         raise CotbenchError(f"{path} does not record its model's size: run `cotbench report {path} --params-b B` first")
     label = lambda s: replace(s, model=f"{name}: {s.model.split(' (')[0]}")  # noqa: E731
     return Run(name, [label(s) for s in samples], float(params_b))
-
-
-def _with_grade(s: Sample, row: dict) -> Sample:
-    if row.get("correct") is None:
-        return s
-    grade = Grade(bool(row["correct"]), row.get("extracted"), row["gold"], row.get("protocol") or "", row.get("reason") or "",
-                  status=row.get("status") or "")
-    return replace(s, grade=grade)
-
-
-def _summary_params(path: Path) -> float | None:
-    if not (path / "summary.csv").is_file():
-        return None
-    values = pd.read_csv(path / "summary.csv")["params_b"].dropna().unique()
-    return float(values[0]) if len(values) == 1 else None
 
 
 def run_names(paths: Sequence[Path]) -> list[str]:
@@ -134,7 +122,7 @@ def _parse_pair(text: str, runs: list[Run]) -> tuple[tuple, tuple]:
 def _find_row(text: str, runs: list[Run]) -> tuple:
     run_name, _, row = text.rpartition(":")
     method = None
-    if ":" in run_name and run_name.rpartition(":")[2] in ("valve", "prompt-budget", "budget-forcing", "nothink"):
+    if ":" in run_name and run_name.rpartition(":")[2] in METHODS:
         run_name, _, method = run_name.rpartition(":")
     matches = [r for r in runs if r.name == run_name or Path(r.name).name == run_name]
     if len(matches) != 1:
@@ -167,38 +155,23 @@ def _row_dict(key: tuple) -> dict:
 
 
 def _paired_table(chosen: list[tuple[tuple, tuple]], groups: dict) -> pd.DataFrame:
+    """Each chosen pair through the same paired comparison a run makes with its base (``against_base``), on the
+    problems both rows hold with the same question and gold."""
     rows = []
     for mine, theirs in chosen:
-        a, b = _by_problem(groups[mine]), _by_problem(groups[theirs])
-        shared = [k for k in sorted(set(a) & set(b))
-                  if (a[k].problem.question, a[k].problem.gold) == (b[k].problem.question, b[k].problem.gold)]
-        differing = len(set(a) & set(b)) - len(shared)
+        a, b = by_problem(groups[mine]), by_problem(groups[theirs])
+        common = set(a) & set(b)
+        shared = sorted(k for k in common
+                        if (a[k].problem.question, a[k].problem.gold) == (b[k].problem.question, b[k].problem.gold))
         graders = {s.grade.protocol for s in judged(groups[mine]) + judged(groups[theirs])}
         row = {"task": mine[-1], "row": _label(mine), "against": _label(theirs), "n_shared": len(shared),
-               "n_differing": differing, "same_grader": len(graders) <= 1}
-        if len(shared) >= 2 and row["same_grader"]:
-            p = stats.paired([b[k].grade.correct for k in shared], [a[k].grade.correct for k in shared],
-                             [b[k].generation.n_generated_tokens for k in shared],
-                             [a[k].generation.n_generated_tokens for k in shared])
-            row.update(accuracy_pct=100.0 * sum(a[k].grade.correct for k in shared) / len(shared),
-                       against_accuracy_pct=100.0 * sum(b[k].grade.correct for k in shared) / len(shared),
-                       accuracy_change_pct=p.accuracy_diff_pct, accuracy_change_ci_low=p.accuracy_diff_ci.low,
-                       accuracy_change_ci_high=p.accuracy_diff_ci.high, mcnemar_p=p.mcnemar_p,
-                       token_reduction_ratio=p.token_ratio, token_reduction_ci_low=p.token_ratio_ci.low,
-                       token_reduction_ci_high=p.token_ratio_ci.high)
+               "n_differing": len(common) - len(shared), "same_grader": len(graders) <= 1}
+        if row["same_grader"]:
+            row.update(against_base([a[k] for k in shared], [b[k] for k in shared]))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=PAIR_COLUMNS).astype({"distinguishable": object, "mcnemar_p_holm": float})
-    tested = table[table["mcnemar_p"].notna()]
-    for _, family in tested.groupby(["task", "against"]):  # Holm over the comparisons with one row
-        table.loc[family.index, "mcnemar_p_holm"] = stats.holm(family["mcnemar_p"].astype(float))
-    for i in tested.index:
-        interval = stats.Interval(table.at[i, "accuracy_change_ci_low"], table.at[i, "accuracy_change_ci_high"])
-        table.at[i, "distinguishable"] = stats.significant(interval) and table.at[i, "mcnemar_p_holm"] < 0.05
+    table = pd.DataFrame(rows, columns=PAIR_COLUMNS).astype({"distinguishable": object, "mcnemar_p_holm": object})
+    mark_distinguishable(table, ["task", "against"])  # Holm over the comparisons with one row
     return table
-
-
-def _by_problem(members: Sequence[Sample]) -> dict[str, Sample]:
-    return {s.problem.problem_id: s for s in judged(members)}
 
 
 def _label(key: tuple) -> str:

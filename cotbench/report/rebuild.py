@@ -67,7 +67,7 @@ def _run_meta(run_dir: Path, config: dict, samples: list, params_b: float | None
     run = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
         "config": config, "model_id": samples[0].model, "valve_id": samples[0].valve,
         "backend": {"engine": config.get("backend", "hf")}}
-    size = params_b or config.get("params_b") or run.get("params_b") or _params_b_of_summary(run_dir)
+    size = params_b or config.get("params_b") or recorded_size(run_dir, run)
     if not size:
         raise CotbenchError(f"{run_dir} does not record the model's size, which ACU needs: pass --params-b "
                             "(billions of parameters)")
@@ -77,7 +77,10 @@ def _run_meta(run_dir: Path, config: dict, samples: list, params_b: float | None
     return run
 
 
-def _params_b_of_summary(run_dir: Path) -> float | None:
+def recorded_size(run_dir: Path, run: dict) -> float | None:
+    """The model's size in billions as a run directory records it: its run meta, else its summary.csv's one value."""
+    if run.get("params_b"):
+        return float(run["params_b"])
     path = run_dir / "summary.csv"
     if not path.is_file():
         return None

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write
-from cotbench.records import Generation, Problem, Sample
+from cotbench.records import Generation, Grade, Problem, Sample
 
 PLAIN, COMPRESSED = "samples.jsonl", "samples.jsonl.gz"
 COMPRESS_ABOVE = 4 * 1024 * 1024  # bytes of JSON lines
@@ -37,12 +37,16 @@ def sample_record(s: Sample) -> dict:
     }
 
 
-def sample_from_record(row: dict) -> Sample:
-    """The sample a record was written from, without its grade (a rebuild grades again)."""
+def sample_from_record(row: dict, with_grade: bool = False) -> Sample:
+    """The sample a record was written from; its grade too if ``with_grade`` (a rebuild grades again instead)."""
     problem = Problem(row["task"], row["problem_id"], row["question"], row["gold"], row.get("metadata") or {})
     generation = Generation(row["key"], row["response"], row["n_prompt_tokens"], row["n_generated_tokens"],
                             row["finish_reason"], row.get("latency_s") or 0.0)
-    return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation,
+    grade = None
+    if with_grade and row.get("correct") is not None:
+        grade = Grade(bool(row["correct"]), row.get("extracted"), row["gold"], row.get("protocol") or "",
+                      row.get("reason") or "", status=row.get("status") or "")
+    return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
                   n_thinking_tokens=row.get("n_thinking_tokens"), thinking_state=row.get("thinking_state") or "none",
                   method=row.get("method") or "valve", knob=row.get("knob", row["alpha"]),
                   numerics=row.get("numerics") or "", model_identity=row.get("model_identity") or "")
