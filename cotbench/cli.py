@@ -62,7 +62,11 @@ def _run_prompt_and_sampling(p) -> None:
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     p.add_argument("--temperature", type=float, help="0 = greedy (default)")
     p.add_argument("--top-p", dest="top_p", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seeds each request's own generator (with its sample key)")
+    p.add_argument("--samples", type=int, help="K samples per problem and point (needs --temperature > 0); a later "
+                   "run with a larger K on the same --out generates only the new ones")
+    p.add_argument("--sampling-preset", dest="sampling_preset",
+                   help="r1: temperature 0.6, top-p 0.95 (DeepSeek-R1's evaluation); flags given beside it win")
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
 
 
@@ -185,7 +189,7 @@ def _cmd_compare(args) -> int:
     from cotbench.report.compare import compare_runs
 
     summary, table = compare_runs([Path(p) for p in args.run_dirs], Path(args.out), args.pair)
-    tested = table["mcnemar_p"].notna().sum()
+    tested = (table["mcnemar_p"].notna() | table["wilcoxon_p"].notna()).sum()
     print(f"{len(summary)} rows from {len(args.run_dirs)} runs; {tested} of {len(table)} pairs tested "
           f"({int(table['distinguishable'].fillna(False).astype(bool).sum())} distinguishable)")
     print(f"wrote {args.out}/report.md, report.html, comparison.csv, summary.csv and the curves")

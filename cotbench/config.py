@@ -13,6 +13,10 @@ from cotbench.prompts import PromptConfig
 from cotbench.records import SamplingSettings
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid of issue #3's monotonicity check
+# --sampling-preset NAME: settings filled in where neither a file nor a flag gives them (build_config).
+# r1: DeepSeek-R1's evaluation (temperature 0.6, top-p 0.95, pass@1 averaged over k samples), also used by
+# QwQ, Skywork-OR1 and NeMo-Skills' reasoning evaluations; K is left to --samples (R1 used 4 to 64).
+SAMPLING_PRESETS = {"r1": {"temperature": 0.6, "top_p": 0.95}}
 
 
 _DATA, _PROMPT, _SAMPLING = DataOptions(), PromptConfig(), SamplingSettings()  # each default defined once, there
@@ -54,6 +58,10 @@ class RunConfig:
     top_p: float = _SAMPLING.top_p
     seed: int = _SAMPLING.seed
     stop: tuple[str, ...] = _SAMPLING.stop
+    # K samples per (problem, point); > 1 needs temperature > 0. Not part of a run directory's identity: K may
+    # grow on the same --out (sample 0's key is the K = 1 key), but it is part of a result's (leaderboard).
+    samples: int = 1
+    sampling_preset: str | None = None  # the preset build_config applied (recorded; the values are in the fields)
     batch_size: int | str = "auto"  # rows decoded together; auto: 256, fewer if the KV cache would not fit
     scheduler: str = "continuous"  # continuous (the whole α grid in one queue) | static (one α at a time)
     device: str = "auto"
@@ -160,7 +168,13 @@ class RunConfig:
         if self.threads not in (None, "auto") and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                                    or self.threads < 1):
             problems.append(f"threads must be 'auto' or a whole number >= 1, got {self.threads!r}")
-        for name, low in (("limit", 1), ("max_new_tokens", 1), ("n_generated", 1),
+        if isinstance(self.samples, int) and self.samples > 1 and isinstance(self.temperature, (int, float)) \
+                and self.temperature <= 0:
+            problems.append(f"--samples {self.samples} needs --temperature > 0: greedy decoding gives the same response "
+                            "every time (try --sampling-preset r1: temperature 0.6, top-p 0.95)")
+        if self.sampling_preset is not None and self.sampling_preset not in SAMPLING_PRESETS:
+            problems.append(f"sampling_preset must be one of {', '.join(SAMPLING_PRESETS)}, got {self.sampling_preset!r}")
+        for name, low in (("limit", 1), ("samples", 1), ("max_new_tokens", 1), ("n_generated", 1),
                           ("difficulty", 1), ("n_shot", 0), ("grade_workers", 0), ("token_budget", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
@@ -313,7 +327,7 @@ RUN_IDENTITY = ("model", "valve", "instruction", "system_prompt", "n_shot", "tok
                 "temperature", "top_p", "seed", "stop", "backend", "dtype", "params_b", "engine_args", "served_model")
 # What else changes a summary row's numbers: which problems (set, split, limit), how they are graded and how
 # thinking is split off. A leaderboard row is identified by these and the run identity together.
-RESULT_IDENTITY = RUN_IDENTITY + ("limit", "split", "data_file", "question_field", "answer_field", "id_field",
+RESULT_IDENTITY = RUN_IDENTITY + ("samples", "limit", "split", "data_file", "question_field", "answer_field", "id_field",
                                   "answer_format", "n_generated", "difficulty", "protocol", "thinking", "answer_cue")
 
 
@@ -381,4 +395,5 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> RunConfig:
     """File settings first, then explicit overrides (CLI flags)."""
     settings = load_config_file(file) if file else {}
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig(**settings)
+    preset = SAMPLING_PRESETS.get(settings.get("sampling_preset"), {})
+    return RunConfig(**{**preset, **settings})  # a preset's values where the file and the flags are silent

@@ -8,7 +8,11 @@ A sample's key hashes everything that determines its generation:
 - the **valve's identity**, the fingerprint of its adapter weights and output-changing config;
 - α, the problem (task, id, gold answer), the rendered prompt, the sampling settings, the engine's
   ``describe()`` (backend, device, dtype), and a length-control method with every setting that changes its
-  output (``methods.py``).
+  output (``methods.py``);
+- which of the K samples of its (problem, point) it is (``--samples K``): sample 0 hashes as a run with one
+  sample always did, so a run grows from K = 1 to K = 4 generating only samples 1 to 3. The key is also the
+  request's id, from which each engine seeds the request's own generator (``request_seed``): the K samples
+  differ, and each reproduces whatever its batch mates.
 
 Not keyed: names and paths (a renamed model directory or valve keeps its samples), a server's address (the
 same server on another port keeps them), and settings that change only floating-point rounding (batch size,
@@ -28,14 +32,22 @@ from cotbench.records import Problem, SamplingSettings
 
 
 def sample_key(model: str, valve: str, alpha: float | None, problem: Problem, prompt: str,
-               sampling: SamplingSettings, engine: dict, method: dict | None = None) -> str:
+               sampling: SamplingSettings, engine: dict, method: dict | None = None, index: int = 0) -> str:
     """32 hex digits. ``model``, ``valve``: their identities (``model_identity``, ``valve_identity``);
     ``engine``: the backend's ``describe()``; ``method``: a length-control baseline and its settings (valve
-    points have none, and hash as they always did)."""
+    points have none, and hash as they always did); ``index``: the sample's number among K (0 hashes as before)."""
     parts = [model, valve, alpha, problem.task, problem.problem_id, problem.gold, prompt,
              list(sampling.__dict__.values()), engine]
-    material = json.dumps(parts + ([method] if method else []), sort_keys=True, default=str)
+    parts += ([method] if method else []) + ([{"sample": index}] if index else [])
+    material = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def request_seed(seed: int, request_id: str, n_bytes: int = 8) -> int:
+    """The seed of one request's own generator, from the run's ``--seed`` and the request's id (its sample key):
+    a sampled response depends on neither its batch mates nor the order requests run in, and the K samples of a
+    problem (different keys) differ. ``n_bytes``: the seed's width an engine takes (vLLM and servers: 4)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{request_id}".encode()).digest()[:n_bytes], "big")
 
 
 def legacy_sample_key(model_name: str, valve_id: str, *rest, **kwargs) -> str:
@@ -112,6 +124,8 @@ def result_digest(settings: dict[str, Any], model: str = "") -> str:
     from cotbench.config import RESULT_IDENTITY, identity
 
     fields = identity(settings, RESULT_IDENTITY)
+    if fields.get("samples") == 1:  # one sample per problem: the digest results had before K existed
+        fields.pop("samples")
     if model and not model.startswith("name:"):
         fields["model"] = model
     text = json.dumps(fields, sort_keys=True, default=str)

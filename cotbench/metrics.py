@@ -133,10 +133,10 @@ def completion_split(base: tuple, point: tuple) -> tuple[float, float]:
     return 100.0 * by_completion, 100.0 * by_answers
 
 
-def majority(answers: Sequence[str | None], same: Callable[[str, str], bool]) -> int | None:
-    """The index of maj@K's answer: answers grouped by ``same`` (the grader's equivalence, so "0.5" and "1/2" are
-    one vote), the largest group wins, a tie goes to the group whose first sample came first; the index is that
-    group's first sample. None when no sample has an answer."""
+def answer_groups(answers: Sequence[str | None], same: Callable[[str, str], bool]) -> list[list[int]]:
+    """The indices of ``answers`` grouped by ``same`` (the grader's equivalence, so "0.5" and "1/2" are one
+    group), each group in order and the groups in order of their first member; answers that are None (no answer
+    found) are in no group."""
     groups: list[list[int]] = []
     for i, answer in enumerate(answers):
         if answer is None:
@@ -146,6 +146,15 @@ def majority(answers: Sequence[str | None], same: Callable[[str, str], bool]) ->
             groups.append([i])
         else:
             home.append(i)
+    return groups
+
+
+def majority(answers: Sequence[str | None], same: Callable[[str, str], bool] | None = None,
+             groups: list[list[int]] | None = None) -> int | None:
+    """The index of maj@K's answer: the largest of ``answer_groups`` (given, or made with ``same``) wins, a tie
+    goes to the group whose first sample came first; the index is that group's first sample. None when no
+    sample has an answer."""
+    groups = answer_groups(answers, same) if groups is None else groups
     if not groups:
         return None
     return max(groups, key=lambda g: (len(g), -g[0]))[0]

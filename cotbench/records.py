@@ -104,3 +104,4 @@ class Sample:
     # never keyed, so a resumed run with others reuses the sample and the report can say rows mix them.
     numerics: str = ""
     model_identity: str = ""  # the model's content identity its key holds (keys.py); "" in older stores
+    sample_index: int = 0  # which of the K samples of its (problem, point) it is (--samples K); 0 when K = 1

@@ -40,6 +40,7 @@ class _Planned:
     problem: Problem
     point: methods.Point
     request: GenerationRequest
+    index: int = 0  # which of the K samples (--samples)
 
     @property
     def alpha(self) -> float | None:
@@ -152,10 +153,11 @@ def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict, mode
                 prompt = method.prefill(prompt, fmt)
                 budget = method.thinking_budget(point)
                 produced = (point.alpha, problem, prompt, sampling, engine, method.key(point, config.answer_cue, fmt))
-                key = keys.sample_key(model, valve, *produced)
-                plan.append(_Planned(key, keys.legacy_sample_key(backend.model_id, backend.valve_id, *produced),
-                                     problem, point, GenerationRequest(key, prompt, point.alpha, sampling, special,
-                                                                       budget)))
+                for index in range(config.samples):  # each its own key, hence its own request seed
+                    key = keys.sample_key(model, valve, *produced, index=index)
+                    legacy = keys.legacy_sample_key(backend.model_id, backend.valve_id, *produced, index=index)
+                    plan.append(_Planned(key, legacy, problem, point,
+                                         GenerationRequest(key, prompt, point.alpha, sampling, special, budget), index))
     return plan
 
 
@@ -217,7 +219,7 @@ def _samples_of(batch, by_key: dict, backend: Backend, fmt, numerics: str, model
             thinking.thinking_token_count(backend.tokenizer, g.token_ids, parts, fmt)
         samples.append(Sample(g.request_id, backend.model_id, backend.valve_id, planned.alpha,
                               planned.problem, planned.request.prompt, g, None, n_thinking, parts.state,
-                              planned.point.method, planned.point.knob, numerics, model))
+                              planned.point.method, planned.point.knob, numerics, model, planned.index))
         answers.append(parts.answer)
     return samples, answers
 

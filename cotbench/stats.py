@@ -201,11 +201,12 @@ class Paired:
     n_pairs: int
     accuracy_diff_pct: float  # point − base
     accuracy_diff_ci: Interval
-    mcnemar_p: float  # exact (binomial on the discordant pairs); 1.0 when none differ
+    mcnemar_p: float | None  # exact (binomial on the discordant pairs); 1.0 when none differ; None for K > 1
     token_ratio: float  # base mean tokens / point mean tokens: > 1 means shorter chains
     token_ratio_ci: Interval
-    only_base: int  # right at the base only
+    only_base: int  # right at the base only (K > 1: problems whose mean accuracy is higher at the base)
     only_point: int  # right at the point only
+    wilcoxon_p: float | None = None  # K > 1: Wilcoxon signed-rank on the per-problem mean accuracies
 
 
 def paired(base_correct, point_correct, base_tokens, point_tokens) -> Paired:
@@ -225,6 +226,24 @@ def paired(base_correct, point_correct, base_tokens, point_tokens) -> Paired:
 
     return Paired(len(bc), float(diff(bc, pc)), bootstrap(diff, bc, pc), p, float(ratio(bt, pt)),
                   bootstrap(ratio, bt, pt), only_base, only_point)
+
+
+def paired_clustered(base_correct, point_correct, base_tokens, point_tokens) -> Paired:
+    """``paired`` for K samples per problem, each argument one sequence of sample values per problem (the same
+    problems in the same order): differences and ratios of means with clustered paired intervals
+    (``cluster_bootstrap``, both arms resampled on the same problems), and Wilcoxon's signed-rank test on the
+    per-problem mean accuracies in place of McNemar's (which needs one verdict per problem)."""
+    def diff(b, q, axis=-1):
+        return 100.0 * (np.mean(q, axis=axis) - np.mean(b, axis=axis))
+
+    def ratio(b, q, axis=-1):
+        return _ratio(np.mean(b, axis=axis), np.mean(q, axis=axis))
+
+    bm, pm = np.array([np.mean(c) for c in base_correct]), np.array([np.mean(c) for c in point_correct])
+    bt, pt = np.array([np.mean(t) for t in base_tokens]), np.array([np.mean(t) for t in point_tokens])
+    return Paired(len(bm), float(diff(bm, pm)), cluster_bootstrap(diff, base_correct, point_correct), None,
+                  float(ratio(bt, pt)), cluster_bootstrap(ratio, base_tokens, point_tokens),
+                  int(np.sum(bm > pm)), int(np.sum(pm > bm)), wilcoxon_p(bm, pm))
 
 
 POWER = 0.8  # the power "smallest detectable difference" is stated at

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS samples (
     n_generated_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, latency_s REAL NOT NULL,
     extracted TEXT, correct INTEGER, protocol TEXT, reason TEXT, grader_version TEXT, created_at TEXT NOT NULL,
     status TEXT, n_thinking_tokens INTEGER, thinking_state TEXT, method TEXT, knob REAL, numerics TEXT,
-    model_identity TEXT
+    model_identity TEXT, sample_index INTEGER
 );
 """
 
@@ -89,7 +89,7 @@ class Store:
                 self.db.execute("ALTER TABLE samples ADD COLUMN grader_version TEXT")
             for name, kind in (("status", "TEXT"), ("n_thinking_tokens", "INTEGER"), ("thinking_state", "TEXT"),
                                ("method", "TEXT"), ("knob", "REAL"), ("numerics", "TEXT"),
-                               ("model_identity", "TEXT")):
+                               ("model_identity", "TEXT"), ("sample_index", "INTEGER")):
                 if name not in columns:
                     self.db.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
         found = self.get_meta("schema_version")
@@ -145,12 +145,12 @@ class Store:
                  s.problem.gold, json.dumps(dict(s.problem.metadata), default=str), s.prompt, s.generation.text,
                  s.generation.n_prompt_tokens, s.generation.n_generated_tokens, s.generation.finish_reason,
                  s.generation.latency_s, now, s.n_thinking_tokens, s.thinking_state, s.method, s.knob, s.numerics,
-                 s.model_identity or None) for s in samples]
+                 s.model_identity or None, s.sample_index) for s in samples]
         self._write(  # one transaction per batch
             "INSERT OR REPLACE INTO samples (key, model, valve, alpha, task, problem_id, question, gold, "
             "metadata, prompt, response, n_prompt_tokens, n_generated_tokens, finish_reason, latency_s, "
-            "created_at, n_thinking_tokens, thinking_state, method, knob, numerics, model_identity) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            "created_at, n_thinking_tokens, thinking_state, method, knob, numerics, model_identity, sample_index) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def rekey(self, pairs: Sequence[tuple[str, str]], model: str, valve: str, identity: str) -> None:
         """Move samples from old keys to new ones (``keys.legacy_sample_key`` -> ``keys.sample_key``), kept
@@ -216,7 +216,7 @@ class Store:
 
     @_guarded
     def samples(self, keys: Iterable[str] | None = None) -> list[Sample]:
-        cursor = self.db.execute("SELECT * FROM samples ORDER BY task, alpha, problem_id")
+        cursor = self.db.execute("SELECT * FROM samples ORDER BY task, alpha, problem_id, sample_index")
         names = [d[0] for d in cursor.description]
         wanted = None if keys is None else set(keys)
         out = []
@@ -254,4 +254,4 @@ def _to_sample(row: dict[str, Any]) -> Sample:
     return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
                   row.get("n_thinking_tokens"), row.get("thinking_state") or "none", row.get("method") or "valve",
                   row.get("knob") if row.get("method") not in (None, "valve") else row["alpha"], row.get("numerics") or "",
-                  row.get("model_identity") or "")
+                  row.get("model_identity") or "", row.get("sample_index") or 0)

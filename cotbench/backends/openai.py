@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 
 from cotbench.backends.loading import count_parameters, resolve_model, standard_checkpoint
 from cotbench.errors import ConfigError, CotbenchError
+from cotbench.keys import request_seed
 from cotbench.prompts import Messages, render_plain
 from cotbench.records import Generation, GenerationRequest
 from cotbench.valve.serving import adapter_name
@@ -194,7 +195,7 @@ class OpenAIBackend:
             try:
                 reply = await client.completions.create(
                     model=self.served_name(request.alpha), prompt=request.prompt, max_tokens=s.max_new_tokens,
-                    temperature=s.temperature, top_p=s.top_p, seed=s.seed, stop=list(s.stop) or None,
+                    temperature=s.temperature, top_p=s.top_p, seed=request_seed(s.seed, request.request_id, 4), stop=list(s.stop) or None,
                     extra_body=None if request.add_special_tokens else {"add_special_tokens": False})
             except APITimeoutError:
                 raise CotbenchError(f"a request to {self.base_url} took more than {self.request_timeout_s:g} s "

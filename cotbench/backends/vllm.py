@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 
 from cotbench.backends.loading import count_parameters, resolve_model, standard_checkpoint
 from cotbench.errors import ConfigError, CotbenchError
+from cotbench.keys import request_seed
 from cotbench.prompts import Messages, render_chat
 from cotbench.records import Generation, GenerationRequest
 from cotbench.valve.serving import adapter_name, served_rank
@@ -121,7 +122,7 @@ class VLLMBackend:
             s = r.sampling
             lora = adapter_name(r.alpha) if r.alpha is not None else None
             self._send({"id": r.request_id, "prompt": r.prompt, "lora": lora, "max_tokens": s.max_new_tokens,
-                        "temperature": s.temperature, "top_p": s.top_p, "seed": _request_seed(s.seed, r.request_id),
+                        "temperature": s.temperature, "top_p": s.top_p, "seed": request_seed(s.seed, r.request_id, 4),
                         "stop": list(s.stop)})
         self._send({"end": True})
         by_id = {r.request_id: r for r in requests}
@@ -224,12 +225,6 @@ def _read_lines(stream, lines: queue.Queue) -> None:
     for line in iter(stream.readline, ""):
         lines.put(line)
     lines.put("")
-
-
-def _request_seed(seed: int, request_id: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{seed}:{request_id}".encode()).digest()[:4], "big")
 
 
 def _has_cuda() -> bool:

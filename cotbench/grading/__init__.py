@@ -4,7 +4,7 @@ where it can be killed, ``pool`` grades beside generation, ``config`` holds the 
 which grader judged a verdict."""
 from cotbench.grading.config import PROTOCOLS, GradingConfig
 from cotbench.grading.extract import Extraction
-from cotbench.grading.grader import DEFAULT_PROTOCOL, Explanation, explain, gold_answers, grade
+from cotbench.grading.grader import DEFAULT_PROTOCOL, Explanation, explain, gold_answers, grade, same_answer
 from cotbench.grading.identity import grader_id
 
 
@@ -16,5 +16,5 @@ def extract_answer(response: str, protocol: "str | GradingConfig" = DEFAULT_PROT
     return run_extractors(response, resolve(protocol).extractors)
 
 
-__all__ = ["grade", "explain", "Explanation", "extract_answer", "gold_answers", "grader_id", "GradingConfig",
+__all__ = ["grade", "same_answer", "explain", "Explanation", "extract_answer", "gold_answers", "grader_id", "GradingConfig",
            "PROTOCOLS", "DEFAULT_PROTOCOL", "Extraction"]

@@ -136,6 +136,20 @@ def _judge(response: str, gold: str, config: GradingConfig, runner, deadline: De
     return Grade(correct, extraction.text, gold_text, config.name, f"{why}; answer from {extraction.how}")
 
 
+def same_answer(a: str, b: str, protocol: str | GradingConfig = DEFAULT_PROTOCOL,
+                timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether two extracted answers are one answer by the protocol's equivalence (maj@K's votes): the same
+    checks a verdict makes, one answer in the gold's place. A timeout or a grader fault counts as different."""
+    if a == b:
+        return True
+    try:
+        return equivalent(clean(str(a)), clean(str(b)), resolve(protocol), HELPER.run, Deadline(timeout_s), None)[0]
+    except GradingTimeout:
+        return False
+    except Exception:  # a fault of the checks: the two answers stay apart, as a wrong verdict would keep them
+        return False
+
+
 def gold_answers(gold: str) -> list[str]:
     """The answers inside a gold: every distinct box of a worked solution (a gold with several boxes is a
     set of answers), a bare gold as it is, else the answer a long solution states."""

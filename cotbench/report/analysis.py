@@ -52,17 +52,22 @@ def judged(members: Sequence[Sample]) -> list[Sample]:
 
 def row_statistics(members: Sequence[Sample], params_b: float) -> dict:
     """Intervals of one row: accuracy over the judged samples, lengths over every generated one (a sample
-    without a verdict enters ACU's bootstrap with its tokens only)."""
+    without a verdict enters ACU's bootstrap with its tokens only). With K samples per problem the intervals
+    are clustered (``stats.cluster_bootstrap``) and the k-sample columns are added (``k_sample_columns``)."""
     graded = judged(members)
     verdicts = [1.0 if s.grade.correct else 0.0 for s in graded]
-    have = {id(s) for s in graded}
-    correct = [(1.0 if s.grade.correct else 0.0) if id(s) in have else float("nan") for s in members]
     tokens = [s.generation.n_generated_tokens for s in members]
     ended = [s for s in graded if s.generation.finish_reason != "length"]
     acc = 100.0 * sum(verdicts) / len(verdicts)
     mean_tokens = float(np.mean(tokens))
-    accuracy_ci, tokens_ci = stats.wilson(int(sum(verdicts)), len(verdicts)), stats.mean_interval(tokens)
-    acu_ci = stats.acu_interval(correct, tokens, params_b)
+    k = samples_per_problem(members)
+    if k == 1:
+        have = {id(s) for s in graded}
+        correct = [(1.0 if s.grade.correct else 0.0) if id(s) in have else float("nan") for s in members]
+        accuracy_ci, tokens_ci = stats.wilson(int(sum(verdicts)), len(verdicts)), stats.mean_interval(tokens)
+        acu_ci = stats.acu_interval(correct, tokens, params_b)
+    else:
+        accuracy_ci, tokens_ci, acu_ci = _clustered_intervals(members, params_b)
     return {
         "n_graded": len(graded),
         "accuracy_ci_low": accuracy_ci.low, "accuracy_ci_high": accuracy_ci.high,
@@ -73,7 +78,84 @@ def row_statistics(members: Sequence[Sample], params_b: float) -> dict:
         "accuracy_cut_pct": _pct(metrics.completion_parts(*_verdicts_and_cuts(graded))[2]),
         "acu_no_params": metrics.acu_no_params(acc, mean_tokens),
         "ockscore": metrics.ockscore(acc, mean_tokens),
+        **k_sample_columns(members, k),
     }
+
+
+def samples_per_problem(members: Sequence[Sample]) -> int:
+    """K: the most samples any problem of the row has (1 for a run without --samples)."""
+    counts: dict[str, int] = {}
+    for s in members:
+        counts[s.problem.problem_id] = counts.get(s.problem.problem_id, 0) + 1
+    return max(counts.values(), default=1)
+
+
+def _clustered_intervals(members: Sequence[Sample], params_b: float) -> tuple:
+    """Accuracy, mean-length and ACU intervals of a row with K samples per problem: problems resampled, then
+    samples within each drawn problem (never the K samples taken as independent). Accuracy and ACU over the
+    problems with a verdict; lengths over every generated sample."""
+    graded = by_problem(members)
+    lengths: dict[str, list[int]] = {}
+    for s in members:
+        lengths.setdefault(s.problem.problem_id, []).append(s.generation.n_generated_tokens)
+    ids = sorted(graded)
+    correct = [[1.0 if s.grade.correct else 0.0 for s in graded[i]] for i in ids]
+
+    def pct(c, axis=-1):
+        return 100.0 * np.mean(c, axis=axis)
+
+    def acu(c, t, axis=-1):
+        return stats._ratio(100.0 * 100.0 * np.mean(c, axis=axis), params_b * np.mean(t, axis=axis))
+
+    return (stats.cluster_bootstrap(pct, correct), stats.cluster_bootstrap(np.mean, list(lengths.values())),
+            stats.cluster_bootstrap(acu, correct, [lengths[i] for i in ids]) if ids else stats.Interval(None, None))
+
+
+def k_sample_columns(members: Sequence[Sample], k: int) -> dict:
+    """The columns of a row with K > 1 samples per problem (None at K = 1, where each equals accuracy or 0):
+    ``pass_at_k_pct`` (the unbiased pass@K, over problems with K verdicts), ``maj_at_k_pct`` (the answer most
+    samples give, grouped by the grader's equivalence, earliest sample breaking ties), ``disagreement_pct``
+    (problems whose samples do not all give one answer) and ``mean_tokens_per_problem`` (all K together)."""
+    out = {"samples_per_problem": k, "pass_at_k_pct": None, "maj_at_k_pct": None, "disagreement_pct": None,
+           "mean_tokens_per_problem": None}
+    if k == 1:
+        return out
+    from cotbench.grading import same_answer
+
+    graded = by_problem(members)
+    full = [g for g in graded.values() if len(g) >= k]
+    if full:
+        out["pass_at_k_pct"] = 100.0 * float(np.mean([stats.pass_at_k(len(g), sum(s.grade.correct for s in g), k)
+                                                      for g in full]))
+    votes, split = [], 0
+    for g in graded.values():
+        answers = [s.grade.extracted for s in g]
+        protocol = g[0].grade.protocol
+        groups = metrics.answer_groups(answers, lambda a, b: same_answer(a, b, protocol))
+        split += (len(groups) + (None in answers)) > 1  # a sample without an answer differs from one with
+        winner = metrics.majority(answers, groups=groups)
+        votes.append(winner is not None and bool(g[winner].grade.correct))
+    if votes:
+        out["maj_at_k_pct"], out["disagreement_pct"] = 100.0 * float(np.mean(votes)), 100.0 * split / len(votes)
+    per_problem: dict[str, int] = {}
+    for s in members:
+        per_problem[s.problem.problem_id] = per_problem.get(s.problem.problem_id, 0) + s.generation.n_generated_tokens
+    out["mean_tokens_per_problem"] = float(np.mean(list(per_problem.values())))
+    return out
+
+
+def pass_at_k_table(groups: dict[tuple, list[Sample]]) -> pd.DataFrame:
+    """pass@k for every k ≤ K of each row with K > 1 samples per problem, each over the problems with at least k
+    verdicts: (model, valve, alpha, method, knob, task, k, n_problems, pass_at_k_pct)."""
+    rows = []
+    for key, members in groups.items():
+        graded, k_max = by_problem(members), samples_per_problem(members)
+        for k in range(1, k_max + 1) if k_max > 1 else ():
+            full = [g for g in graded.values() if len(g) >= k]
+            if full:
+                value = np.mean([stats.pass_at_k(len(g), sum(s.grade.correct for s in g), k) for g in full])
+                rows.append(dict(zip(KEY_COLUMNS, key), k=k, n_problems=len(full), pass_at_k_pct=100.0 * float(value)))
+    return pd.DataFrame(rows, columns=[*KEY_COLUMNS, "k", "n_problems", "pass_at_k_pct"])
 
 
 def _verdicts_and_cuts(members: Sequence[Sample]) -> tuple[list[bool], list[bool]]:
@@ -96,7 +178,8 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
     if not len(frame):
         return frame
     frame = frame.copy()
-    columns = ["accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p",
+    columns = ["accuracy_change_pct", "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p", "wilcoxon_p",
+               "wilcoxon_p_holm",
                "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes", "n_paired",
                "base", "mcnemar_p_holm", "distinguishable", "length_spearman_rho", "length_spearman_ci_low",
                "length_spearman_ci_high", "on_pareto", "accuracy_change_by_completion_pct",
@@ -117,7 +200,7 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
             continue
         per_alpha = [by_problem(groups[_key(r)]) for _, r in curve.iterrows() if not pd.isna(r["alpha"])]
         common = sorted(set.intersection(*(set(m) for m in per_alpha)))
-        matrix = [[m[k].generation.n_generated_tokens for m in per_alpha] for k in common]
+        matrix = [[np.mean([s.generation.n_generated_tokens for s in m[k]]) for m in per_alpha] for k in common]
         rho, ci = stats.spearman_length(alphas, matrix)
         frame.loc[curve.index, ["length_spearman_rho", "length_spearman_ci_low", "length_spearman_ci_high"]] = \
             [rho, ci.low, ci.high]
@@ -131,39 +214,75 @@ def add_comparisons(frame: pd.DataFrame, groups: dict[tuple, list[Sample]]) -> p
 
 
 def mark_distinguishable(frame: pd.DataFrame, family: list[str]) -> None:
-    """Holm over each family's McNemar p values, then ``distinguishable`` where the accuracy change's interval
-    excludes 0 and the adjusted p < 0.05 (both agree), in place."""
-    compared = frame[frame["mcnemar_p"].notna()]
+    """Holm over each family's p values (McNemar's, or Wilcoxon's for rows with K samples), then
+    ``distinguishable`` where the accuracy change's interval excludes 0 and the adjusted p < 0.05 (both
+    agree), in place."""
+    for test in PAIRED_TESTS:
+        if test not in frame:
+            frame[test] = None
+            frame[f"{test}_holm"] = None
+    p_any = frame["mcnemar_p"].where(frame["mcnemar_p"].notna(), frame["wilcoxon_p"])
+    compared = frame[p_any.notna()]
     for _, members in compared.groupby(family, dropna=False):
-        frame.loc[members.index, "mcnemar_p_holm"] = stats.holm(members["mcnemar_p"].astype(float))
+        adjusted = stats.holm(p_any[members.index].astype(float))
+        for i, value in zip(members.index, adjusted):
+            frame.at[i, "mcnemar_p_holm" if pd.notna(frame.at[i, "mcnemar_p"]) else "wilcoxon_p_holm"] = value
     for i in compared.index:
         interval = stats.Interval(frame.at[i, "accuracy_change_ci_low"], frame.at[i, "accuracy_change_ci_high"])
-        frame.at[i, "distinguishable"] = stats.significant(interval) and frame.at[i, "mcnemar_p_holm"] < 0.05
+        frame.at[i, "distinguishable"] = stats.significant(interval) and paired_p(frame.loc[i])[2] < 0.05
+
+
+PAIRED_TESTS = ("mcnemar_p", "wilcoxon_p")
+
+
+def paired_p(r) -> tuple[str, float | None, float | None]:
+    """(the test's name, its p, its Holm-adjusted p) of a compared row: McNemar's exact test with one sample per
+    problem, Wilcoxon's signed-rank test with K; (name, None, None) for a row not compared."""
+    if r.get("wilcoxon_p") is not None and not pd.isna(r.get("wilcoxon_p")):
+        return "Wilcoxon signed-rank", float(r["wilcoxon_p"]), _float(r.get("wilcoxon_p_holm"))
+    return "McNemar exact", _float(r.get("mcnemar_p")), _float(r.get("mcnemar_p_holm"))
+
+
+def _float(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
 
 
 def against_base(members: Sequence[Sample], base: Sequence[Sample]) -> dict:
     """The paired columns of one row against its base, on the problems both answered (none below two); also
-    what `cotbench compare` reports for two rows of different runs."""
+    what `cotbench compare` reports for two rows of different runs. One sample per problem: McNemar's exact test
+    and paired bootstrap intervals; K samples: Wilcoxon's test on per-problem mean accuracies and clustered
+    intervals (``stats.paired_clustered``), where no detectable difference is stated (Connor's formula is McNemar's)."""
     mine, theirs = by_problem(members), by_problem(base)
     common = sorted(set(mine) & set(theirs))
     if len(common) < 2:
         return {}
     ours, others = [mine[k] for k in common], [theirs[k] for k in common]
-    right, base_right = [s.grade.correct for s in ours], [s.grade.correct for s in others]
-    tokens, base_tokens = [s.generation.n_generated_tokens for s in ours], [s.generation.n_generated_tokens for s in others]
-    p = stats.paired(base_right, right, base_tokens, tokens)
-    by_completion, by_answers = metrics.completion_split(metrics.completion_parts(*_verdicts_and_cuts(others)),
-                                                         metrics.completion_parts(*_verdicts_and_cuts(ours)))
+    flat_ours, flat_others = [s for g in ours for s in g], [s for g in others for s in g]
+    single = len(flat_ours) == len(flat_others) == len(common)
+
+    def verdicts(groups):
+        return [[1.0 if s.grade.correct else 0.0 for s in g] for g in groups]
+
+    def lengths(groups):
+        return [[s.generation.n_generated_tokens for s in g] for g in groups]
+
+    if single:
+        p = stats.paired(*[[v[0] for v in x] for x in (verdicts(others), verdicts(ours), lengths(others), lengths(ours))])
+    else:
+        p = stats.paired_clustered(verdicts(others), verdicts(ours), lengths(others), lengths(ours))
+    by_completion, by_answers = metrics.completion_split(metrics.completion_parts(*_verdicts_and_cuts(flat_others)),
+                                                         metrics.completion_parts(*_verdicts_and_cuts(flat_ours)))
     discordant = p.only_base + p.only_point
+    accuracy = [100.0 * np.mean([np.mean(v) for v in verdicts(g)]) for g in (ours, others)]
+    mean_length = [float(np.mean([np.mean(t) for t in lengths(g)])) for g in (ours, others)]
     return {"accuracy_change_pct": p.accuracy_diff_pct, "accuracy_change_ci_low": p.accuracy_diff_ci.low,
-            "accuracy_change_ci_high": p.accuracy_diff_ci.high, "mcnemar_p": p.mcnemar_p,
+            "accuracy_change_ci_high": p.accuracy_diff_ci.high, "mcnemar_p": p.mcnemar_p, "wilcoxon_p": p.wilcoxon_p,
             "token_reduction_ratio": p.token_ratio, "token_reduction_ci_low": p.token_ratio_ci.low,
             "token_reduction_ci_high": p.token_ratio_ci.high, "n_paired": p.n_pairs,
-            "aes": metrics.aes(100.0 * np.mean(right), float(np.mean(tokens)), 100.0 * np.mean(base_right),
-                               float(np.mean(base_tokens))),
+            "aes": metrics.aes(accuracy[0], mean_length[0], accuracy[1], mean_length[1]),
             "accuracy_change_by_completion_pct": by_completion, "accuracy_change_by_answers_pct": by_answers,
-            "detectable_difference_pct": stats.detectable_difference(p.n_pairs, discordant),
-            "problems_needed": stats.problems_needed(p.accuracy_diff_pct, discordant / p.n_pairs)}
+            "detectable_difference_pct": stats.detectable_difference(p.n_pairs, discordant) if single else None,
+            "problems_needed": stats.problems_needed(p.accuracy_diff_pct, discordant / p.n_pairs) if single else None}
 
 
 def accuracy_under_budgets(groups: dict[tuple, list[Sample]]) -> dict[tuple, tuple[list[int], list[float]]]:
@@ -210,5 +329,9 @@ def _label(key: tuple) -> str:
     return "α=0" if alpha == 0.0 else "no valve"
 
 
-def by_problem(members: Sequence[Sample]) -> dict[str, Sample]:
-    return {s.problem.problem_id: s for s in judged(members)}
+def by_problem(members: Sequence[Sample]) -> dict[str, list[Sample]]:
+    """The judged samples of each problem, in sample order (one each, or K with --samples K)."""
+    out: dict[str, list[Sample]] = {}
+    for s in sorted(judged(members), key=lambda s: s.sample_index):
+        out.setdefault(s.problem.problem_id, []).append(s)
+    return out

@@ -21,7 +21,7 @@ from cotbench.methods import METHODS
 from cotbench.errors import CotbenchError
 from cotbench.files import atomic_write, write_text
 from cotbench.records import Sample
-from cotbench.report.analysis import by_problem, against_base, group_rows, judged, mark_distinguishable
+from cotbench.report.analysis import by_problem, against_base, group_rows, judged, mark_distinguishable, paired_p
 from cotbench.report.html import write_html_report
 from cotbench.report.plots import plot_curves
 from cotbench.report.rebuild import recorded_size
@@ -30,8 +30,8 @@ from cotbench.report.tables import format_table, point_label, summary_frame
 from cotbench.store import DB_NAME, Store
 
 PAIR_COLUMNS = ["task", "row", "against", "n_shared", "n_differing", "same_grader", "n_paired", "accuracy_change_pct",
-                "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p", "mcnemar_p_holm", "distinguishable",
-                "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes",
+                "accuracy_change_ci_low", "accuracy_change_ci_high", "mcnemar_p", "mcnemar_p_holm", "wilcoxon_p",
+                "wilcoxon_p_holm", "distinguishable", "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes",
                 "accuracy_change_by_completion_pct", "accuracy_change_by_answers_pct", "detectable_difference_pct",
                 "problems_needed"]
 
@@ -161,15 +161,16 @@ def _paired_table(chosen: list[tuple[tuple, tuple]], groups: dict) -> pd.DataFra
     for mine, theirs in chosen:
         a, b = by_problem(groups[mine]), by_problem(groups[theirs])
         common = set(a) & set(b)
-        shared = sorted(k for k in common
-                        if (a[k].problem.question, a[k].problem.gold) == (b[k].problem.question, b[k].problem.gold))
+        shared = sorted(k for k in common if (a[k][0].problem.question, a[k][0].problem.gold)
+                        == (b[k][0].problem.question, b[k][0].problem.gold))
         graders = {s.grade.protocol for s in judged(groups[mine]) + judged(groups[theirs])}
         row = {"task": mine[-1], "row": _label(mine), "against": _label(theirs), "n_shared": len(shared),
                "n_differing": len(common) - len(shared), "same_grader": len(graders) <= 1}
         if row["same_grader"]:
-            row.update(against_base([a[k] for k in shared], [b[k] for k in shared]))
+            row.update(against_base([s for k in shared for s in a[k]], [s for k in shared for s in b[k]]))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=PAIR_COLUMNS).astype({"distinguishable": object, "mcnemar_p_holm": object})
+    table = pd.DataFrame(rows, columns=PAIR_COLUMNS).astype({"distinguishable": object, "mcnemar_p_holm": object,
+                                                                  "wilcoxon_p_holm": object})
     mark_distinguishable(table, ["task", "against"])  # Holm over the comparisons with one row
     return table
 
@@ -184,18 +185,20 @@ def _markdown(runs: list[Run], paths, summary: pd.DataFrame, table: pd.DataFrame
     lines = ["# cotbench comparison", ""]
     lines += [f"- `{r.name}`: {p} ({len(r.samples)} samples, params_b = {r.params_b:g})" for r, p in zip(runs, paths)]
     lines += ["", "## Rows", "", format_table(summary), "", "## Paired comparisons across runs", "",
-              "Each on the problems both rows answered with the same question and gold; McNemar's exact test with "
+              "Each on the problems both rows answered with the same question and gold; McNemar's exact test (Wilcoxon's "
+              "signed-rank test on per-problem mean accuracy where rows hold K samples per problem) with "
               "Holm's correction over the comparisons with one row; paired bootstrap intervals.", "",
               "| task | row | against | shared problems | left out (question or gold differ) | Δaccuracy [95% CI] | "
               "McNemar p (Holm) | distinguishable | × shorter [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        if pd.isna(r["mcnemar_p"]):
+        test, _, p_holm = paired_p(r)
+        if p_holm is None:
             why = "different graders: not compared" if not r["same_grader"] else "fewer than 2 shared problems"
             lines.append(f"| {r['task']} | {r['row']} | {r['against']} | {r['n_shared']} | {r['n_differing']} | {why} | | | |")
             continue
         lines.append(f"| {r['task']} | {r['row']} | {r['against']} | {r['n_shared']} | {r['n_differing']} | "
                      f"{r['accuracy_change_pct']:+.1f} [{r['accuracy_change_ci_low']:+.1f}, {r['accuracy_change_ci_high']:+.1f}] | "
-                     f"{r['mcnemar_p_holm']:.3g} | {'yes' if r['distinguishable'] else 'no'} | "
+                     f"{p_holm:.3g}{'' if test.startswith('McNemar') else ' (Wilcoxon)'} | {'yes' if r['distinguishable'] else 'no'} | "
                      f"{r['token_reduction_ratio']:.2f} [{r['token_reduction_ci_low']:.2f}, {r['token_reduction_ci_high']:.2f}] |")
     if table["n_differing"].sum():
         lines += ["", f"**Note:** {int(table['n_differing'].sum())} problem pairings were left out because the runs hold "

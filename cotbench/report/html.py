@@ -30,6 +30,8 @@ _COLUMNS = [("task", "task"), ("model", "model"), ("valve", "valve"), ("method",
             ("acu", "ACU"), ("acu_ci", "95% CI"), ("accuracy_change_pct", "Δacc vs base"),
             ("accuracy_change_by_completion_pct", "of which by completion"),
             ("accuracy_change_by_answers_pct", "of which by answers"), ("mcnemar_p_holm", "McNemar p (Holm)"),
+            ("samples_per_problem", "K"), ("pass_at_k_pct", "pass@K %"), ("maj_at_k_pct", "maj@K %"),
+            ("wilcoxon_p_holm", "Wilcoxon p (Holm, K > 1)"),
             ("token_reduction_ratio", "× shorter"), ("ockscore", "OckScore"), ("on_pareto", "Pareto")]
 
 _STYLE = """
@@ -81,7 +83,8 @@ def render(summary: pd.DataFrame, samples: Sequence[Sample], run: dict, svgs: Se
         point = point_label({"method": s.method, "alpha": s.alpha if s.alpha is not None else float("nan"),
                         "knob": s.knob if s.knob is not None else float("nan")})
         data["samples"].setdefault(pid, []).append({
-            "point": (f"{s.model} · " if several else "") + (point if s.method == "valve" else f"{s.method} {point}"),
+            "point": (f"{s.model} · " if several else "") + (point if s.method == "valve" else f"{s.method} {point}")
+            + (f" · sample {s.sample_index}" if s.sample_index else ""),
             "tokens": s.generation.n_generated_tokens,
             "correct": None if s.grade is None or not s.grade.judged else bool(s.grade.correct),
             "extracted": (s.grade.extracted if s.grade else None) or "", "response": s.generation.text[:MAX_RESPONSE_CHARS]})

@@ -11,7 +11,7 @@ from cotbench.files import atomic_write, write_text
 from cotbench.report.html import write_html_report
 from cotbench.report.plots import plot_curves, plot_lengths, plot_thinking
 from cotbench import stats
-from cotbench.report.analysis import budget_curves, group_rows
+from cotbench.report.analysis import budget_curves, group_rows, pass_at_k_table
 from cotbench.report.samples_file import write_samples
 from cotbench.report.tables import efficiency_table, findings, format_table, summary_frame
 from cotbench.store import Store
@@ -29,9 +29,16 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
     with atomic_write(out / "summary.csv") as handle:
         summary.to_csv(handle, index=False)
     plots = (plot_curves(summary, out) + plot_thinking(summary, out) + plot_lengths(samples, out)) if len(summary) else []
-    curves = budget_curves(group_rows(samples))
+    groups = group_rows(samples)
+    curves = budget_curves(groups)
     with atomic_write(out / "accuracy_under_budget.csv") as handle:  # accuracy if responses were cut at B tokens
         curves.to_csv(handle, index=False)
+    passes = pass_at_k_table(groups)
+    if len(passes):  # rows with K samples per problem: pass@k for every k up to K
+        with atomic_write(out / "pass_at_k.csv") as handle:
+            passes.to_csv(handle, index=False)
+    else:
+        (out / "pass_at_k.csv").unlink(missing_ok=True)
     write_text(out / "report.md", _report(summary, run, plots))
     write_html_report(out, summary, samples, run, [p for p in plots if p.suffix == ".svg"])
     return summary
@@ -58,6 +65,13 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
                   "the base's, with Holm's correction over each curve's comparisons (the p shown; `distinguishable` "
                   "uses it). A point marked * has samples not graded yet (or timed out): its figures cover the "
                   "judged samples only."]
+        if (summary["samples_per_problem"].fillna(1) > 1).any():
+            lines += ["", "K samples per problem (`--samples`): accuracy is pass@1 averaged over the samples; its "
+                      "interval, the mean length's and ACU's are a clustered bootstrap (problems resampled, then "
+                      "samples within each drawn problem); comparisons with the base use each problem's mean "
+                      "accuracy (clustered paired bootstrap, Wilcoxon's signed-rank test with zero differences "
+                      "split, Holm-adjusted). pass@K is the unbiased estimator (Chen et al., 2021), pass@k for every "
+                      "k ≤ K in pass_at_k.csv; maj@K votes on answers grouped by the grader's equivalence."]
         lines += ["", "## Where accuracy per token goes", "",
                   "Accuracy = (share that ended on their own) × (accuracy given completion) + (share cut at the cap) × "
                   "(accuracy of cut responses). Against the base, on the same problems, the accuracy change splits "

@@ -24,7 +24,7 @@ COMPRESS_ABOVE = 4 * 1024 * 1024  # bytes of JSON lines
 def sample_record(s: Sample) -> dict:
     g = s.grade
     return {
-        "key": s.key, "model": s.model, "model_identity": s.model_identity, "valve": s.valve, "alpha": s.alpha,
+        "key": s.key, "sample_index": s.sample_index, "model": s.model, "model_identity": s.model_identity, "valve": s.valve, "alpha": s.alpha,
         "method": s.method, "knob": s.knob, "task": s.problem.task,
         "problem_id": s.problem.problem_id, "question": s.problem.question, "metadata": dict(s.problem.metadata),
         "prompt": s.prompt, "response": s.generation.text, "extracted": g.extracted if g else None,
@@ -49,7 +49,8 @@ def sample_from_record(row: dict, with_grade: bool = False) -> Sample:
     return Sample(row["key"], row["model"], row["valve"], row["alpha"], problem, row["prompt"], generation, grade,
                   n_thinking_tokens=row.get("n_thinking_tokens"), thinking_state=row.get("thinking_state") or "none",
                   method=row.get("method") or "valve", knob=row.get("knob", row["alpha"]),
-                  numerics=row.get("numerics") or "", model_identity=row.get("model_identity") or "")
+                  numerics=row.get("numerics") or "", model_identity=row.get("model_identity") or "",
+                  sample_index=row.get("sample_index") or 0)
 
 
 def write_samples(samples: Sequence[Sample], run_dir: Path) -> Path:

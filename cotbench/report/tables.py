@@ -8,16 +8,17 @@ import pandas as pd
 
 from cotbench.grading.grader import NO_COMMITMENT
 from cotbench.metrics import Outcome, summarize
-from cotbench.report.analysis import add_comparisons, group_rows, row_statistics
+from cotbench.report.analysis import add_comparisons, group_rows, paired_p, row_statistics
 from cotbench.records import Sample
 
 SUMMARY_COLUMNS = ["model", "model_identity", "valve", "alpha", "method", "knob", "task", "n", "n_graded", "n_ungraded", "n_timeout",
                    "n_error", "n_truncated_no_answer", "mixed_numerics", "complete", "accuracy_pct",
-                   "accuracy_ci_low", "accuracy_ci_high", "mean_tokens", "mean_tokens_ci_low", "mean_tokens_ci_high",
+                   "accuracy_ci_low", "accuracy_ci_high", "samples_per_problem", "pass_at_k_pct", "maj_at_k_pct",
+                   "disagreement_pct", "mean_tokens_per_problem", "mean_tokens", "mean_tokens_ci_low", "mean_tokens_ci_high",
                    "median_tokens", "p90_tokens", "mean_tokens_correct", "mean_tokens_wrong", "truncation_pct",
                    "accuracy_non_truncated_pct", "completion_pct", "accuracy_cut_pct", "params_b", "acu", "acu_ci_low", "acu_ci_high", "bootstrap_resamples",
                    "acu_no_params", "ockscore", "budget_auc", "base", "accuracy_change_pct", "accuracy_change_ci_low",
-                   "accuracy_change_ci_high", "n_paired", "mcnemar_p", "mcnemar_p_holm", "distinguishable",
+                   "accuracy_change_ci_high", "n_paired", "mcnemar_p", "mcnemar_p_holm", "wilcoxon_p", "wilcoxon_p_holm", "distinguishable",
                    "token_reduction_ratio", "token_reduction_ci_low", "token_reduction_ci_high", "aes",
                    "accuracy_change_by_completion_pct", "accuracy_change_by_answers_pct",
                    "detectable_difference_pct", "problems_needed",
@@ -78,20 +79,25 @@ def format_table(frame: pd.DataFrame) -> str:
     not graded yet, or timed out): its figures cover only the judged samples."""
     baselines = "method" in frame and (frame["method"] != "valve").any()
     thinking = "mean_thinking_tokens" in frame and frame["mean_thinking_tokens"].notna().any()
+    k_samples = "samples_per_problem" in frame and (frame["samples_per_problem"].fillna(1) > 1).any()
     header = ["task", "model", "valve", *(["method"] if baselines else []), "point", "n", "graded", "timeout",
-              "error", "cut, no answer", "accuracy % [95% CI]", "mean tokens [95% CI]",
+              "error", "cut, no answer", *(["K", "pass@K %", "maj@K %"] if k_samples else []),
+              "accuracy % [95% CI]" if not k_samples else "pass@1 % [95% CI]", "mean tokens [95% CI]",
               *(["thinking tokens"] if thinking else []), "truncated %", "accuracy % of untruncated", "ACU [95% CI]",
-              "vs base: Δaccuracy [95% CI]", "McNemar p (Holm)", "× shorter [95% CI]"]
+              "vs base: Δaccuracy [95% CI]", "McNemar p (Holm)" if not k_samples else "McNemar or Wilcoxon p (Holm)",
+              "× shorter [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in frame.iterrows():
         point = point_label(r)
         cells = [r["task"], r["model"], r["valve"] or "-", *([r["method"]] if baselines else []),
                  point + ("" if r.get("complete", True) else " *"), _int(r.get("n")), _int(r.get("n_graded", r["n"])),
                  _int(r.get("n_timeout", 0)), _int(r.get("n_error", 0)), _int(r.get("n_truncated_no_answer", 0)),
+                 *([_int(r.get("samples_per_problem")), _num(r.get("pass_at_k_pct"), 1), _num(r.get("maj_at_k_pct"), 1)]
+                   if k_samples else []),
                  _with_ci(r, "accuracy_pct", "accuracy_ci", 1), _with_ci(r, "mean_tokens", "mean_tokens_ci", 1),
                  *([_num(r.get("mean_thinking_tokens"), 1)] if thinking else []), _num(r.get("truncation_pct"), 1),
                  _num(r.get("accuracy_non_truncated_pct"), 1),
-                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _p_value(r.get("mcnemar_p_holm")),
+                 _with_ci(r, "acu", "acu_ci", 3), _signed_ci(r), _p_value(paired_p(r)[2]),
                  _with_ci(r, "token_reduction_ratio", "token_reduction_ci", 2)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -209,10 +215,11 @@ def findings(frame: pd.DataFrame) -> list[str]:
             f"chains {ratio:.2f}× {'shorter' if ratio >= 1 else 'longer'} than at {r['base']} "
             f"[{r['token_reduction_ci_low']:.2f}, {r['token_reduction_ci_high']:.2f}]; ")
         excludes_zero = r["accuracy_change_ci_low"] > 0 or r["accuracy_change_ci_high"] < 0
+        test, p, p_holm = paired_p(r)
         if bool(r.get("distinguishable")):
             verdict = "a difference distinguishable from noise"
-        elif excludes_zero or r["mcnemar_p_holm"] < 0.05:  # the interval and the test disagree: say so
-            verdict = ("borderline: the interval and McNemar's test disagree, not counted as distinguishable"
+        elif excludes_zero or p_holm < 0.05:  # the interval and the test disagree: say so
+            verdict = (f"borderline: the interval and the {test} test disagree, not counted as distinguishable"
                        + _power_note(r))
         else:
             verdict = "not distinguishable from noise" + _power_note(r)
@@ -222,6 +229,8 @@ def findings(frame: pd.DataFrame) -> list[str]:
                      f"{_signed(r['accuracy_change_by_answers_pct'])} by their answers)")
         lines.append(f"- {where}: {shorter}accuracy {_signed(r['accuracy_change_pct'])} points{split} "
                      f"[{_signed(r['accuracy_change_ci_low'])}, {_signed(r['accuracy_change_ci_high'])}], {verdict} "
-                     f"(McNemar exact p = {r['mcnemar_p']:.3g}, {r['mcnemar_p_holm']:.3g} after Holm's correction "
-                     f"over this curve's comparisons; {int(r['n_paired'])} paired problems).")
+                     f"({test} p = {p:.3g}, {p_holm:.3g} after Holm's correction "
+                     f"over this curve's comparisons; {int(r['n_paired'])} paired problems"
+                     + (f", {int(r['samples_per_problem'])} samples each" if r.get("samples_per_problem", 1) > 1 else "")
+                     + ").")
     return lines

@@ -8,11 +8,10 @@ generate's own sampling off.
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, argmax, load_library
+from cotbench.keys import request_seed
 from cotbench.records import GenerationRequest, SamplingSettings
 
 
@@ -59,7 +58,7 @@ class Sampler:
 
     def _generator(self, request_id: str) -> torch.Generator:
         if request_id not in self._generators:
-            seed = int.from_bytes(hashlib.sha256(f"{self.sampling.seed}:{request_id}".encode()).digest()[:8], "big")
+            seed = request_seed(self.sampling.seed, request_id)
             self._generators[request_id] = torch.Generator(device=self.device).manual_seed(seed)
         return self._generators[request_id]
 
