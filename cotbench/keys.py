@@ -11,7 +11,7 @@ A sample's key hashes everything that determines its generation:
   output (``methods.py``);
 - which of the K samples of its (problem, point) it is (``--samples K``): sample 0 hashes as a run with one
   sample always did, so a run grows from K = 1 to K = 4 generating only samples 1 to 3. The key is also the
-  request's id, from which each engine seeds the request's own generator (``request_seed``): the K samples
+  request's id, from which each engine seeds the request's own generator (``backends.seeds.request_seed``): the K samples
   differ, and each reproduces whatever its batch mates.
 
 Not keyed: names and paths (a renamed model directory or valve keeps its samples), a server's address (the
@@ -41,13 +41,6 @@ def sample_key(model: str, valve: str, alpha: float | None, problem: Problem, pr
     parts += ([method] if method else []) + ([{"sample": index}] if index else [])
     material = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(material.encode()).hexdigest()[:32]
-
-
-def request_seed(seed: int, request_id: str, n_bytes: int = 8) -> int:
-    """The seed of one request's own generator, from the run's ``--seed`` and the request's id (its sample key):
-    a sampled response depends on neither its batch mates nor the order requests run in, and the K samples of a
-    problem (different keys) differ. ``n_bytes``: the seed's width an engine takes (vLLM and servers: 4)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{request_id}".encode()).digest()[:n_bytes], "big")
 
 
 def legacy_sample_key(model_name: str, valve_id: str, *rest, **kwargs) -> str:

@@ -75,6 +75,17 @@ def test_two_workers_give_the_samples_of_one_process(cluster, single, tiny_model
     assert again.n_generated == 0
 
 
+def test_k_sampled_samples_on_two_workers_are_those_of_one_process(cluster, tiny_model, tiny_valve, tmp_path):
+    """--samples 2 at temperature 1: each request draws from its own generator (seeded from its key), so where it
+    ran and beside which requests change nothing."""
+    sampled = dict(samples=2, temperature=1.0, seed=3, n_generated=4)
+    run_sweep(_config(tiny_model, tiny_valve, tmp_path / "one", **sampled), progress=False)
+    run_sweep(_config(tiny_model, tiny_valve, tmp_path / "ray", ray="auto", workers=2, worker_cpus=1, **sampled),
+              progress=False)
+    here, there = _samples(tmp_path / "one"), _samples(tmp_path / "ray")
+    assert len(here) == 4 * 2 * 2 and here == there
+
+
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(cluster, single, tiny_model, tiny_valve, tmp_path):
     out = tmp_path / "killed-worker"
     config = _config(tiny_model, tiny_valve, out, ray="auto", workers=2, worker_cpus=1, max_new_tokens=8)

@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 from cotbench.backends.loading import count_parameters, resolve_model, standard_checkpoint
 from cotbench.errors import ConfigError, CotbenchError
-from cotbench.keys import request_seed
+from cotbench.backends.seeds import request_seed
 from cotbench.prompts import Messages, render_chat
 from cotbench.records import Generation, GenerationRequest
 from cotbench.valve.serving import adapter_name, served_rank

@@ -331,3 +331,31 @@ def test_a_server_that_dies_mid_sweep_costs_only_what_was_in_flight(server, tmp_
     assert f"{kept} already stored" in done.stderr
     with sqlite3.connect(out / "samples.sqlite") as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM samples").fetchone() == (12, 12)
+
+
+K_SAMPLES = ["--samples", "3", "--temperature", "1.0", "--top-p", "0.95", "--seed", "5"]
+
+
+def _k_samples_differ(out: Path) -> None:
+    """Three samples of each (problem, α), keyed apart; each request seeded from its own key, so on at least
+    one problem the three texts are not all the same (one seed for all would make them identical)."""
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["problem_id"], r["alpha"]), {})[r["sample_index"]] = r["response"]
+    assert len(rows) == 4 * 3 * 3 and all(sorted(g) == [0, 1, 2] for g in groups.values())
+    assert any(len(set(g.values())) > 1 for g in groups.values())
+
+
+def test_vllm_serves_k_samples(vllm_python, tmp_path):
+    out = tmp_path / "k"
+    done = _cotbench("run", *COMMON, *K_SAMPLES, "--backend", "vllm", "--vllm-python", vllm_python, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    _k_samples_differ(out)
+
+
+def test_an_openai_server_serves_k_samples(server, tmp_path):
+    out = tmp_path / "k"
+    done = _cotbench("run", *COMMON, *K_SAMPLES, "--backend", "openai", "--base-url", server.url, "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    _k_samples_differ(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, argmax, load_library
-from cotbench.keys import request_seed
+from cotbench.backends.seeds import request_seed
 from cotbench.records import GenerationRequest, SamplingSettings
 
 
