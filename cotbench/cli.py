@@ -35,10 +35,18 @@ def _run_model_and_tasks(p) -> None:
     """What is evaluated: the model, its valve and α, the tasks and their data."""
     p = p.add_argument_group("model, valve and tasks")
     p.add_argument("--config", help="YAML/TOML/JSON file with the same settings as the flags")
+    p.add_argument("--suite", help="a named suite with fixed tasks, limits, caps, sampling, protocol and α grid: "
+                   "cotvalve (the paper's GSM8K and AIME24 settings) | quick (minutes on a CPU); each entry a run "
+                   "directory under --out (default runs/suite-NAME), and suite.md over them")
     p.add_argument("--model", help="Hub id, local directory, .gguf file, or 'smollm2' (default, embedded)")
     p.add_argument("--valve", help="PEFT LoRA adapter directory (Δθ); the model at α is θ + α·Δθ. Default: the "
                    "shipped valve for the embedded smollm2, none for other models; 'none' for no valve")
-    p.add_argument("--alphas", help="comma-separated valve strengths, e.g. 0,0.5,1,1.25 (default with a valve: 0,0.25,0.5,0.75,1)")
+    p.add_argument("--alphas", help="comma-separated valve strengths, e.g. 0,0.5,1,1.25 (default with a valve: "
+                   "0,0.25,0.5,0.75,1); auto[:N[:MAX]]: that grid from 0 to MAX (default 1), then points added "
+                   "where neighbours differ most in accuracy or length, N in all (default 9)")
+    p.add_argument("--target-tokens", dest="target_tokens", type=int,
+                   help="find the α whose mean length is within ±5 %% of N tokens (bisection between the lowest and "
+                   "highest --alphas, default 0 and 1; at most 6 steps)")
     p.add_argument("--tasks", help="comma-separated: arithmetic, gsm8k, math500, math, aime24, svamp, jsonl")
     p.add_argument("--limit", type=int, help="first N problems of each task")
     p.add_argument("--split", help="dataset split (default: the task's evaluation split)")
@@ -142,6 +150,9 @@ def _cmd_run(args) -> int:
     for name in ("stop", "engine_args"):
         if name in settings:
             settings[name] = tuple(settings[name])
+    suite = settings.pop("suite", None)
+    if suite:
+        return _run_suite(suite, args, settings)
     config = build_config(getattr(args, "config", None), **settings)
     if config.threads is None:  # neither a flag nor the config file chose: the command owns its process
         from cotbench.threads import cli_threads
@@ -153,6 +164,22 @@ def _cmd_run(args) -> int:
     if advice:
         print(advice)
     print(f"outputs in {result.out_dir}/ (report.md, report.html, summary.csv, samples.jsonl[.gz], *_vs_tokens.png/svg)")
+    return 0
+
+
+def _run_suite(name: str, args, settings: dict) -> int:
+    from cotbench.config import load_config_file
+    from cotbench.suites import run_suite
+    from cotbench.threads import cli_threads
+
+    if getattr(args, "config", None):
+        settings = {**load_config_file(args.config), **{k: v for k, v in settings.items() if v is not None}}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    settings.setdefault("threads", cli_threads(args.openmp_prepared))
+    out = Path(settings.pop("out", None) or f"runs/suite-{name}")
+    table = run_suite(name, settings, out)
+    print(table.to_string(index=False, max_colwidth=40))
+    print(f"suite {name}: {out}/suite.md, suite.csv, and one run directory per entry")
     return 0
 
 

@@ -32,6 +32,10 @@ class RunConfig:
     # smollm2 (none otherwise); "none": no valve.
     valve: str | None = "default"
     alphas: tuple[float, ...] | None = None  # None: DEFAULT_ALPHAS with a valve, no α without one
+    # "auto[:N[:MAX]]" (given as --alphas): refine a coarse grid from 0 to MAX where points differ most, N in
+    # all (alpha_search.py); alphas is then None
+    alpha_search: str | None = None
+    target_tokens: int | None = None  # find the α whose mean length is within ±5 % of this (bisection)
     tasks: tuple[str, ...] = ("arithmetic",)  # the embedded task needs no data files
     limit: int | None = None  # first N problems of each task
     # Data
@@ -114,12 +118,37 @@ class RunConfig:
         if problems:
             raise ConfigError(problems)
 
+    def _check_search(self) -> list[str]:
+        """--alphas auto[:N[:MAX]] and --target-tokens: a valve sweep's α, one search at a time."""
+        problems = []
+        if self.alpha_search is not None:
+            from cotbench.alpha_search import parse_auto
+
+            try:
+                parse_auto(self.alpha_search)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if self.target_tokens is not None and (not isinstance(self.target_tokens, int)
+                                               or isinstance(self.target_tokens, bool) or self.target_tokens < 1):
+            problems.append(f"target_tokens must be a whole number of tokens >= 1, got {self.target_tokens!r}")
+        searching = [name for name, on in (("--alphas auto", self.alpha_search), ("--target-tokens", self.target_tokens))
+                     if on is not None]
+        if len(searching) == 2:
+            problems.append("--alphas auto and --target-tokens search α in different ways: give one (--target-tokens "
+                            "searches between the lowest and highest of --alphas, default 0 and 1)")
+        if searching and (self.valve is None or self.method != "valve"):
+            problems.append(f"{searching[0]} searches the valve's α: it needs --valve and --method valve")
+        return problems
+
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
 
     def _parse(self) -> list[str]:
         """Values as files and flags give them ("0,0.5,1", "64") -> the types the fields hold."""
         problems = []
+        if isinstance(self.alphas, str) and self.alphas.strip().startswith("auto"):
+            self._set("alpha_search", self.alphas.strip())
+            self._set("alphas", None)
         for name in ("alphas", "tasks", "stop", "engine_args", "budgets"):  # "0,0.5,1" or a list from a file -> tuple
             value = getattr(self, name)
             if isinstance(value, str):
@@ -156,7 +185,8 @@ class RunConfig:
 
     def _check(self) -> list[str]:
         """Every problem with the settings, all at once: numbers, names, the method, the engine."""
-        return self._check_numbers() + self._check_names() + self._check_method() + self._check_engine()
+        return (self._check_numbers() + self._check_names() + self._check_method() + self._check_engine()
+                + self._check_search())
 
     def _check_numbers(self) -> list[str]:
         problems = []

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from cotbench import keys, methods, thinking
+from cotbench import alpha_search, keys, methods, thinking
 from cotbench.adapters import TASKS
 from cotbench.backends import Backend, make_backend
 from cotbench.config import RunConfig
@@ -71,13 +71,17 @@ def run_sweep(config: RunConfig, backend: Backend | None = None, progress: bool 
                                "model_identity": model, "n_params": backend.n_params(), "params_b": params_b,
                                "backend": backend.describe()})
         write_text(store.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        plan = _plan(config, backend, problems, shots, model)
         try:
-            n_generated = _generate_and_grade(config, backend, store, plan, progress, model)
+            if config.alpha_search or config.target_tokens:
+                plan, n_generated = _search_alphas(config, backend, store, problems, shots, model, progress)
+            else:
+                store.set_meta("alpha_search", None)  # an earlier search's course no longer describes the report
+                plan = _plan(config, backend, problems, shots, model)
+                n_generated = _generate_and_grade(config, backend, store, plan, progress, model)
         finally:  # an interrupted run keeps what its engine measured too
             if callable(getattr(backend, "stats", None)):
                 store.set_meta("engine_stats", backend.stats())
-        selection = [p.key for p in plan]
+        selection = list(dict.fromkeys(p.key for p in plan))
         store.set_meta("selection", selection)
         summary = write_run_outputs(store, selection)
     finally:
@@ -132,6 +136,38 @@ class _Pace:
         return (f"generation slowed to {rate:.0f} tokens/s from {self.best:.0f}: another program using the CPU? "
                 "(or only a few long responses left). The hf engine's threads follow other programs' load "
                 "(--threads auto); a fixed --threads N does not.")
+
+
+def _search_alphas(config: RunConfig, backend: Backend, store: Store, problems: dict, shots: dict, model: str,
+                   progress: bool) -> tuple[list[_Planned], int]:
+    """--alphas auto or --target-tokens: α points chosen round by round from what the earlier ones gave, each
+    evaluated on every problem in the engine already loaded and stored as an ordinary row. The search's course
+    is kept in the run's metadata (``alpha_search``) and report.md."""
+    planned: list[_Planned] = []
+    generated = 0
+
+    def evaluate(alphas) -> dict:
+        nonlocal generated
+        plan = _plan(replace(config, alphas=tuple(alphas), alpha_search=None, target_tokens=None), backend,
+                     problems, shots, model)
+        generated += _generate_and_grade(config, backend, store, plan, progress, model)
+        planned.extend(plan)
+        by_alpha: dict = {}
+        for s in store.samples([p.key for p in plan]):
+            by_alpha.setdefault(s.alpha, []).append(s)
+        return {a: alpha_search.point_stats(a, by_alpha[a]) for a in alphas}
+
+    def say(message: str) -> None:
+        _say(True, message)
+
+    if config.alpha_search:
+        n_points, top = alpha_search.parse_auto(config.alpha_search)
+        record = alpha_search.refine(evaluate, n_points, top, say)
+    else:
+        grid = config.sweep_alphas()
+        record = alpha_search.find_target(evaluate, config.target_tokens, min(grid), max(grid), say)
+    store.set_meta("alpha_search", record)
+    return planned, generated
 
 
 def _plan(config: RunConfig, backend: Backend, problems: dict, shots: dict, model: str) -> list[_Planned]:

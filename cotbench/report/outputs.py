@@ -39,12 +39,12 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
             passes.to_csv(handle, index=False)
     else:
         (out / "pass_at_k.csv").unlink(missing_ok=True)
-    write_text(out / "report.md", _report(summary, run, plots))
+    write_text(out / "report.md", _report(summary, run, plots, store.get_meta("alpha_search")))
     write_html_report(out, summary, samples, run, [p for p in plots if p.suffix == ".svg"])
     return summary
 
 
-def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
+def _report(summary: pd.DataFrame, run: dict, plots: list[Path], search: dict | None = None) -> str:
     config = run.get("config", {})
     lines = ["# cotbench report", "",
              f"- model: `{run.get('model_id', config.get('model'))}` ({run.get('n_params', 0):,} parameters; "
@@ -86,6 +86,10 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path]) -> str:
             r = g.iloc[0]
             lines.append(f"- {task}, {valve or model}: length follows α with Spearman ρ = {r['length_spearman_rho']:.2f} "
                          f"[{r['length_spearman_ci_low']:.2f}, {r['length_spearman_ci_high']:.2f}] over {len(g)} α values.")
+    if search:
+        from cotbench.alpha_search import describe
+
+        lines += ["", "## How the α points were chosen", "", *describe(search)]
     for _, row in summary.iterrows() if len(summary) else ():
         if row.get("median_tokens", 2) <= 1:
             lines += ["", f"**Warning:** most responses of {row['task']} at α = {row['alpha']} are empty (the "
