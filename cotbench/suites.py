@@ -108,7 +108,7 @@ def write_suite_report(name: str, table: pd.DataFrame, out: Path) -> None:
     with atomic_write(out / "suite.csv") as handle:
         table.to_csv(handle, index=False)
     lines = [f"# cotbench suite `{name}`", "", suite(name).description, "",
-             "| entry | task | model | valve | point | n | K | accuracy % [95% CI] | mean tokens | ACU | source |",
+             "| entry | task | model | valve | point | responses | K | accuracy % [95% CI] | mean tokens | ACU | source |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         ci = "" if pd.isna(r["accuracy_ci_low"]) else f" [{r['accuracy_ci_low']:.1f}, {r['accuracy_ci_high']:.1f}]"

@@ -44,6 +44,10 @@ def test_the_leaderboard_identity_holds_k_and_is_unchanged_for_one_sample():
     assert result_digest({**settings, "samples": 1}) == result_digest({k: v for k, v in settings.items()
                                                                        if k != "samples"})
     assert result_digest({**settings, "samples": 4}) != result_digest(settings)
+    from cotbench.report.leaderboard import sampling_label
+
+    assert sampling_label({**settings, "samples": 4, "top_p": 0.95}) == "K=4 T=0.6 top-p=0.95 seed=0"
+    assert sampling_label(RunConfig(model="m", valve=None).to_dict()) == "greedy"
 
 
 def _config(tiny_model, tiny_valve, out, **extra):

@@ -17,7 +17,7 @@ from cotbench.keys import result_digest
 from cotbench.metrics import acu
 
 COLUMNS = ["task", "model", "valve", "alpha", "method", "knob", "params_b", "n", "complete", "accuracy_pct",
-           "accuracy_ci", "mean_tokens", "acu", "acu_ci", "protocol", "max_new_tokens", "limit", "settings",
+           "accuracy_ci", "mean_tokens", "acu", "acu_ci", "protocol", "max_new_tokens", "limit", "sampling", "settings",
            "source", "date"]
 # a published row's settings are its source; a run's, the digest of everything that changes its numbers
 KEY = ["task", "model", "valve", "alpha", "method", "knob", "settings"]
@@ -39,7 +39,7 @@ def _with_method(frame: pd.DataFrame) -> pd.DataFrame:
         frame["method"] = "valve"
     if "knob" not in frame:
         frame["knob"] = frame["alpha"]
-    for column in ("accuracy_ci", "acu_ci", "complete", "max_new_tokens", "limit"):  # none for published rows
+    for column in ("accuracy_ci", "acu_ci", "complete", "max_new_tokens", "limit", "sampling"):  # none for published rows
         if column not in frame:
             frame[column] = ""
     if "settings" not in frame:  # written before rows carried their settings: each row its own source's
@@ -53,7 +53,7 @@ def read(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("alpha", "acu", "knob")},
                             dtype={c: str for c in ("accuracy_ci", "acu_ci", "complete", "max_new_tokens", "limit",
-                                                    "settings")})
+                                                    "sampling", "settings")})
     except Exception as exc:
         raise CotbenchError(f"cannot read leaderboard {path}: {exc}") from None
     frame = _with_method(frame)
@@ -70,6 +70,7 @@ def rows_from_summary(summary: pd.DataFrame, source: str, settings: dict) -> pd.
     rows["settings"] = [result_digest(settings, "" if pd.isna(m) else str(m)) for m in identities]
     rows["max_new_tokens"] = "" if settings.get("max_new_tokens") is None else str(settings["max_new_tokens"])
     rows["limit"] = "" if settings.get("limit") is None else str(settings["limit"])
+    rows["sampling"] = sampling_label(settings)
     if "n_graded" in rows:  # n: the samples the accuracy is over; complete: no sample left ungraded or timed out
         rows["n"] = rows["n_graded"].astype(int)
         rows["complete"] = rows["complete"].map(lambda c: "yes" if bool(c) else "no")
@@ -82,6 +83,15 @@ def rows_from_summary(summary: pd.DataFrame, source: str, settings: dict) -> pd.
             rows[column] = [f"[{lo:.{digits}f}, {hi:.{digits}f}]" if pd.notna(lo) and pd.notna(hi) else ""
                             for lo, hi in zip(rows[f"{prefix}_low"], rows[f"{prefix}_high"])]
     return _with_method(rows)[COLUMNS]
+
+
+def sampling_label(settings: dict) -> str:
+    """How a run's responses were drawn, as a row shows it: "greedy", or "K=4 T=0.6 top-p=0.95 seed=0"."""
+    temperature = float(settings.get("temperature") or 0.0)
+    if temperature <= 0:
+        return "greedy"
+    return (f"K={int(settings.get('samples') or 1)} T={temperature:g} top-p={float(settings.get('top_p') or 1.0):g} "
+            f"seed={int(settings.get('seed') or 0)}")
 
 
 def merge(board: pd.DataFrame, new_rows: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
