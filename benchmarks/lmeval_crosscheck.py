@@ -123,7 +123,18 @@ def why(r: dict, flexible: dict) -> str:
         return "cotbench read the final answer (box or marker) as wrong; gold appears as the last number"
     if r["extracted"] is not None and flexible["extracted"] == "[invalid]":
         return "no number lm-eval's pattern matches (answer in words or a lone digit after text)"
+    if _same_number(flexible["extracted"], r["gold"]):
+        return "the same number written otherwise (57.00 for 57): lm-eval's exact_match compares text"
     return "another number follows the final answer; lm-eval takes the last number"
+
+
+def _same_number(text, gold: str) -> bool:
+    from fractions import Fraction
+
+    try:
+        return Fraction(str(text).replace(",", "").strip().rstrip(".")) == Fraction(gold.replace(",", "").strip())
+    except (ValueError, ZeroDivisionError):
+        return False
 
 
 def run_lmeval(args, task_dir: Path, chat: bool) -> dict:
