@@ -91,12 +91,20 @@ def test_auto_alpha_on_the_embedded_model_adds_a_point_inside_the_gap_where_leng
     assert any(low < a < high for a in added), (lengths, added)
     assert result.n_generated == 8 * len(summary)  # each α once, in the one loaded engine
     assert "How the α points were chosen" in (out / "report.md").read_text()
-    # --target-tokens between two stored points: α = 0.75's own length, searched between 0.5 and 1
-    target = int(round(summary[summary["alpha"] == 0.75]["mean_tokens"].iloc[0]))
-    again = run_sweep(RunConfig(alphas=(0.5, 1.0), target_tokens=target, limit=8, out=str(out)), progress=False)
+    # --target-tokens where the length falls: halfway between α = 0's and α = 0.25's lengths, searched between them
+    lengths = dict(zip(summary["alpha"], summary["mean_tokens"]))
+    target = int(round((lengths[0.0] + lengths[0.25]) / 2))
+    run_sweep(RunConfig(alphas=(0.0, 0.25), target_tokens=target, limit=8, out=str(out)), progress=False)
     from cotbench.store import Store
 
     store = Store(out, create=False)
     record = store.get_meta("alpha_search")
     store.close()
-    assert record["mode"] == "target" and record["alpha"] == 0.75 and again.n_generated == 0
+    assert record["mode"] == "target" and 1 <= len(record["steps"]) <= 6
+    rows = pd.read_csv(out / "summary.csv").set_index("alpha")["mean_tokens"]
+    for step in record["steps"]:  # every midpoint tried is an ordinary row, its length the one the search read
+        assert 0.0 < step["alpha"] < 0.25 and rows[step["alpha"]] == pytest.approx(step["mean_tokens"])
+    if record["alpha"] is not None:
+        assert abs(rows[record["alpha"]] - target) <= 0.05 * target
+    else:  # a miss says why: a midpoint out of its bracket, or six steps spent
+        assert "not monotone" in record["outcome"] or "after 6 steps" in record["outcome"]
