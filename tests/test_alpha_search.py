@@ -91,10 +91,10 @@ def test_auto_alpha_on_the_embedded_model_adds_a_point_inside_the_gap_where_leng
     assert any(low < a < high for a in added), (lengths, added)
     assert result.n_generated == 8 * len(summary)  # each α once, in the one loaded engine
     assert "How the α points were chosen" in (out / "report.md").read_text()
-    # --target-tokens where the length falls: halfway between α = 0's and α = 0.25's lengths, searched between them
-    lengths = dict(zip(summary["alpha"], summary["mean_tokens"]))
-    target = int(round((lengths[0.0] + lengths[0.25]) / 2))
-    run_sweep(RunConfig(alphas=(0.0, 0.25), target_tokens=target, limit=8, out=str(out)), progress=False)
+    # --target-tokens where the length falls most: halfway between the steepest coarse gap's ends, searched there
+    target = int(round((lengths[steepest] + lengths[steepest + 1]) / 2))
+    assert abs(lengths[steepest] - lengths[steepest + 1]) > 0.2 * target  # neither end is already a hit
+    run_sweep(RunConfig(alphas=(low, high), target_tokens=target, limit=8, out=str(out)), progress=False)
     from cotbench.store import Store
 
     store = Store(out, create=False)
@@ -103,7 +103,7 @@ def test_auto_alpha_on_the_embedded_model_adds_a_point_inside_the_gap_where_leng
     assert record["mode"] == "target" and 1 <= len(record["steps"]) <= 6
     rows = pd.read_csv(out / "summary.csv").set_index("alpha")["mean_tokens"]
     for step in record["steps"]:  # every midpoint tried is an ordinary row, its length the one the search read
-        assert 0.0 < step["alpha"] < 0.25 and rows[step["alpha"]] == pytest.approx(step["mean_tokens"])
+        assert low < step["alpha"] < high and rows[step["alpha"]] == pytest.approx(step["mean_tokens"])
     if record["alpha"] is not None:
         assert abs(rows[record["alpha"]] - target) <= 0.05 * target
     else:  # a miss says why: a midpoint out of its bracket, or six steps spent
