@@ -14,8 +14,8 @@ from cotbench.records import SamplingSettings
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid of issue #3's monotonicity check
 # --sampling-preset NAME: settings filled in where neither a file nor a flag gives them (build_config).
-# r1: DeepSeek-R1's evaluation (temperature 0.6, top-p 0.95, pass@1 averaged over k samples), also used by
-# QwQ, Skywork-OR1 and NeMo-Skills' reasoning evaluations; K is left to --samples (R1 used 4 to 64).
+# r1: DeepSeek-R1's evaluation (temperature 0.6, top-p 0.95, pass@1 averaged over k samples), the settings
+# QwQ-32B's model card recommends too; K is left to --samples (R1 used 4 to 64).
 SAMPLING_PRESETS = {"r1": {"temperature": 0.6, "top_p": 0.95}}
 
 
