@@ -84,20 +84,30 @@ def row_statistics(members: Sequence[Sample], params_b: float) -> dict:
 
 def samples_per_problem(members: Sequence[Sample]) -> int:
     """K: the most samples any problem of the row has (1 for a run without --samples)."""
-    counts: dict[str, int] = {}
+    return max((len(t) for t in lengths_by_problem(members).values()), default=1)
+
+
+def lengths_by_problem(members: Sequence[Sample]) -> dict[str, list[int]]:
+    """Every generated sample's length, by problem (judged or not: lengths count them all)."""
+    lengths: dict[str, list[int]] = {}
     for s in members:
-        counts[s.problem.problem_id] = counts.get(s.problem.problem_id, 0) + 1
-    return max(counts.values(), default=1)
+        lengths.setdefault(s.problem.problem_id, []).append(s.generation.n_generated_tokens)
+    return lengths
+
+
+def _pass_at(graded: dict[str, list[Sample]], k: int) -> tuple[int, float | None]:
+    """(problems with at least k verdicts, their mean unbiased pass@k in %, None without any)."""
+    full = [g for g in graded.values() if len(g) >= k]
+    if not full:
+        return 0, None
+    return len(full), 100.0 * float(np.mean([stats.pass_at_k(len(g), sum(s.grade.correct for s in g), k) for g in full]))
 
 
 def _clustered_intervals(members: Sequence[Sample], params_b: float) -> tuple:
     """Accuracy, mean-length and ACU intervals of a row with K samples per problem: problems resampled, then
     samples within each drawn problem (never the K samples taken as independent). Accuracy and ACU over the
     problems with a verdict; lengths over every generated sample."""
-    graded = by_problem(members)
-    lengths: dict[str, list[int]] = {}
-    for s in members:
-        lengths.setdefault(s.problem.problem_id, []).append(s.generation.n_generated_tokens)
+    graded, lengths = by_problem(members), lengths_by_problem(members)
     ids = sorted(graded)
     correct = [[1.0 if s.grade.correct else 0.0 for s in graded[i]] for i in ids]
 
@@ -123,10 +133,7 @@ def k_sample_columns(members: Sequence[Sample], k: int) -> dict:
     from cotbench.grading import same_answer
 
     graded = by_problem(members)
-    full = [g for g in graded.values() if len(g) >= k]
-    if full:
-        out["pass_at_k_pct"] = 100.0 * float(np.mean([stats.pass_at_k(len(g), sum(s.grade.correct for s in g), k)
-                                                      for g in full]))
+    out["pass_at_k_pct"] = _pass_at(graded, k)[1]
     votes, split = [], 0
     for g in graded.values():
         answers = [s.grade.extracted for s in g]
@@ -137,10 +144,7 @@ def k_sample_columns(members: Sequence[Sample], k: int) -> dict:
         votes.append(winner is not None and bool(g[winner].grade.correct))
     if votes:
         out["maj_at_k_pct"], out["disagreement_pct"] = 100.0 * float(np.mean(votes)), 100.0 * split / len(votes)
-    per_problem: dict[str, int] = {}
-    for s in members:
-        per_problem[s.problem.problem_id] = per_problem.get(s.problem.problem_id, 0) + s.generation.n_generated_tokens
-    out["mean_tokens_per_problem"] = float(np.mean(list(per_problem.values())))
+    out["mean_tokens_per_problem"] = float(np.mean([sum(t) for t in lengths_by_problem(members).values()]))
     return out
 
 
@@ -151,10 +155,9 @@ def pass_at_k_table(groups: dict[tuple, list[Sample]]) -> pd.DataFrame:
     for key, members in groups.items():
         graded, k_max = by_problem(members), samples_per_problem(members)
         for k in range(1, k_max + 1) if k_max > 1 else ():
-            full = [g for g in graded.values() if len(g) >= k]
-            if full:
-                value = np.mean([stats.pass_at_k(len(g), sum(s.grade.correct for s in g), k) for g in full])
-                rows.append(dict(zip(KEY_COLUMNS, key), k=k, n_problems=len(full), pass_at_k_pct=100.0 * float(value)))
+            n_problems, value = _pass_at(graded, k)
+            if n_problems:
+                rows.append(dict(zip(KEY_COLUMNS, key), k=k, n_problems=n_problems, pass_at_k_pct=value))
     return pd.DataFrame(rows, columns=[*KEY_COLUMNS, "k", "n_problems", "pass_at_k_pct"])
 
 
