@@ -147,7 +147,10 @@ def run_lmeval(args, task_dir: Path, chat: bool) -> dict:
                f"pretrained={model.parent},gguf_file={model.name},dtype=float32", "--tasks", TASK,
                "--include_path", str(task_dir), "--limit", str(args.limit), "--batch_size", str(args.batch_size),
                "--gen_kwargs", f"max_gen_toks={args.max_gen_toks}", "--log_samples", "--output_path", str(out),
-               "--seed", "0", *(["--apply_chat_template"] if chat else [])]
+               "--seed", "0", "--use_cache", str(out / "cache"), *(["--apply_chat_template"] if chat else [])]
+    # lm-eval's request cache (sqlite, committed per response) lets a killed run resume; its wall time is then
+    # that of the last part only, and the result says so
+    resumed = any(out.glob("cache*.db"))
     started = time.perf_counter()
     subprocess.run(command, check=True)
     wall = round(time.perf_counter() - started, 1)
@@ -157,7 +160,7 @@ def run_lmeval(args, task_dir: Path, chat: bool) -> dict:
         s = json.loads(line)
         verdicts.setdefault(s["doc_id"], {"response": s["resps"][0][0]})[s["filter"]] = bool(s["exact_match"])
     result = {"command": " ".join(["python", "-m", "lm_eval", *command[3:]]).replace(str(model.parent), "MODEL_DIR")
-              .replace(str(task_dir), "TASK_DIR").replace(str(out), "OUT"), "wall_s": wall,
+              .replace(str(task_dir), "TASK_DIR").replace(str(out), "OUT"), "wall_s": wall, "resumed": resumed,
               "verdicts": {str(k): v for k, v in sorted(verdicts.items())}}
     done.write_text(json.dumps(result))
     return result
@@ -165,7 +168,8 @@ def run_lmeval(args, task_dir: Path, chat: bool) -> dict:
 
 def summarize_generation(run: dict, base: dict[int, bool]) -> dict:
     verdicts = {int(k): v for k, v in run["verdicts"].items()}
-    out = {"wall_s": run["wall_s"], "command": run["command"], "n": len(verdicts)}
+    out = {"wall_s": run["wall_s"], "resumed": run.get("resumed", False), "command": run["command"],
+           "n": len(verdicts)}
     for name in ("strict-match", "flexible-extract"):
         correct = sum(v[name] for v in verdicts.values())
         interval = wilson(correct, len(verdicts))
@@ -240,7 +244,7 @@ def markdown(result: dict) -> str:
                 f = run[name]
                 lines.append(f"| {label.replace('_', ' ')} | {name} | {f['accuracy_pct']} [{f['ci_pct'][0]}, "
                              f"{f['ci_pct'][1]}] | {f['same_verdict_as_cotbench_alpha0']} of {f['n_shared']} | "
-                             f"{run['wall_s']} |")
+                             f"{run['wall_s']}{' (resumed: last part only)' if run['resumed'] else ''} |")
     return "\n".join(lines) + "\n"
 
 
