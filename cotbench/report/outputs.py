@@ -39,12 +39,36 @@ def write_run_outputs(store: Store, keys: list[str] | None = None) -> pd.DataFra
             passes.to_csv(handle, index=False)
     else:
         (out / "pass_at_k.csv").unlink(missing_ok=True)
-    write_text(out / "report.md", _report(summary, run, plots, store.get_meta("alpha_search")))
+    write_text(out / "report.md", _report(summary, run, plots, store.get_meta("alpha_search"), determinism(samples)))
     write_html_report(out, summary, samples, run, [p for p in plots if p.suffix == ".svg"])
     return summary
 
 
-def _report(summary: pd.DataFrame, run: dict, plots: list[Path], search: dict | None = None) -> str:
+def determinism(samples) -> str:
+    """One line on whether the samples' tokens could depend on batch size, batch mates, scheduler or threads,
+    from each sample's numerics record (the engine's own account: HFBackend.why_not_deterministic)."""
+    records = {}
+    for s in samples:
+        try:
+            record = json.loads(s.numerics) if s.numerics else {}
+        except ValueError:
+            record = {}
+        flag = record.get("deterministic")
+        records.setdefault(flag, []).append(record.get("because"))
+    n = sum(len(v) for v in records.values())
+    if set(records) == {True}:
+        return ("- generation: deterministic: each sample's tokens depend on its prompt, α, the model and the "
+                "settings alone, not on batch size, batch mates, scheduler or threads (on this machine and dtype)")
+    if False in records:
+        because = sorted({b for b in records[False] if b})
+        return (f"- generation: not deterministic for {len(records[False])} of {n} samples ({'; '.join(because)}): "
+                "greedy text can differ by rounding with batch size, batch mates, scheduler or threads")
+    return ("- generation: whether it was deterministic is not recorded for "
+            f"{len(records.get(None, []))} of {n} samples (another engine, or a run from before cotbench recorded it)")
+
+
+def _report(summary: pd.DataFrame, run: dict, plots: list[Path], search: dict | None = None,
+            generation: str = "") -> str:
     config = run.get("config", {})
     lines = ["# cotbench report", "",
              f"- model: `{run.get('model_id', config.get('model'))}` ({run.get('n_params', 0):,} parameters; "
@@ -52,7 +76,7 @@ def _report(summary: pd.DataFrame, run: dict, plots: list[Path], search: dict | 
              f"- valve: `{run.get('valve_id') or 'none'}`",
              f"- tasks: {', '.join(config.get('tasks', []))}; limit: {config.get('limit')}; "
              f"max_new_tokens: {config.get('max_new_tokens')}; grading protocol: `{config.get('protocol')}`",
-             f"- backend: `{json.dumps(run.get('backend', {}))}`", "",
+             f"- backend: `{json.dumps(run.get('backend', {}))}`", *([generation] if generation else []), "",
              "ACU = 100 × accuracy[%] / (params[billions] × mean generated tokens), as printed in the CoT-Valve paper.",
              "Generated tokens are counted with the model's own tokenizer: every token produced, the final EOS "
              "included, padding and prompt excluded.", "", "## Summary", ""]

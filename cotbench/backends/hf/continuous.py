@@ -82,7 +82,7 @@ class ContinuousBatcher:
     def __init__(self, model, tokenizer, eos_ids: set[int], strengths=None, n_slots: int = 64,
                  refill_fraction: float = 0.125, prefill_tokens: int = 2048, attention_groups: bool = True,
                  share_prefix: bool = True, decode_kernel: bool = True, lean_decode: bool = True,
-                 on_step=None):
+                 lean_prefill: bool = True, on_step=None):
         self.model, self.tokenizer, self.eos_ids = model, tokenizer, eos_ids
         self.strengths = strengths  # RowStrengths when a valve is attached, else None
         self.n_slots, self.prefill_tokens = n_slots, prefill_tokens
@@ -90,6 +90,9 @@ class ContinuousBatcher:
         self.decode_kernel = decode_kernel  # bf16 CPU decode attention in C (slot_attention), under attention_groups
         # decode steps without transformers' per-layer machinery, where the model is laid out like Llama
         self._lean = lean_decoder(model) if lean_decode else None
+        # prefill through the same lean layers, attention in decode's loop: a prompt's logits then depend on the
+        # prompt alone, not on padding, batch mates or where the shared prefix ends (through SDPA they do)
+        self.lean_prefill = lean_prefill
         # Refill once this share of slots is free: one prefill pass for several rows, not one each.
         self.refill_at = max(1, int(n_slots * refill_fraction))
         self.device = next(model.parameters()).device
@@ -205,6 +208,10 @@ class ContinuousBatcher:
         mask = attention_mask(positions, width, self.dtype, self._additive_mask)
         if lean and self._lean is not None:
             return self._lean(cache, input_ids, positions, mask, **attention_kwargs)
+        if self._lean is not None and self.lean_prefill:
+            logits = self._lean.prefill(cache, input_ids, positions, mask)
+            if logits is not None:
+                return logits
         # Only the last column's logits. As an index tensor, not the int 1: the int slices a strided view,
         # for which torch's matmul broadcasts the lm_head weight into one copy per row (~1 GB for 16 rows).
         last = torch.tensor([input_ids.shape[1] - 1], device=self.device)

@@ -4,7 +4,9 @@
  * Each exists for bf16 (suffix _bf16) and fp32 (_f32): cpu_kernels_typed.h holds them once, included below
  * for each type.
  *
- * Decode attention: one query token per row, each row read only up to its own length.
+ * Decode attention: one query token per row, each row read only up to its own length. Prefill attention runs
+ * the same loop with each prompt token as a query row of its own, so no result depends on padding or batch
+ * mates (and none on the thread count: one thread computes a query row's head group whole).
  *
  * Why: PyTorch's CPU SDPA kernel tiles for long queries; with one query token per row it reads the cache at
  * about 7 GB/s and reads every row to the widest row's length. This loop reads each key and value row once,
@@ -105,8 +107,8 @@ static inline __attribute__((always_inline)) void attend_fast(const struct job_b
     const int CHUNKS = DIM / 32, LANES = DIM / 16, PER_PASS = 256 / DIM;
     const int64_t row = pair / j->kv_heads, kv = pair % j->kv_heads;
     const int64_t length = j->lengths[row] > 0 ? j->lengths[row] : 1;
-    const uint16_t *k = j->key + row * j->row_stride + kv * j->head_stride;
-    const uint16_t *v = j->value + row * j->row_stride + kv * j->head_stride;
+    const uint16_t *k = j->key + (row / j->tokens) * j->row_stride + kv * j->head_stride;
+    const uint16_t *v = j->value + (row / j->tokens) * j->row_stride + kv * j->head_stride;
     __m512bh q[8][4];
     float best[8], total[8];
     for (int g = 0; g < GROUP; g++)
@@ -202,11 +204,13 @@ static int attend_dispatch(const struct job_bf16 *j, int64_t pair, const uint16_
  * q int64, f float, i int. Edit it with any signature; a mismatch is refused rather than called. */
 const char *cotbench_abi(void) {
     return "decode_attention_bf16:pppppqqqqqqfi;"
+           "prefill_attention_bf16:pppppqqqqqqqfi;"
            "rope_decode_attention_bf16:pqpqpqppppppqqqqqqfi;"
            "lora_up_bf16:pqpqpqppqqqi;"
            "add_rms_norm_bf16:pppppqqfi;"
            "argmax_bf16:ppqqi;"
            "decode_attention_f32:pppppqqqqqqfi;"
+           "prefill_attention_f32:pppppqqqqqqqfi;"
            "rope_decode_attention_f32:pqpqpqppppppqqqqqqfi;"
            "lora_up_f32:pqpqpqppqqqi;"
            "add_rms_norm_f32:pppppqqfi;"

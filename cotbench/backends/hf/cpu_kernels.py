@@ -3,6 +3,7 @@
 - :func:`decode_attention`: one query token per row against a slot cache, each row read to its own length
   (a hand-written AVX512-BF16 path for bf16 at head dims 64 and 128; elsewhere plain C that the compiler
   vectorizes for this CPU: AVX2/FMA on most x86 machines).
+- :func:`prefill_attention`: the same loop over a prefill pass, each prompt token a query of its own.
 - :func:`rope_decode_attention`: the same, with the new token's rotary embedding and cache write in the call.
 - :func:`lora_up`: a valve layer's LoRA up-projection at a per-row strength, added to the base output.
 - :func:`add_rms_norm`: a residual add and the RMSNorm after it, with transformers' roundings.
@@ -70,6 +71,7 @@ class KernelBuildError(RuntimeError):
 _P, _Q, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _TYPED_SIGNATURES = {  # argument types of each C function, the same for both element types
     "decode_attention": [_P] * 5 + [_Q] * 6 + [_F, _I],
+    "prefill_attention": [_P] * 5 + [_Q] * 7 + [_F, _I],
     "rope_decode_attention": [_P, _Q] * 3 + [_P] * 6 + [_Q] * 6 + [_F, _I],
     "lora_up": [_P, _Q, _P, _Q, _P, _Q, _P, _P] + [_Q] * 3 + [_I],
     "add_rms_norm": [_P] * 5 + [_Q] * 2 + [_F, _I],
@@ -248,6 +250,26 @@ def decode_attention(library, query: torch.Tensor, key: torch.Tensor, value: tor
     lengths = lengths.to(torch.int32).contiguous()
     status = _typed(library, "decode_attention", query.dtype)(
         query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(), lengths.data_ptr(), rows, heads,
+        key.shape[1], dim, key.stride(0), key.stride(1), scaling, torch.get_num_threads())
+    return None if status else out
+
+
+def prefill_attention(library, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      lengths: torch.Tensor, scaling: float) -> torch.Tensor | None:
+    """A prefill pass's attention with decode's arithmetic: (rows, heads, tokens, dim) queries against (rows,
+    kv_heads, ≥ width, dim) keys/values, query token t of row i reading the row's first ``lengths[i, t]`` columns
+    (its position + 1; 0 for padding, whose output is unused). Returns (rows, tokens, heads, dim), or None if
+    the kernel declined the shapes. Each token's result depends on its own row's keys up to its length only:
+    not on padding, batch mates, the pass's width or the thread count (SDPA's depends on the first three)."""
+    rows, heads, tokens, dim = query.shape
+    if (not attention_applies(query, key) or value.dtype != key.dtype or key.stride() != value.stride()
+            or tuple(lengths.shape) != (rows, tokens) or int(lengths.max()) > key.shape[2] or key.shape[0] != rows):
+        return None
+    query = query.transpose(1, 2).contiguous()
+    out = torch.empty((rows, tokens, heads, dim), dtype=query.dtype)
+    lengths = lengths.to(torch.int32).contiguous()
+    status = _typed(library, "prefill_attention", query.dtype)(
+        query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(), lengths.data_ptr(), rows, tokens, heads,
         key.shape[1], dim, key.stride(0), key.stride(1), scaling, torch.get_num_threads())
     return None if status else out
 

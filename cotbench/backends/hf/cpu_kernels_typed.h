@@ -15,14 +15,17 @@ typedef struct TYPED(job) {
     const int32_t *lengths;
     int64_t heads, kv_heads, dim, row_stride, head_stride;
     float scale;
+    int64_t tokens;  /* query rows per cache row: 1 in decode; a prefill pass's width, each token a query row */
 } TYPED(job_t);
 
-/* One (row, kv head): its group of query heads against the row's first `length` keys and values. */
+/* One (query row, kv head): its group of query heads against the first `length` keys and values of its cache
+ * row. A query's result depends on its own query, keys, values and length alone, never on the other rows, the
+ * row count or the thread count: one thread runs the whole pair, every sum in an order fixed by the length. */
 static void TYPED(attend)(const TYPED(job_t) *j, int64_t pair, const ELEM *query, float *scores) {
     const int64_t row = pair / j->kv_heads, kv = pair % j->kv_heads, group = j->heads / j->kv_heads;
     const int64_t dim = j->dim, length = j->lengths[row] > 0 ? j->lengths[row] : 1;
-    const ELEM *k = j->key + row * j->row_stride + kv * j->head_stride;
-    const ELEM *v = j->value + row * j->row_stride + kv * j->head_stride;
+    const ELEM *k = j->key + (row / j->tokens) * j->row_stride + kv * j->head_stride;
+    const ELEM *v = j->value + (row / j->tokens) * j->row_stride + kv * j->head_stride;
     const int64_t ahead = PREFETCH_BYTES / (dim * (int64_t)sizeof(ELEM));  /* keys */
     float q[MAX_GROUP][MAX_DIM], acc[MAX_GROUP][MAX_DIM], best[MAX_GROUP], total[MAX_GROUP];
     for (int64_t g = 0; g < group; g++) {
@@ -144,8 +147,22 @@ static int TYPED(run)(const TYPED(job_t) *job, const TYPED(fresh_t) *fresh, int6
 int TYPED(cotbench_decode_attention)(const ELEM *query, const ELEM *key, const ELEM *value, ELEM *out,
                                      const int32_t *lengths, int64_t rows, int64_t heads, int64_t kv_heads,
                                      int64_t dim, int64_t row_stride, int64_t head_stride, float scale, int threads) {
-    const TYPED(job_t) job = {query, key, value, out, lengths, heads, kv_heads, dim, row_stride, head_stride, scale};
+    const TYPED(job_t) job = {query, key, value, out, lengths, heads, kv_heads, dim, row_stride, head_stride, scale, 1};
     return TYPED(run)(&job, NULL, rows, threads);
+}
+
+/* Prefill attention with decode's arithmetic: each of a row's `tokens` query tokens is a query row of its own
+ * against its cache row's first lengths[row * tokens + t] keys (its position + 1; 0 for padding, whose output
+ * is unused). query and out (rows, tokens, heads, dim) contiguous. PyTorch's SDPA sums in blocks that shift
+ * with the width of the pass (the batch's longest row) and with padding; this does not. */
+int TYPED(cotbench_prefill_attention)(const ELEM *query, const ELEM *key, const ELEM *value, ELEM *out,
+                                      const int32_t *lengths, int64_t rows, int64_t tokens, int64_t heads,
+                                      int64_t kv_heads, int64_t dim, int64_t row_stride, int64_t head_stride,
+                                      float scale, int threads) {
+    if (tokens <= 0) return 1;
+    const TYPED(job_t) job = {query, key, value, out, lengths, heads, kv_heads, dim, row_stride, head_stride, scale,
+                              tokens};
+    return TYPED(run)(&job, NULL, rows * tokens, threads);
 }
 
 /* The same, fused with what comes before it in a decoder layer: the rotary embedding of the new token's
@@ -156,7 +173,7 @@ int TYPED(cotbench_rope_decode_attention)(const ELEM *query, int64_t query_strid
                                           const int32_t *lengths, int64_t rows, int64_t heads, int64_t kv_heads,
                                           int64_t dim, int64_t row_stride, int64_t head_stride, float scale,
                                           int threads) {
-    const TYPED(job_t) job = {NULL, key, value, out, lengths, heads, kv_heads, dim, row_stride, head_stride, scale};
+    const TYPED(job_t) job = {NULL, key, value, out, lengths, heads, kv_heads, dim, row_stride, head_stride, scale, 1};
     const TYPED(fresh_t) fresh = {query, key_new, value_new, cos, sin, query_stride, key_stride, value_stride, key, value};
     return TYPED(run)(&job, &fresh, rows, threads);
 }

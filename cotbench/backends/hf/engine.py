@@ -1,21 +1,20 @@
 """transformers backend on CPU or CUDA.
 
-Two schedulers, the same tokens and counts (checked in fp32; in bf16 rounding can vary with batch shape):
-- ``continuous`` (default): one queue for the whole sweep, rows at mixed α in one batch (a per-row LoRA
-  scale), finished rows refilled at once, a preallocated KV cache (:mod:`cotbench.backends.hf.continuous`).
-- ``static``: one α at a time through ``model.generate``, batches padded to their longest row. It is the
-  reference the continuous path is checked against (same LoRA arithmetic, so fp32 greedy outputs match).
+Two schedulers over one batcher (:mod:`cotbench.backends.hf.continuous`: a preallocated KV cache, each row
+at its own α through a per-row LoRA scale), so a row's arithmetic, and its tokens, are the same under both:
+- ``continuous`` (default): one queue for the whole sweep, rows at mixed α in one batch, finished rows
+  refilled at once.
+- ``static``: one α at a time, ``batch_size`` rows at once, the next batch when the whole batch is done.
+transformers' own ``generate`` is the reference both are tested against (tests/backends/hf).
 """
 from __future__ import annotations
 
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from cotbench.backends.loading import load_model_and_tokenizer, resolve_model
-from cotbench.backends.stops import cut_at_stop, shortest_prefix_with_stop
 from cotbench.errors import ConfigError
 from cotbench.prompts import Messages, render_chat
 from cotbench.records import Generation, GenerationRequest, SamplingSettings
@@ -106,6 +105,7 @@ class HFBackend:
         self.prefill_tokens = 2048  # padded prompt tokens per prefill pass (see ContinuousBatcher)
         # continuous-scheduler techniques, on by default; switchable so benchmarks/ can measure each one
         self.attention_groups, self.share_prefix, self.decode_kernel, self.lean_decode = True, True, True, True
+        self.lean_prefill = True  # prefill through the lean layers too (row-invariant attention; lean_decode.py)
         self.lora_kernel = True  # bf16 CPU valve layers: the LoRA up-projection in C (cpu_kernels.lora_up)
         self.scheduler, self._strengths = scheduler, None
         self.last_stats = self.thread_stats = None  # the last generate call's scheduler and thread records
@@ -152,17 +152,50 @@ class HFBackend:
         return {"backend": "hf", "device": self.device, "dtype": str(self.dtype).replace("torch.", "")}
 
     def numerics(self) -> dict:
-        """What changes only the rounding of this engine's sums, never what it computes: recorded with each
-        sample, never keyed (a bf16 row's text can still differ by it where two tokens nearly tie)."""
+        """What can change the rounding of this engine's sums, recorded with each sample, never keyed. Where
+        generation is deterministic (:meth:`why_not_deterministic` is None) batch size, scheduler and threads
+        cannot, so they are left out: two runs that differ only in them record the same numerics."""
         import torch
 
+        why = self.why_not_deterministic()
+        if why is None:
+            return {"deterministic": True, "cpu_kernels": True, "torch": torch.__version__}
         kernels = None
         if self.device == "cpu":
             from cotbench.backends.hf.cpu_kernels import kernel_status
 
             kernels = kernel_status() == "loaded"
         return {"batch_size": self.batch_size, "scheduler": self.scheduler, "threads": self.threads,
-                "cpu_kernels": kernels, "torch": torch.__version__}
+                "cpu_kernels": kernels, "torch": torch.__version__, "deterministic": False, "because": why}
+
+    def why_not_deterministic(self) -> str | None:
+        """None where a row's logits are a function of its prompt, α and the model alone on this machine and
+        dtype: every step row-invariant, each reduction in an order fixed by the row (packed linear layers,
+        cotbench's C attention in prefill and decode, its LoRA, norm and argmax kernels; tested in
+        tests/backends/hf/test_determinism.py), so neither batch size, batch mates, scheduler nor threads
+        change a token. Else what keeps this engine from it."""
+        import torch
+
+        from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, kernel_status
+        from cotbench.backends.hf.lean_decode import why_not_lean
+
+        if self.device != "cpu":
+            return f"{self.device}: only cotbench's CPU path is built row-invariant"
+        if self.dtype not in KERNEL_DTYPES:
+            return f"{str(self.dtype).replace('torch.', '')}: cotbench's kernels cover bf16 and fp32"
+        if (why := why_not_lean(self.model)) is not None:
+            return f"transformers' forward ({why}): its attention sums depend on padding and batch width"
+        if getattr(self.model.config, "_attn_implementation", "sdpa") != "sdpa":
+            return f"attention implementation {self.model.config._attn_implementation!r}"
+        if (status := kernel_status()) != "loaded":
+            return f"cotbench's C kernels are not in use ({status})"
+        off = [name for name in ("lean_decode", "lean_prefill", "decode_kernel", "attention_groups", "lora_kernel")
+               if not getattr(self, name)]
+        if off:
+            return f"switched off: {', '.join(off)}"
+        if self.dtype == torch.float32 and not self.packed_layers:
+            return "fp32 linear layers through MKL, whose sums depend on the row count (not packed for oneDNN)"
+        return None
 
     def set_alpha(self, alpha: float | None) -> None:
         """Every row of the following forward passes at θ + α·Δθ (None: α = 0). The continuous scheduler sets
@@ -177,7 +210,7 @@ class HFBackend:
         with controlled_threads(self.threads) as governor:
             try:
                 if self.scheduler == "static":
-                    yield from self._generate_static(requests)
+                    yield from self._generate_static(requests, governor.tick if governor else None)
                 else:
                     yield from self._generate_continuous(requests, governor.tick if governor else None)
             finally:  # this call's record, also when it stopped early
@@ -201,77 +234,35 @@ class HFBackend:
             stats["cpu_kernels"] = kernel_status()
         return stats
 
-    def _generate_continuous(self, requests: Sequence[GenerationRequest], on_step) -> Iterator[list[Generation]]:
+    def _batcher(self, on_step=None):
         from cotbench.backends.hf.continuous import ContinuousBatcher  # torch at import: not at config time
 
-        groups: dict[SamplingSettings, list[GenerationRequest]] = defaultdict(list)
-        for request in requests:
-            groups[request.sampling].append(request)
         if self._strengths is not None:
             self._strengths.cpu_kernel = self.lora_kernel
         batcher = ContinuousBatcher(self.model, self.tokenizer, self._eos_ids, self._strengths, self.batch_size,
                                     prefill_tokens=self.prefill_tokens, attention_groups=self.attention_groups,
                                     share_prefix=self.share_prefix, decode_kernel=self.decode_kernel,
-                                    lean_decode=self.lean_decode, on_step=on_step)
+                                    lean_decode=self.lean_decode, lean_prefill=self.lean_prefill, on_step=on_step)
         self.last_stats = batcher.stats
+        return batcher
+
+    def _generate_continuous(self, requests: Sequence[GenerationRequest], on_step) -> Iterator[list[Generation]]:
+        groups: dict[SamplingSettings, list[GenerationRequest]] = defaultdict(list)
+        for request in requests:
+            groups[request.sampling].append(request)
+        batcher = self._batcher(on_step)
         for sampling, group in groups.items():
             yield from batcher.run(group, sampling)
 
-    def _generate_static(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Generation]]:
+    def _generate_static(self, requests: Sequence[GenerationRequest], on_step) -> Iterator[list[Generation]]:
+        """One α at a time, ``batch_size`` requests at once, the next batch only when the whole batch is done;
+        through the same batcher, so each row's arithmetic (and so its tokens) is the continuous scheduler's."""
         groups: dict[tuple, list[GenerationRequest]] = defaultdict(list)
         for request in requests:
-            groups[(request.alpha, request.sampling, request.add_special_tokens)].append(request)
-        for (alpha, sampling, special), group in groups.items():
-            self.set_alpha(alpha)
+            groups[(request.alpha, request.sampling)].append(request)
+        batcher = self._batcher(on_step)
+        for (_, sampling), group in groups.items():
             # Longest prompts first, so each batch pads little and memory peaks early.
             group = sorted(group, key=lambda r: len(r.prompt), reverse=True)
-            for start in range(0, len(group), self.batch_size):
-                yield self._generate_batch(group[start:start + self.batch_size], sampling, special)
-
-    def _generate_batch(self, batch: list[GenerationRequest], sampling: SamplingSettings,
-                        add_special_tokens: bool) -> list[Generation]:
-        import torch
-
-        encoded = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
-                                 add_special_tokens=add_special_tokens).to(self.device)
-        # Sampling through one generator per request (not generate's draws from torch's global RNG), so a
-        # row's text does not depend on its batch mates; generate itself decodes greedily over the picks.
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=sorted(self._eos_ids), do_sample=False, temperature=None, top_p=None, top_k=None)
-        if not sampling.greedy:
-            from transformers import LogitsProcessorList
-
-            from cotbench.backends.hf.sampling import PerRequestSampling
-
-            kwargs["logits_processor"] = LogitsProcessorList([PerRequestSampling(sampling, batch, self.device)])
-        if sampling.stop:
-            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            output = self.model.generate(**encoded, **kwargs)
-        elapsed = time.perf_counter() - started
-        prompt_width = encoded["input_ids"].shape[1]
-        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
-        results = []
-        for row, request in enumerate(batch):
-            new_ids = output[row, prompt_width:].tolist()
-            n, finish = self._generated_length(new_ids, sampling)
-            text = self.tokenizer.decode(new_ids[:n], skip_special_tokens=True)
-            if sampling.stop:
-                text = cut_at_stop(text, sampling.stop)
-            results.append(Generation(request.request_id, text, int(prompt_lengths[row]), n, finish, elapsed,
-                                      tuple(new_ids[:n])))
-        return results
-
-    def _generated_length(self, ids: list[int], sampling: SamplingSettings) -> tuple[int, str]:
-        """Tokens the model produced for this row (EOS included, padding excluded) and why it stopped.
-
-        Padding after a finished row may be the EOS id itself, so the first EOS and the first completed
-        stop string are both candidates and the earlier one wins."""
-        n_eos = next((i + 1 for i, token in enumerate(ids) if token in self._eos_ids), None)
-        n_stop = shortest_prefix_with_stop(self.tokenizer, ids[:n_eos], sampling.stop) if sampling.stop else None
-        ends = [n for n in (n_eos, n_stop) if n is not None]
-        if ends:
-            return min(ends), "stop"
-        return len(ids), "length"
-
+            for start in range(0, len(group), self.batch_size):  # a batch no larger than the slots: no refill
+                yield from batcher.run(group[start:start + self.batch_size], sampling)

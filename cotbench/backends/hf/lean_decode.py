@@ -21,7 +21,8 @@ import sys
 
 import torch
 
-from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, add_rms_norm, load_library, rope_decode_attention
+from cotbench.backends.hf.cpu_kernels import (KERNEL_DTYPES, add_rms_norm, load_library, prefill_attention,
+                                              rope_decode_attention)
 from cotbench.backends.hf.slot_attention import grouped_sdpa
 from cotbench.backends.hf.slot_cache import SlotCache
 
@@ -109,6 +110,43 @@ class LeanDecoder:
             hidden, x = self._add_norm(library, hidden, attention.o_proj(out.reshape(rows, 1, -1).contiguous()), next(norms))
             hidden, x = self._add_norm(library, hidden, layer.mlp(x), next(norms))
         return self.lm_head(x).view(rows, -1)
+
+    def prefill(self, cache: SlotCache, input_ids: torch.Tensor, positions: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor | None:
+        """The last column's logits (rows, vocab) of a prefill pass over ``input_ids`` (rows, tokens), left-padded
+        (position < 0), into ``cache`` (already bound to these rows); None where cotbench's kernels do not run
+        here (the caller runs transformers' forward instead).
+
+        The layers' modules in transformers' order, as in a decode step, with attention in decode's loop
+        (:func:`~cotbench.backends.hf.cpu_kernels.prefill_attention`, each prompt token a query of its own).
+        Every other step works token by token, so a prompt's logits do not depend on the padding, on the rows
+        prefilled with it or on where a shared prefix ends; through transformers' SDPA they do."""
+        rows, tokens = input_ids.shape
+        hidden = self.embed(input_ids)
+        if hidden.dtype not in KERNEL_DTYPES or hidden.device.type != "cpu" or (library := load_library()) is None:
+            return None
+        cos, sin = self.rotary(hidden, positions.clamp(min=0))
+        lengths = (positions + 1).clamp(min=0)
+        norms = iter(self._norms)
+        hidden, x = self._add_norm(library, hidden, None, next(norms))
+        shape = (rows, tokens, -1, self.head_dim)
+        for index, layer in enumerate(self.layers):
+            attention = layer.self_attn
+            query, key = attention.q_proj(x).view(shape), attention.k_proj(x).view(shape)
+            value = attention.v_proj(x).view(shape).transpose(1, 2)
+            if self.qk_norms:
+                query, key = attention.q_norm(query), attention.k_norm(key)
+            query, key = self.apply_rotary(query.transpose(1, 2), key.transpose(1, 2), cos, sin)
+            keys, values = cache.update(key, value, index)
+            out = prefill_attention(library, query, keys, values, lengths, attention.scaling)
+            if out is None:  # a shape the kernel declines (head size > 256, > 16 query heads per kv head)
+                from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+                out, _ = sdpa_attention_forward(attention, query, keys, values, mask, dropout=0.0,
+                                                scaling=attention.scaling)
+            hidden, x = self._add_norm(library, hidden, attention.o_proj(out.reshape(rows, tokens, -1)), next(norms))
+            hidden, x = self._add_norm(library, hidden, layer.mlp(x), next(norms))
+        return self.lm_head(x[:, -1].contiguous()).view(rows, -1)
 
     def _attention(self, attention, index, cache, query, key, value, cos, sin, mask, attention_kwargs):
         """LlamaAttention's steps between the projections and o_proj, with the same tensors."""

@@ -2,9 +2,8 @@
 request, seeded from the run's seed and the request's key. A row's draws then do not depend on which rows
 share its batch, on the batch size or on the scheduler, so a sampled run reproduces under any schedule.
 
-The continuous batcher calls ``Sampler.pick`` itself; the static path (``model.generate``) gets the same
-choice through ``PerRequestSampling``, a logits processor that leaves only the picked token open, with
-generate's own sampling off.
+The batcher (both schedulers) calls ``Sampler.pick``; the tests' transformers reference gets the same choice
+through a logits processor around it (tests/backends/hf/reference.py).
 """
 from __future__ import annotations
 
@@ -61,17 +60,3 @@ class Sampler:
             seed = request_seed(self.sampling.seed, request_id)
             self._generators[request_id] = torch.Generator(device=self.device).manual_seed(seed)
         return self._generators[request_id]
-
-
-class PerRequestSampling:
-    """A ``LogitsProcessor`` for ``model.generate`` (greedy decoding): row i's next token is what
-    ``Sampler.pick`` draws from row i's own generator; every other token is masked out."""
-
-    def __init__(self, sampling: SamplingSettings, requests: list[GenerationRequest], device):
-        self.sampler, self.requests = Sampler(sampling, device, cpu_kernel=False), requests
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        picks = self.sampler.pick(scores, self.requests)
-        chosen = torch.full_like(scores, float("-inf"))
-        chosen[torch.arange(len(picks)), torch.tensor(picks)] = 0.0
-        return chosen

@@ -1,4 +1,5 @@
-"""Continuous batching against the static one-α-at-a-time path, on the tiny random model in fp32."""
+"""Continuous batching against transformers' own ``generate`` one α at a time (``reference.py``; the engine's static
+scheduler until issue 39), on the tiny random model in fp32."""
 import os
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import torch
 from cotbench.backends import HFBackend
 from cotbench.backends.hf import continuous
 from cotbench.backends.hf.slot_cache import SlotCache, attention_mask, lazy_zeros
+from reference import TransformersGenerate
 from cotbench.records import GenerationRequest, SamplingSettings
 from cotbench.valve.apply import attach_valve, valve_strength
 from cotbench.valve.row_scale import row_scaled
@@ -34,7 +36,7 @@ def _generate(backend, requests):
 
 @pytest.fixture(scope="module")
 def pair(tiny_model, tiny_valve):
-    static = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4, scheduler="static")
+    static = TransformersGenerate(HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4))
     # 3 slots for 25 requests: rows finish, slots refill, the tail shrinks
     flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
     return static, flowing
@@ -172,7 +174,7 @@ def test_static_path_samples_the_same_whatever_the_batch_and_scheduler(tiny_mode
     scheduler give the same sampled texts for the same seed."""
     sampling = SamplingSettings(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=3)
     static4, flowing = pair
-    static1 = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=1, scheduler="static")
+    static1 = TransformersGenerate(static4.backend, batch_size=1)
     a = _generate(static1, _requests(sampling))
     _same(a, _generate(static4, _requests(sampling)))
     _same(a, _generate(flowing, _requests(sampling)))

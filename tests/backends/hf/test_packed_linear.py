@@ -93,12 +93,14 @@ def test_packed_fp32_rounds_like_f_linear_and_a_row_never_depends_on_its_batch(f
 
 
 def test_a_packed_fp32_backend_and_both_schedulers_agree(tiny_model, tiny_valve, fp32_onednn):
-    """Every fp32 layer packed, and the continuous scheduler's greedy outputs equal the static path's, both on
-    the packed layers."""
+    """Every fp32 layer packed, and the engine's greedy outputs equal transformers' generate's, both on the
+    packed layers."""
     from cotbench.backends import HFBackend
     from cotbench.records import GenerationRequest, SamplingSettings
 
-    static = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4, scheduler="static")
+    from reference import TransformersGenerate
+
+    static = TransformersGenerate(HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=4))
     flowing = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=3)
     assert static.packed_layers > 0 and flowing.packed_layers == static.packed_layers
     assert not any(type(m) is nn.Linear for m in flowing.model.modules())
