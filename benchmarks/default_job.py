@@ -8,7 +8,8 @@ figures are this machine's, held back, not an AVX2 machine's (clocks, caches and
 README gives the factor measured between the two once. Run it alone: anything else busy on the CPU
 changes the figures. --ab-fast-paths runs, in turn each round, the job as is and with one CPU fast path off
 at a time (weights not packed for oneDNN; no C kernels; transformers' forward instead of the lean decode
-step): what each gains end to end on this CPU kind, the rule for keeping one (>= 10 %).
+step; prefill through SDPA, not deterministic): what each gains end to end on this CPU kind, the rule for
+keeping one (>= 10 %); --only NAME picks one of them.
 Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fast_paths].json, with each run's
 summary rows (accuracy, tokens, ACU and their intervals per α). --keep-run DIR copies the last run's directory
 there (its samples.sqlite left out): how reports/default-arithmetic/ is made.
@@ -36,6 +37,9 @@ FAST_PATHS_OFF = {
     "weights not packed": ("import cotbench.backends.hf.packed_linear as p; p.packing_applies = lambda model: False; ", {}),
     "no C kernels": ("", {"COTBENCH_CPU_KERNELS": "0"}),
     "no lean decode step": ("import cotbench.backends.hf.continuous as c; c.lean_decoder = lambda model: None; ", {}),
+    # issue 39: what deterministic generation costs; prefill through transformers' SDPA instead of decode's loop
+    "not deterministic (SDPA prefill)": (
+        "import cotbench.backends.hf.lean_decode as l; l.LeanDecoder.prefill = lambda self, *a: None; ", {}),
 }
 CLI_CODE = "from cotbench.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -78,6 +82,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
     parser.add_argument("--ab-fast-paths", action="store_true")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="with --ab-fast-paths: only this variant beside 'as is' (repeatable); "
+                             f"one of: {', '.join(FAST_PATHS_OFF)}")
     parser.add_argument("--keep-run", type=Path, help="copy the last run's directory here (samples.sqlite left out)")
     args = parser.parse_args()
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
@@ -86,7 +93,7 @@ def main() -> int:
     if args.ab_fast_paths:
         held = HOLD_KERNELS_CODE if args.hold_to_avx2 else "import sys; "
         variants += [(name, [sys.executable, "-c", held + code + CLI_CODE], extra_env)
-                     for name, (code, extra_env) in FAST_PATHS_OFF.items()]
+                     for name, (code, extra_env) in FAST_PATHS_OFF.items() if not args.only or name in args.only]
     extra = ["--dtype", "float32"] if args.hold_to_avx2 else []
     record = {"machine": machine_record(), "rounds": args.rounds, "held_to_avx2": args.hold_to_avx2, "env": AVX2_HOLD_ENV if args.hold_to_avx2 else {},
               "command": "cotbench run" + (" --dtype float32" if extra else ""), "runs": []}
@@ -112,7 +119,8 @@ def main() -> int:
             shutil.copytree(out, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
             (args.keep_run / "config.yaml").write_text(  # the run's own out was a temporary directory
                 (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/smollm2-default"))
-    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fast_paths" if args.ab_fast_paths else "")
+    name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fast_paths" if args.ab_fast_paths else "") \
+        + ("_" + "_".join(n.split(" (")[0].replace(" ", "_") for n in args.only) if args.only else "")
     path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")

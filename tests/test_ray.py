@@ -75,6 +75,15 @@ def test_two_workers_give_the_samples_of_one_process(cluster, single, tiny_model
     assert again.n_generated == 0
 
 
+def test_two_workers_in_bf16_give_the_samples_of_one_process(cluster, tiny_model, tiny_valve, tmp_path):
+    """Each worker decodes its own share of the rows, in batches that differ from one process's: in bf16 too,
+    the same tokens (issue 39: generation that does not depend on batch mates)."""
+    run_sweep(_config(tiny_model, tiny_valve, tmp_path / "one", dtype="bfloat16", batch_size=8), progress=False)
+    run_sweep(_config(tiny_model, tiny_valve, tmp_path / "two", dtype="bfloat16", ray="auto", workers=2,
+                      worker_cpus=1), progress=False)
+    assert _samples(tmp_path / "two") == _samples(tmp_path / "one") and len(_samples(tmp_path / "one")) == 2 * N
+
+
 def test_k_sampled_samples_on_two_workers_are_those_of_one_process(cluster, tiny_model, tiny_valve, tmp_path):
     """--samples 2 at temperature 1: each request draws from its own generator (seeded from its key), so where it
     ran and beside which requests change nothing."""
