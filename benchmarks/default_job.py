@@ -11,7 +11,7 @@ at a time (weights not packed for oneDNN; no C kernels; transformers' forward in
 step; prefill through SDPA, not deterministic): what each gains end to end on this CPU kind, the rule for
 keeping one (>= 10 %); --only NAME picks one of them.
 Writes benchmarks/results/<cpu kind>/default_job[_avx2_held][_ab_fast_paths].json, with each run's
-summary rows (accuracy, tokens, ACU and their intervals per α). --keep-run DIR copies the last run's directory
+summary rows (accuracy, tokens, ACU and their intervals per α). --keep-run DIR copies the last as-is run's directory
 there (its samples.sqlite left out): how reports/default-arithmetic/ is made.
 """
 from __future__ import annotations
@@ -77,6 +77,17 @@ def _summary(out: str) -> list[dict]:
                 for row in csv.DictReader(handle)]
 
 
+def ab_summary(runs: list[dict]) -> dict:
+    """Each variant's summed wall seconds over all rounds against the job as is; whether every run gave the
+    same outputs."""
+    wall: dict[str, float] = {}
+    for run in runs:
+        wall[run["variant"]] = wall.get(run["variant"], 0.0) + run["wall_s"]
+    return {"slower_than_as_shipped": {name: round(total / wall["as is"], 3) for name, total in wall.items()},
+            "identical_outputs": len({run["outputs_sha256"] for run in runs}) == 1,
+            "note": "ratios of summed wall seconds over all rounds"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -113,12 +124,16 @@ def main() -> int:
                        "load_before": load_before, "load_after": os.getloadavg(), "batcher": _engine_stats(out), "engine": _engine_paths(out),
                        "outputs_sha256": _outputs_digest(out), "summary": _summary(out)}
                 record["runs"].append(run)
+                if name == "as is":
+                    kept = out
                 print(json.dumps({k: v for k, v in run.items() if k != "summary"}), flush=True)
         if args.keep_run:
             shutil.rmtree(args.keep_run, ignore_errors=True)
-            shutil.copytree(out, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
+            shutil.copytree(kept, args.keep_run, ignore=shutil.ignore_patterns("samples.sqlite*", ".cotbench.lock"))
             (args.keep_run / "config.yaml").write_text(  # the run's own out was a temporary directory
-                (args.keep_run / "config.yaml").read_text().replace(f"out: {out}", "out: runs/smollm2-default"))
+                (args.keep_run / "config.yaml").read_text().replace(f"out: {kept}", "out: runs/smollm2-default"))
+    if args.ab_fast_paths:
+        record["summary"] = ab_summary(record["runs"])
     name = "default_job" + ("_avx2_held" if args.hold_to_avx2 else "") + ("_ab_fast_paths" if args.ab_fast_paths else "") \
         + ("_" + "_".join(n.split(" (")[0].replace(" ", "_") for n in args.only) if args.only else "")
     path = results_dir() / f"{name}.json"

@@ -82,6 +82,9 @@ def test_two_workers_in_bf16_give_the_samples_of_one_process(cluster, tiny_model
     run_sweep(_config(tiny_model, tiny_valve, tmp_path / "two", dtype="bfloat16", ray="auto", workers=2,
                       worker_cpus=1), progress=False)
     assert _samples(tmp_path / "two") == _samples(tmp_path / "one") and len(_samples(tmp_path / "one")) == 2 * N
+    # the workers' engines say they were deterministic, and the samples record it
+    records = [json.loads(line) for line in (tmp_path / "two" / "samples.jsonl").read_text().splitlines()]
+    assert all(json.loads(r["numerics"])["deterministic"] is True for r in records)
 
 
 def test_k_sampled_samples_on_two_workers_are_those_of_one_process(cluster, tiny_model, tiny_valve, tmp_path):

@@ -120,6 +120,7 @@ class _Worker:
 
         b = self.backend
         return {"model_id": b.model_id, "valve_id": b.valve_id, "n_params": b.n_params(), "describe": b.describe(),
+                "numerics": b.numerics() if hasattr(b, "numerics") else {},
                 "node": socket.gethostname(), "pid": os.getpid()}
 
     def tokenizer(self):
@@ -216,6 +217,18 @@ class RayBackend:
 
     def describe(self) -> dict:
         return dict(self._describe)  # the engine's own: keys do not depend on the worker count
+
+    def numerics(self) -> dict:
+        """The workers' engines' own record (hf: deterministic or why not); where workers differ, each one's."""
+        records = [slot.info.get("numerics", {}) for slot in self._slots if slot.info]
+        if not records or all(r == records[0] for r in records):
+            return dict(records[0]) if records else {}
+        deterministic = all(r.get("deterministic") for r in records)
+        record = {"deterministic": deterministic, "workers": records}
+        if not deterministic:
+            record["because"] = "; ".join(sorted({r.get("because") or "not recorded" for r in records
+                                                  if not r.get("deterministic")}))
+        return record
 
     def stats(self) -> dict:
         """Per-worker throughput and faults, for the run's metadata (information only, not identity)."""
