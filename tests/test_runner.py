@@ -249,18 +249,43 @@ def test_the_content_fingerprint_is_cached_against_the_file(tiny_model, tmp_path
 
 def test_numerics_are_recorded_per_sample_never_keyed_and_mixed_rows_are_flagged(tiny_model, tiny_valve, tmp_path,
                                                                                 capsys):
+    """Deterministic generation (the CPU path as shipped) records no batch size: another one changes no token
+    and nothing is flagged. With a path switched off, batch size and scheduler are recorded and mixed rows
+    flagged."""
     import sqlite3
+
+    from cotbench.backends import HFBackend
+
+    def recorded(out):
+        with sqlite3.connect(out / "samples.sqlite") as db:
+            return [json.loads(n) for (n,) in db.execute("SELECT numerics FROM samples")]
 
     out = tmp_path / "run"
     run_sweep(config(tiny_model, tiny_valve, out, limit=2, batch_size=2), progress=False)
     capsys.readouterr()
     grown = run_sweep(config(tiny_model, tiny_valve, out, limit=3, batch_size=3), progress=False)
+    assert grown.n_generated == 3 and "other numerics" not in capsys.readouterr().err
+    assert all(r["deterministic"] is True and "batch_size" not in r for r in recorded(out))
+    assert not grown.summary["mixed_numerics"].any()
+    assert "- generation: deterministic" in (out / "report.md").read_text()
+
+    def not_deterministic(batch_size):
+        backend = HFBackend(str(tiny_model), str(tiny_valve), dtype="float32", batch_size=batch_size)
+        backend.lean_prefill = False  # prefill through SDPA: rows depend on their batch mates
+        return backend
+
+    out = tmp_path / "sdpa"
+    run_sweep(config(tiny_model, tiny_valve, out, limit=2, batch_size=2), backend=not_deterministic(2), progress=False)
+    capsys.readouterr()
+    grown = run_sweep(config(tiny_model, tiny_valve, out, limit=3, batch_size=3), backend=not_deterministic(3),
+                      progress=False)
     assert grown.n_generated == 3  # another batch size reuses the 6 stored samples: numerics are not keyed
     err = capsys.readouterr().err
     assert "6 stored samples were generated under other numerics" in err and '"batch_size": 2' in err
-    with sqlite3.connect(out / "samples.sqlite") as db:
-        recorded = [json.loads(n) for (n,) in db.execute("SELECT numerics FROM samples")]
-    assert sorted(r["batch_size"] for r in recorded) == [2] * 6 + [3] * 3
-    assert all(r["scheduler"] == "continuous" and "torch" in r for r in recorded)
+    records = recorded(out)
+    assert sorted(r["batch_size"] for r in records) == [2] * 6 + [3] * 3
+    assert all(r["scheduler"] == "continuous" and "torch" in r and r["deterministic"] is False for r in records)
     assert grown.summary["mixed_numerics"].all()
-    assert "more than one setting of batch size" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "more than one setting of batch size" in report
+    assert "- generation: not deterministic for 9 of 9 samples (switched off: lean_prefill)" in report

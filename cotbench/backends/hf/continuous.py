@@ -200,7 +200,10 @@ class ContinuousBatcher:
         return max(1, int(0.5 * _free_memory(self.device) // per_row))
 
     def _forward(self, cache: SlotCache, rows, input_ids: torch.Tensor, positions: torch.Tensor,
-                 alphas: list[float], lean: bool = False, **attention_kwargs) -> torch.Tensor:
+                 alphas: list[float], lean: bool = False, prefill: bool = False, **attention_kwargs) -> torch.Tensor:
+        """The last column's logits (rows, vocab). ``lean``: a decode step through the lean decoder; ``prefill``: a
+        prefill pass through the lean layers (``lean_prefill``); neither, or where they do not apply:
+        transformers' forward."""
         width = int(positions.max()) + 1
         cache.bind(rows, positions, width)
         if self.strengths is not None:
@@ -208,7 +211,7 @@ class ContinuousBatcher:
         mask = attention_mask(positions, width, self.dtype, self._additive_mask)
         if lean and self._lean is not None:
             return self._lean(cache, input_ids, positions, mask, **attention_kwargs)
-        if self._lean is not None and self.lean_prefill:
+        if prefill and self._lean is not None and self.lean_prefill:
             logits = self._lean.prefill(cache, input_ids, positions, mask)
             if logits is not None:
                 return logits
@@ -243,7 +246,7 @@ class ContinuousBatcher:
             input_ids[i, width - len(prompt):] = torch.tensor(prompt)
             positions[i, width - len(prompt):] = torch.arange(shared, shared + len(prompt))
         logits = self._forward(cache, torch.tensor(rows, device=self.device), input_ids.to(self.device),
-                               positions.to(self.device), [_alpha(r) for r in admitted])
+                               positions.to(self.device), [_alpha(r) for r in admitted], prefill=True)
         self.stats.prompt_tokens += sum(len(p) for p in ids)
         self.stats.prefill_s += time.perf_counter() - now
         new = [_Row(r, shared + len(p), now) for r, p in zip(admitted, ids)]
@@ -259,7 +262,7 @@ class ContinuousBatcher:
             n = len(prefix.tokens)
             self._forward(prefix.cache, torch.tensor([prefix.slots[a] for a in missing], device=self.device),
                           torch.tensor([prefix.tokens] * len(missing), device=self.device),
-                          torch.arange(n, device=self.device).expand(len(missing), n), missing)
+                          torch.arange(n, device=self.device).expand(len(missing), n), missing, prefill=True)
             self.stats.prompt_tokens += n * len(missing)
             prefix.computed.update(missing)
         cache.copy_from(prefix.cache, rows, [prefix.slots[a] for a in alphas], len(prefix.tokens))

@@ -121,3 +121,29 @@ def test_models_not_laid_out_like_llama_keep_transformers_forward():
     assert "sliding-window" in why_not_lean(_model("qwen2", use_sliding_window=False,
                                                   layer_types=["full_attention", "sliding_attention"]))
     assert "module names" in why_not_lean(_model("llama"))  # no .model.layers to run
+
+
+def test_lean_prefill_follows_transformers_prefill_in_fp32(tiny_model, tiny_valve, wide_model):
+    """Prefill through the lean layers (attention in cotbench's decode loop, issue 39): each row's last-column
+    logits and every key and value it writes within rounding of fp32 sums of transformers' own prefill, rows
+    of different lengths left-padded in one pass."""
+    for model, valve in ((tiny_model, tiny_valve), wide_model):
+        backend = HFBackend(str(model), str(valve), dtype="float32")
+        batcher = ContinuousBatcher(backend.model, backend.tokenizer, backend._eos_ids, backend._strengths, n_slots=4)
+        width = max(len(p) for p in PROMPTS)
+        ids = torch.full((len(PROMPTS), width), 2)
+        positions = torch.full((len(PROMPTS), width), -1)
+        for i, prompt in enumerate(PROMPTS):
+            ids[i, width - len(prompt):], positions[i, width - len(prompt):] = torch.tensor(prompt), torch.arange(len(prompt))
+        outputs = []
+        for prefill in (False, True):
+            cache = SlotCache(4, 16)
+            with torch.inference_mode():
+                logits = batcher._forward(cache, torch.arange(4), ids, positions, ALPHAS, prefill=prefill)
+            outputs.append((logits, cache))
+        (expected, expected_cache), (got, got_cache) = outputs
+        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+        for a, b in zip(got_cache.keys + got_cache.values, expected_cache.keys + expected_cache.values):
+            written = b[:, :, :width].abs().sum(-1) > 0  # the columns prefill wrote (scratch excluded)
+            assert torch.equal(a[:, :, :width].abs().sum(-1) > 0, written)
+            assert (a[:, :, :width] - b[:, :, :width]).abs().max() <= 1e-4 * b.abs().max()
