@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from cotbench.cli import main
-from cotbench.records import Grade, Problem
+from cotbench.records import Problem
 from cotbench.report import write_run_outputs
 from cotbench.report.compare import compare_runs
 from cotbench.store import DB_NAME, Store

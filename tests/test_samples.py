@@ -60,6 +60,7 @@ def _config(tiny_model, tiny_valve, out, **extra):
 
 def test_k_samples_end_to_end_and_a_larger_k_generates_only_the_new_samples(tiny_model, tiny_valve, tmp_path):
     single = run_sweep(_config(tiny_model, tiny_valve, tmp_path / "k1"), progress=False)
+    assert single.n_generated == 3 * 2
     first = run_sweep(_config(tiny_model, tiny_valve, tmp_path / "k", samples=2), progress=False)
     assert first.n_generated == 3 * 2 * 2
     grown = run_sweep(_config(tiny_model, tiny_valve, tmp_path / "k", samples=3), progress=False)
