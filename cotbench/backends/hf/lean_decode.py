@@ -14,6 +14,10 @@ It applies to the model types whose decoder layer is Llama's (Llama, Mistral, Qw
 base models among them), and Qwen3's, which adds an RMSNorm over each head of the query and key before the
 rotary embedding (run here as transformers runs it), without sliding-window attention; anything else goes
 through transformers' forward, so nothing is lost, only this speed.
+
+Prefill passes run the same layers (:meth:`LeanDecoder.prefill`) with attention in the decode kernel's loop, each
+prompt token a query of its own: PyTorch's SDPA sums in blocks that move with the pass's width and padding, so
+through it a prompt's logits depended on the rows prefilled beside it (issue 39). It needs the C kernels.
 """
 from __future__ import annotations
 
