@@ -93,11 +93,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hold-to-avx2", action="store_true")
     parser.add_argument("--ab-fast-paths", action="store_true")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="with --ab-fast-paths: only this variant beside 'as is' (repeatable); "
-                             f"one of: {', '.join(FAST_PATHS_OFF)}")
+    parser.add_argument("--only", action="append", choices=list(FAST_PATHS_OFF),
+                        help="with --ab-fast-paths: only this variant beside 'as is' (repeatable)")
     parser.add_argument("--keep-run", type=Path, help="copy the last run's directory here (samples.sqlite left out)")
     args = parser.parse_args()
+    if args.only and not args.ab_fast_paths:
+        parser.error("--only picks among the --ab-fast-paths variants: add --ab-fast-paths")
     env = dict(os.environ, **(AVX2_HOLD_ENV if args.hold_to_avx2 else {}))
     cli = [sys.executable, "-c", HELD_CLI_CODE] if args.hold_to_avx2 else [sys.executable, "-m", "cotbench"]
     variants = [("as is", cli, {})]

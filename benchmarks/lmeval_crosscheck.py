@@ -147,10 +147,11 @@ def run_lmeval(args, task_dir: Path, chat: bool) -> dict:
                f"pretrained={model.parent},gguf_file={model.name},dtype=float32", "--tasks", TASK,
                "--include_path", str(task_dir), "--limit", str(args.limit), "--batch_size", str(args.batch_size),
                "--gen_kwargs", f"max_gen_toks={args.max_gen_toks}", "--log_samples", "--output_path", str(out),
-               "--seed", "0", "--use_cache", str(out / "cache"), *(["--apply_chat_template"] if chat else [])]
+               "--seed", "0", "--use_cache", str(out / f"cache-batch{args.batch_size}"), *(["--apply_chat_template"] if chat else [])]
     # lm-eval's request cache (sqlite, committed per response) lets a killed run resume; its wall time is then
-    # that of the last part only, and the result says so
-    resumed = any(out.glob("cache*.db"))
+    # that of the last part only, and the result says so. One cache per batch size: lm-eval's greedy text can
+    # move with it, and its cache keys do not hold it, so a resume at another batch size starts afresh
+    resumed = any(out.glob(f"cache-batch{args.batch_size}_rank*.db"))
     started = time.perf_counter()
     subprocess.run(command, check=True)
     wall = round(time.perf_counter() - started, 1)

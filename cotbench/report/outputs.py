@@ -56,6 +56,8 @@ def determinism(samples) -> str:
         flag = record.get("deterministic")
         records.setdefault(flag, []).append(record.get("because"))
     n = sum(len(v) for v in records.values())
+    if not n:
+        return ""
     if set(records) == {True}:
         return ("- generation: deterministic: each sample's tokens depend on its prompt, α, the model and the "
                 "settings alone, not on batch size, batch mates, scheduler or threads (on this machine and dtype)")

@@ -68,6 +68,16 @@ class KernelBuildError(RuntimeError):
     """The kernels could not be built or loaded here (the compiler's first error line, or the ABI mismatch)."""
 
 
+# cpu_kernels.c's MAX_DIM and MAX_GROUP: attention with larger heads, or more query heads per key/value head,
+# is declined by the kernels and runs on SDPA
+MAX_HEAD_DIM, MAX_GROUP = 256, 16
+
+
+def attention_fits(head_dim: int, heads: int, kv_heads: int) -> bool:
+    """Whether the attention kernels take a model with these heads (else its attention stays on SDPA)."""
+    return head_dim <= MAX_HEAD_DIM and kv_heads > 0 and heads % kv_heads == 0 and heads // kv_heads <= MAX_GROUP
+
+
 _P, _Q, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _TYPED_SIGNATURES = {  # argument types of each C function, the same for both element types
     "decode_attention": [_P] * 5 + [_Q] * 6 + [_F, _I],

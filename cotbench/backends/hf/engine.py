@@ -176,8 +176,9 @@ class HFBackend:
         change a token. Else what keeps this engine from it."""
         import torch
 
-        from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, kernel_status
+        from cotbench.backends.hf.cpu_kernels import KERNEL_DTYPES, attention_fits, kernel_status
         from cotbench.backends.hf.lean_decode import why_not_lean
+        from cotbench.backends.hf.packed_linear import packing_applies
 
         if self.device != "cpu":
             return f"{self.device}: only cotbench's CPU path is built row-invariant"
@@ -185,16 +186,22 @@ class HFBackend:
             return f"{str(self.dtype).replace('torch.', '')}: cotbench's kernels cover bf16 and fp32"
         if (why := why_not_lean(self.model)) is not None:
             return f"transformers' forward ({why}): its attention sums depend on padding and batch width"
-        if getattr(self.model.config, "_attn_implementation", "sdpa") != "sdpa":
-            return f"attention implementation {self.model.config._attn_implementation!r}"
+        config = self.model.config
+        if getattr(config, "_attn_implementation", "sdpa") != "sdpa":
+            return f"attention implementation {config._attn_implementation!r}"
+        head_dim = self.model.model.layers[0].self_attn.head_dim
+        if not attention_fits(head_dim, config.num_attention_heads, config.num_key_value_heads):
+            return (f"attention of {config.num_attention_heads} heads of {head_dim} over {config.num_key_value_heads} "
+                    "key/value heads is beyond cotbench's kernels and runs on SDPA")
         if (status := kernel_status()) != "loaded":
             return f"cotbench's C kernels are not in use ({status})"
         off = [name for name in ("lean_decode", "lean_prefill", "decode_kernel", "attention_groups", "lora_kernel")
                if not getattr(self, name)]
         if off:
             return f"switched off: {', '.join(off)}"
-        if self.dtype == torch.float32 and not self.packed_layers:
-            return "fp32 linear layers through MKL, whose sums depend on the row count (not packed for oneDNN)"
+        if not self.packed_layers and (self.dtype == torch.float32 or packing_applies(self.model)):
+            # fp32 F.linear is MKL's sgemm, bf16 oneDNN's unpacked path: neither is checked row-invariant
+            return "linear layers not packed for oneDNN: F.linear's sums can depend on the row count"
         return None
 
     def set_alpha(self, alpha: float | None) -> None:

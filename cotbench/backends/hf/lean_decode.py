@@ -125,10 +125,11 @@ class LeanDecoder:
         (:func:`~cotbench.backends.hf.cpu_kernels.prefill_attention`, each prompt token a query of its own).
         Every other step works token by token, so a prompt's logits do not depend on the padding, on the rows
         prefilled with it or on where a shared prefix ends; through transformers' SDPA they do."""
+        weight = self.embed.weight
+        if weight.dtype not in KERNEL_DTYPES or weight.device.type != "cpu" or (library := load_library()) is None:
+            return None
         rows, tokens = input_ids.shape
         hidden = self.embed(input_ids)
-        if hidden.dtype not in KERNEL_DTYPES or hidden.device.type != "cpu" or (library := load_library()) is None:
-            return None
         cos, sin = self.rotary(hidden, positions.clamp(min=0))
         lengths = (positions + 1).clamp(min=0)
         norms = iter(self._norms)

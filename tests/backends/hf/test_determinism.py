@@ -236,8 +236,7 @@ def test_a_run_killed_and_resumed_stores_the_uninterrupted_runs_responses(model6
     assert whole == parts and len(whole) == 18
 
 
-def test_the_engine_says_when_it_is_not_deterministic(model64):
-    model, valve = model64
+def test_the_engine_says_when_it_is_not_deterministic(model64, monkeypatch):
     backend = _backend(model64, "float32")
     assert backend.numerics()["deterministic"] is True and "batch_size" not in backend.numerics()
     backend.lean_prefill = False
@@ -245,3 +244,10 @@ def test_the_engine_says_when_it_is_not_deterministic(model64):
     record = backend.numerics()
     assert record["deterministic"] is False and record["batch_size"] == 64 and record["because"]
     assert set(KERNEL_DTYPES) == {torch.float32, torch.bfloat16}
+    backend.lean_prefill = True
+    attention = backend.model.model.layers[0].self_attn
+    monkeypatch.setattr(attention, "head_dim", 512)  # beyond the kernels: attention would run on SDPA
+    assert "beyond cotbench's kernels" in backend.why_not_deterministic()
+    monkeypatch.setattr(attention, "head_dim", 64)
+    unpacked = _backend(model64, "float32", pack_weights=False)
+    assert unpacked.packed_layers == 0 and "not packed" in unpacked.why_not_deterministic()
